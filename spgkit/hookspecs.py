@@ -1,0 +1,48 @@
+"""Every hook a spgkit plugin can implement.
+
+Hooks only *register* things; they never run model code. A plugin is any module or object with
+functions marked ``@spgkit.hookimpl`` whose names match the specs below, exposed to spgkit through
+an entry point in the ``spgkit`` group of its distribution::
+
+    # pyproject.toml of your plugin distribution
+    [project.entry-points.spgkit]
+    my_method = "my_package"
+
+    # my_package/__init__.py
+    import spgkit
+
+    @spgkit.hookimpl
+    def spgkit_register_heads(register):
+        register(MyHead)
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("spgkit")
+hookimpl = pluggy.HookimplMarker("spgkit")
+
+
+@hookspec
+def spgkit_register_heads(register):
+    """Register guidance heads.
+
+    Called once per plugin when a :class:`spgkit.plugins.Registry` is built. Call
+    ``register(HeadClass)`` for each :class:`spgkit.heads.GuidanceHead` subclass the plugin
+    provides; the head's ``name`` class attribute is the name studies use. Registering a name that
+    another plugin already registered raises :class:`spgkit.plugins.PluginError` naming both
+    plugins. Return value is ignored.
+    """
+
+
+@hookspec
+def spgkit_register_backbones(register):
+    """Register attention backbones.
+
+    Called once per plugin when a :class:`spgkit.plugins.Registry` is built. Call
+    ``register(factory, name="my_backbone")`` for each backbone; ``factory(**kwargs)`` must return
+    an :class:`spgkit.backbones.AttentionBackbone`. ``name`` defaults to ``factory.name``.
+    Duplicate names raise :class:`spgkit.plugins.PluginError` naming both plugins. Return value
+    is ignored.
+    """

@@ -1,0 +1,176 @@
+"""Backbone + CAM classifier (SPG-A) + guidance heads, composed into one model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spgkit.backbones import AttentionBackbone
+from spgkit.guidance import class_maps, minmax_normalize, upsample
+from spgkit.heads import ClassifierOutput, GuidanceHead, HeadContext, HeadOutput, ModelSpec
+from spgkit.plugins import PluginError, Registry
+
+
+class Classifier(nn.Module):
+    """SPG-A's A3 + A4: two 3x3 convs (``width`` filters, ReLU, dropout) then a 1x1 conv to K classes.
+
+    The A4 maps are the class activation maps; global average pooling gives the logits. Dropout is
+    an ``nn.Dropout``, so it is active in ``train()`` and off in ``eval()``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 1024, dropout: float = 0.5):
+        super().__init__()
+        self.a3 = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+        self.a4 = nn.Conv2d(width, num_classes, 1)
+        self.width = width
+
+    def forward(self, x: torch.Tensor) -> ClassifierOutput:
+        features = self.a3(x)
+        cams = self.a4(features)
+        return ClassifierOutput(features, cams, cams.mean((2, 3)))
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A head by registry name, with its constructor arguments."""
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelOutput:
+    """One forward pass: the classifier's output and every head's output by name."""
+
+    classifier: ClassifierOutput
+    heads: dict[str, HeadOutput]
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.classifier.logits
+
+
+def order_heads(heads: Mapping[str, type[GuidanceHead]]) -> list[str]:
+    """Order head names so that each comes after the heads it needs.
+
+    Raises :class:`ValueError` for a need that is not among ``heads`` or for a cycle.
+    """
+    for name, cls in heads.items():
+        for need in cls.needs_heads:
+            if need not in heads:
+                raise ValueError(
+                    f"head {name!r} needs head {need!r}, which is not in this model; "
+                    f"add HeadSpec({need!r}) beside it"
+                )
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise ValueError(f"heads need each other in a cycle through {name!r}")
+        visiting.add(name)
+        for need in heads[name].needs_heads:
+            visit(need)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in heads:
+        visit(name)
+    return order
+
+
+class WSOLModel(nn.Module):
+    """The attention backbone, the CAM classifier on its ``high`` stage, and ordered heads."""
+
+    def __init__(self, backbone: AttentionBackbone, classifier: Classifier, heads: list[GuidanceHead]):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+        self.heads = nn.ModuleDict({head.name: head for head in heads})
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
+        features = self.backbone(images)
+        cls_out = self.classifier(features["high"])
+        ctx = HeadContext(images, features, cls_out, labels, outputs={})
+        for name, head in self.heads.items():
+            ctx.outputs[name] = head(ctx)
+        return ModelOutput(cls_out, ctx.outputs)
+
+    def losses(self, out: ModelOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every loss term by name (``ce`` and ``<head>.<loss>``, already weighted)."""
+        terms = {"ce": F.cross_entropy(out.logits, labels)}
+        for name, head_out in out.heads.items():
+            weight = self.heads[name].loss_weight
+            for key, value in head_out.losses.items():
+                terms[f"{name}.{key}"] = weight * value
+        return terms
+
+    def localization_maps(self, out: ModelOutput, classes: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) maps in [0, 1] for the given classes: the normalised CAM fused by max with
+        the normalised maps heads contribute (ACoL's second classifier, for example)."""
+        fused = minmax_normalize(class_maps(out.classifier.cams, classes))
+        for head_out in out.heads.values():
+            if head_out.map is None:
+                continue
+            extra = head_out.map
+            extra = class_maps(extra, classes) if extra.shape[1] > 1 else extra[:, 0]
+            extra = minmax_normalize(upsample(extra, tuple(fused.shape[-2:])))
+            fused = torch.maximum(fused, extra)
+        return fused
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``{"pretrained": backbone parameters, "new": classifier and head parameters}``."""
+        backbone = list(self.backbone.parameters())
+        seen = {id(p) for p in backbone}
+        return {"pretrained": backbone, "new": [p for p in self.parameters() if id(p) not in seen]}
+
+
+def build_model(
+    num_classes: int,
+    heads: list[HeadSpec] | tuple[HeadSpec, ...] = (),
+    backbone: str = "inception_v3",
+    backbone_args: Mapping[str, Any] | None = None,
+    classifier_width: int = 1024,
+    dropout: float = 0.5,
+    registry: Registry | None = None,
+) -> WSOLModel:
+    """Build a model from registry names; every composition error is raised here, not mid-training."""
+    registry = registry if registry is not None else Registry()
+    names = [spec.name for spec in heads]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"head(s) {duplicates} listed more than once")
+    head_classes = {spec.name: registry.head(spec.name) for spec in heads}
+    net = registry.backbone(backbone)(**dict(backbone_args or {}))
+    if "high" not in net.stages:
+        raise PluginError(f"backbone {backbone!r} has no 'high' stage (roles: {sorted(net.stages)})")
+    for name, cls in head_classes.items():
+        missing = [role for role in cls.needs_features if role not in net.stages]
+        if missing:
+            raise ValueError(
+                f"head {name!r} needs backbone roles {missing}, which backbone {backbone!r} "
+                f"does not provide (it has {sorted(net.stages)})"
+            )
+    spec = ModelSpec(dict(net.stages), num_classes, classifier_width)
+    classifier = Classifier(net.stages["high"].channels, num_classes, classifier_width, dropout)
+    args = {s.name: dict(s.args) for s in heads}
+    built = []
+    for name in order_heads(head_classes):
+        try:
+            built.append(head_classes[name](spec, **args[name]))
+        except TypeError as exc:
+            raise TypeError(f"head {name!r}: bad arguments {args[name]}: {exc}") from exc
+    return WSOLModel(net, classifier, built)

@@ -1,0 +1,115 @@
+"""Plugin discovery: one plugin manager, and the registry of heads and backbones it yields.
+
+Built-in methods (SPG, ACoL) are ordinary plugin distributions under ``plugins/`` discovered through
+entry points exactly like a third party's; the core registers only its own timm backbones.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import pluggy
+
+from spgkit import hookspecs
+
+ENTRY_POINT_GROUP = "spgkit"
+#: Set to ``1`` to stop :func:`get_plugin_manager` loading entry points (tests register plugins by hand).
+AUTOLOAD_ENV = "SPGKIT_DISABLE_PLUGIN_AUTOLOAD"
+CORE = "spgkit (core)"
+
+
+class PluginError(RuntimeError):
+    """A plugin failed to load, registered a duplicate name, or a name is unknown."""
+
+
+def get_plugin_manager(autoload: bool | None = None) -> pluggy.PluginManager:
+    """Build the plugin manager: hookspecs, the core's backbones, and entry-point plugins.
+
+    ``autoload`` defaults to true unless the environment variable ``SPGKIT_DISABLE_PLUGIN_AUTOLOAD``
+    is set to a non-empty value other than ``0``. A plugin whose import fails raises
+    :class:`PluginError` naming the entry point and its distribution. ``check_pending()`` makes a
+    misspelled hook name fail here rather than be silently ignored.
+    """
+    from spgkit import backbones  # the core's own timm backbones
+
+    pm = pluggy.PluginManager("spgkit")
+    pm.add_hookspecs(hookspecs)
+    pm.register(backbones, name=CORE)
+    if autoload is None:
+        autoload = os.environ.get(AUTOLOAD_ENV, "") in ("", "0")
+    if autoload:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist is not None else "unknown distribution"
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # any import-time failure of third-party code
+                raise PluginError(
+                    f"spgkit plugin {ep.name!r} ({ep.value}) from distribution {dist!r} "
+                    f"failed to import: {type(exc).__name__}: {exc}"
+                ) from exc
+            if pm.is_registered(plugin):
+                continue
+            pm.register(plugin, name=f"{ep.name} ({dist})")
+    pm.check_pending()
+    return pm
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One registered head or backbone and the plugin that provided it."""
+
+    name: str
+    obj: Any
+    plugin: str
+
+
+class Registry:
+    """Heads and backbones registered by the plugins of one plugin manager."""
+
+    def __init__(self, pm: pluggy.PluginManager | None = None):
+        self.pm = pm if pm is not None else get_plugin_manager()
+        self.heads = self._collect("spgkit_register_heads", "head")
+        self.backbones = self._collect("spgkit_register_backbones", "backbone")
+
+    def _collect(self, hook_name: str, kind: str) -> dict[str, Registered]:
+        found: dict[str, Registered] = {}
+        # Call each implementation on its own so that every registration knows its plugin.
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+
+            def register(obj: Callable, name: str | None = None, _plugin=impl.plugin_name) -> None:
+                key = name or getattr(obj, "name", None)
+                if not isinstance(key, str) or not key:
+                    raise PluginError(f"plugin {_plugin!r} registered a {kind} without a name: {obj!r}")
+                if key in found:
+                    raise PluginError(
+                        f"{kind} {key!r} is registered twice: by plugin {found[key].plugin!r} "
+                        f"and by plugin {_plugin!r}"
+                    )
+                found[key] = Registered(key, obj, _plugin)
+
+            impl.function(register=register)
+        return found
+
+    def head(self, name: str):
+        """The head class registered as ``name``."""
+        return self._lookup(self.heads, name, "head").obj
+
+    def backbone(self, name: str):
+        """The backbone factory registered as ``name``."""
+        return self._lookup(self.backbones, name, "backbone").obj
+
+    def _lookup(self, table: dict[str, Registered], name: str, kind: str) -> Registered:
+        if name in table:
+            return table[name]
+        known = ", ".join(f"{k} (from {v.plugin})" for k, v in sorted(table.items())) or "none"
+        hint = ""
+        if os.environ.get(AUTOLOAD_ENV, "") not in ("", "0"):
+            hint = f" Plugin autoload is off ({AUTOLOAD_ENV} is set)."
+        raise PluginError(
+            f"unknown {kind} {name!r}. Known {kind}s: {known}.{hint} A {kind} comes from an "
+            f"installed distribution with an entry point in group {ENTRY_POINT_GROUP!r}; "
+            f"`spgkit {kind}s` lists them."
+        )

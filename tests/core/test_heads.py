@@ -1,0 +1,107 @@
+import pytest
+import torch
+
+from spgkit.model import HeadSpec, build_model, order_heads
+
+TINY = dict(classifier_width=32, backbone="inception_v3")
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_spg_b_shared_really_shares(registry):
+    shared = build_model(5, [HeadSpec("spg_b", {"shared": True})], registry=registry, **TINY).heads["spg_b"]
+    unshared = build_model(5, [HeadSpec("spg_b", {"shared": False})], registry=registry, **TINY).heads["spg_b"]
+    assert shared.b1_second[0].weight is shared.b2_second[0].weight
+    assert shared.b1_out.weight is shared.b2_out.weight
+    assert unshared.b1_second[0].weight is not unshared.b2_second[0].weight
+    assert unshared.b1_out.weight is not unshared.b2_out.weight
+    # Exactly one second conv (512x512x3x3 + 512) and one output conv (512 + 1) fewer.
+    assert n_params(unshared) - n_params(shared) == 512 * 512 * 9 + 512 + 512 + 1
+
+
+def test_acol_zeroes_exactly_the_positions_at_or_above_delta(registry):
+    torch.manual_seed(0)
+    model = build_model(3, [HeadSpec("acol", {"delta": 0.6})], registry=registry, **TINY).eval()
+    seen = {}
+    model.heads["acol"].classifier_b.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    images, labels = torch.randn(2, 3, 64, 64), torch.tensor([2, 0])
+    with torch.no_grad():
+        out = model(images, labels)
+        feats = model.backbone(images)["high"]
+    cam = out.classifier.cams[torch.arange(2), labels]
+    lo, hi = cam.amin((1, 2), keepdim=True), cam.amax((1, 2), keepdim=True)
+    erased = (cam - lo) / (hi - lo) >= 0.6
+    assert 0 < erased.sum() < erased.numel()  # the case is not trivial
+    expected = feats * (~erased)[:, None]
+    assert torch.equal(seen["x"], expected)
+    assert torch.equal(out.heads["acol"].extras["erased"], erased)
+    # Localization fuses by element-wise max of the two normalised maps.
+    cam_b = out.heads["acol"].map[torch.arange(2), labels]
+    nb = (cam_b - cam_b.amin((1, 2), keepdim=True)) / (cam_b.amax((1, 2), keepdim=True) - cam_b.amin((1, 2), keepdim=True))
+    na = (cam - lo) / (hi - lo)
+    assert torch.allclose(model.localization_maps(out, labels), torch.maximum(na, nb), atol=1e-6)
+
+
+def test_spg_masks_and_supervision_chain(registry):
+    torch.manual_seed(0)
+    model = build_model(3, [HeadSpec("spg_c"), HeadSpec("spg_b")], registry=registry, **TINY)
+    assert list(model.heads) == ["spg_b", "spg_c"]  # ordered by declared needs
+    images, labels = torch.randn(2, 3, 48, 48), torch.tensor([1, 2])
+    out = model(images, labels)
+    b = out.heads["spg_b"].extras
+    for key in ("seed_b1", "seed_b2"):
+        assert b[key].shape == (2, 48, 48) and set(b[key].unique().tolist()) <= {0, 1, 255}
+        assert not b[key].requires_grad
+    # SPG-C's seed is built from SPG-B's fused map with (0.7, 0.1).
+    fused = (b["b1"] + b["b2"]) / 2
+    assert torch.allclose(b["fused"], fused)
+    from spgkit.guidance import seed_mask
+
+    assert torch.equal(out.heads["spg_c"].extras["seed_c"], seed_mask(fused, 0.7, 0.1))
+    losses = model.losses(out, labels)
+    assert set(losses) == {"ce", "spg_b.b1", "spg_b.b2", "spg_c.c"}
+
+
+def test_spg_c_without_spg_b_fails_at_build_time(registry):
+    with pytest.raises(ValueError, match="'spg_c' needs head 'spg_b'"):
+        build_model(3, [HeadSpec("spg_c")], registry=registry, **TINY)
+
+
+def test_order_heads_detects_cycles():
+    class A:
+        needs_heads = ("b",)
+
+    class B:
+        needs_heads = ("a",)
+
+    with pytest.raises(ValueError, match="cycle"):
+        order_heads({"a": A, "b": B})
+
+
+def test_bad_head_arguments_name_the_head(registry):
+    with pytest.raises(TypeError, match="head 'spg_b': bad arguments"):
+        build_model(3, [HeadSpec("spg_b", {"sharred": True})], registry=registry, **TINY)
+
+
+def test_dropout_respects_train_and_eval(registry):
+    model = build_model(3, [], registry=registry, backbone="inception_v3", dropout=0.5)
+    x = torch.randn(1, 3, 48, 48)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, model(x).logits)
+        model.train()
+        model.backbone.eval()  # isolate the classifier's dropout from batch-norm statistics
+        assert not torch.equal(model(x).logits, model(x).logits)
+
+
+def test_parameter_groups_put_every_new_layer_in_new(registry):
+    model = build_model(3, [HeadSpec("spg_b"), HeadSpec("acol")], registry=registry, **TINY)
+    groups = model.parameter_groups()
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    assert {id(p) for p in groups["pretrained"]} == backbone_ids
+    new_ids = {id(p) for p in groups["new"]}
+    for module in (model.classifier, *model.heads.values()):
+        assert {id(p) for p in module.parameters()} <= new_ids
+    assert len(new_ids) + len(backbone_ids) == len(list(model.parameters()))
