@@ -98,5 +98,17 @@ class GuidanceHead(nn.Module):
         self.spec = spec
         self.loss_weight = loss_weight
 
-    def forward(self, ctx: HeadContext) -> HeadOutput:  # pragma: no cover - abstract
-        raise NotImplementedError(f"head {self.name!r} must implement forward(ctx)")
+    def transform_images(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Change the input before the backbone sees it, in training only (Hide-and-Seek hides
+        patches here). Default: unchanged."""
+        return images
+
+    def transform_features(self, features: dict[str, torch.Tensor], labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Change the backbone's features before the classifier sees them, in training only
+        (attention-based dropout acts here). Default: unchanged."""
+        return features
+
+    def forward(self, ctx: HeadContext) -> HeadOutput:
+        """Losses, a map to fuse and extras for one batch. Default: nothing (a head may act only
+        through the transforms above)."""
+        return HeadOutput()

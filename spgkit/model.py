@@ -102,7 +102,13 @@ class WSOLModel(nn.Module):
         self.heads = nn.ModuleDict({head.name: head for head in heads})
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
+        if self.training:
+            for head in self.heads.values():
+                images = head.transform_images(images, labels)
         features = self.backbone(images)
+        if self.training:
+            for head in self.heads.values():
+                features = head.transform_features(features, labels)
         cls_out = self.classifier(features["high"])
         ctx = HeadContext(images, features, cls_out, labels, outputs={})
         for name, head in self.heads.items():

@@ -105,3 +105,45 @@ def test_parameter_groups_put_every_new_layer_in_new(registry):
     for module in (model.classifier, *model.heads.values()):
         assert {id(p) for p in module.parameters()} <= new_ids
     assert len(new_ids) + len(backbone_ids) == len(list(model.parameters()))
+
+
+def test_input_and_feature_transforms_run_in_training_only(plugin_manager):
+    import spgkit
+    from spgkit.heads import GuidanceHead
+    from spgkit.plugins import Registry
+
+    class Blank(GuidanceHead):
+        """Zeroes the input's left half and doubles the high features, while training."""
+
+        name = "blank"
+
+        def transform_images(self, images, labels):
+            out = images.clone()
+            out[..., : images.shape[-1] // 2] = 0
+            return out
+
+        def transform_features(self, features, labels):
+            return {**features, "high": 2 * features["high"]}
+
+    class Plugin:
+        @spgkit.hookimpl
+        def spgkit_register_heads(self, register):
+            register(Blank)
+
+    plugin_manager.register(Plugin())
+    model = build_model(3, [HeadSpec("blank")], registry=Registry(plugin_manager), classifier_width=8, dropout=0.0)
+    seen = {}
+    model.backbone.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    model.classifier.register_forward_pre_hook(lambda m, args: seen.update(f=args[0]))
+    images = torch.randn(2, 3, 48, 48)
+    model.train()
+    model(images, torch.tensor([0, 1]))
+    assert torch.equal(seen["x"][..., :24], torch.zeros(2, 3, 48, 24)) and torch.equal(seen["x"][..., 24:], images[..., 24:])
+    with torch.no_grad():
+        high = model.backbone(seen["x"])["high"]
+    assert torch.allclose(seen["f"], 2 * high, atol=1e-5)
+    model.eval()
+    with torch.no_grad():
+        model(images)
+        assert torch.equal(seen["x"], images)
+        assert torch.allclose(seen["f"], model.backbone(images)["high"])
