@@ -1,0 +1,53 @@
+"""Datasets for WSOL: readers of the real formats, and SynthWSOL, a built-in synthetic benchmark.
+
+Every dataset returns :class:`Sample` dicts (image, label, boxes, mask, ignore, image_id), takes a
+``transform`` applied to the whole dict, and has ``num_classes`` and ``class_names``. Batch with
+:func:`collate`; preprocess with :func:`train_transform` / :func:`eval_transform`. Bad input raises
+:class:`DataError` naming the file and line, or, with ``on_error="skip"``, is skipped, counted in
+``dataset.skipped`` and reported in one warning.
+"""
+
+from __future__ import annotations
+
+from spgkit.data.archive import extract
+from spgkit.data.cub import CUB
+from spgkit.data.folder_csv import FolderCSV
+from spgkit.data.imagenet import ImageNet
+from spgkit.data.pets import OxfordPets
+from spgkit.data.sample import DataError, Sample, collate, make_sample
+from spgkit.data.synth import SynthSample, SynthWSOL
+from spgkit.data.tiny_imagenet import TinyImageNet
+from spgkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from spgkit.data.wsol_metadata import WSOLMetadata
+
+DATASETS: dict[str, type] = {
+    "synthwsol": SynthWSOL,
+    "cub": CUB,
+    "imagenet": ImageNet,
+    "wsol_metadata": WSOLMetadata,
+    "tiny_imagenet": TinyImageNet,
+    "pets": OxfordPets,
+    "folder_csv": FolderCSV,
+}
+"""Short names of the dataset classes, for study files and the command line."""
+
+__all__ = [
+    "CUB",
+    "DATASETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DataError",
+    "FolderCSV",
+    "ImageNet",
+    "OxfordPets",
+    "Sample",
+    "SynthSample",
+    "SynthWSOL",
+    "TinyImageNet",
+    "WSOLMetadata",
+    "collate",
+    "eval_transform",
+    "extract",
+    "make_sample",
+    "train_transform",
+]

@@ -1,0 +1,67 @@
+"""Idempotent, atomic extraction of dataset tar archives into a cache directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from spgkit.data.sample import DataError
+
+MARKER = ".spgkit-extracted"
+"""File written last inside an extraction; its presence is what makes a directory count as done."""
+
+_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar")
+
+
+def extract(archive_path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """Extract a tar archive (plain or compressed) once and return the directory holding its members.
+
+    The target is ``cache_dir / <archive name without its tar suffix>``. The archive is unpacked
+    into a temporary directory beside the target, a marker file is written, and only then is the
+    directory renamed into place, so a crash or a concurrent run never leaves a half-extracted
+    target that looks complete. A later call finds the marker and returns at once. Members are
+    extracted with tarfile's ``"data"`` filter (no absolute paths, no links out of the target).
+
+    Raises:
+        DataError: the archive is missing or unreadable, or the target exists without the marker
+            (something else put it there; it is not overwritten).
+    """
+    archive_path = Path(archive_path)
+    cache_dir = Path(cache_dir)
+    target = cache_dir / _stem(archive_path.name)
+    if (target / MARKER).is_file():
+        return target
+    if target.exists():
+        raise DataError(
+            str(target),
+            f"exists but was not extracted by spgkit (no {MARKER}); remove it or use another cache_dir",
+        )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=cache_dir))
+    try:
+        try:
+            with tarfile.open(archive_path) as tar:
+                tar.extractall(partial, filter="data")
+        except (OSError, tarfile.TarError, EOFError) as error:
+            raise DataError(str(archive_path), f"cannot extract ({error})") from error
+        (partial / MARKER).write_text(f"{archive_path.name}\n")
+        try:
+            partial.rename(target)
+        except OSError:
+            # Another process finished first: its complete copy wins.
+            if not (target / MARKER).is_file():
+                raise
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial)
+    return target
+
+
+def _stem(name: str) -> str:
+    for suffix in _TAR_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return f"{name}.extracted"

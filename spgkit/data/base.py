@@ -1,0 +1,316 @@
+"""Machinery shared by the file-based readers: the error policy, annotation-line parsing, box
+checks, image decoding, and :class:`RecordDataset`, the base class that turns parsed records into
+:class:`~spgkit.data.Sample` dicts.
+
+Readers parse and validate every annotation eagerly (at construction) into :class:`Record` objects;
+only pixels are decoded lazily, in ``__getitem__``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from spgkit.data.sample import DataError, Sample, make_sample
+
+Box = tuple[float, float, float, float]
+Size = tuple[int, int]
+"""(height, width) of an image, in the order of tensor shapes."""
+
+NO_BOXES = np.zeros((0, 4), dtype=np.float32)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+class BadLine(Exception):
+    """An annotation line cannot be used; the message says why.
+
+    ``line`` names the culprit when the raiser knows it; otherwise the catcher reports the error at
+    the line it was reading (:meth:`Problems.reject`).
+    """
+
+    def __init__(self, reason: str, line: Line | None = None) -> None:
+        super().__init__(reason)
+        self.line = line
+
+
+class Problems:
+    """The error policy of one dataset construction (its ``on_error`` argument).
+
+    ``"raise"``: the first problem raises :class:`DataError`. ``"skip"``: every problem is recorded
+    in :attr:`skipped` as ``(location, reason)`` and the image it concerns (its ``key``) joins
+    :attr:`rejected`; the reader leaves rejected images out as a whole, so no image is ever kept
+    with part of its annotation missing.
+    """
+
+    def __init__(self, on_error: str) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        self.on_error = on_error
+        self.skipped: list[tuple[str, str]] = []
+        self.rejected: set[Any] = set()
+
+    def report(self, location: str, reason: str, key: Any = None) -> None:
+        """Raise, or record the problem at ``location`` (``path`` or ``path:lineno``) and reject ``key``."""
+        if self.on_error == "raise":
+            raise DataError(location, reason)
+        self.skipped.append((location, reason))
+        if key is not None:
+            self.rejected.add(key)
+
+    def reject(self, error: BadLine, at: Line, key: Any) -> None:
+        """Report ``error`` at its own line, or at ``at`` when it names none, and reject ``key``."""
+        self.report((error.line or at).location, str(error), key)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One non-blank line of an annotation file."""
+
+    path: Path
+    lineno: int
+    text: str
+
+    @property
+    def location(self) -> str:
+        """``path:lineno``, the prefix of every message about this line."""
+        return f"{self.path}:{self.lineno}"
+
+    def key(self, sep: str | None = None) -> str:
+        """The first field (the image the line is about), even when the line is malformed."""
+        return self.text.split(sep, 1)[0].strip()
+
+    def fields(self, count: int, sep: str | None = None, what: str = "") -> list[str]:
+        """Split into exactly ``count`` fields (on whitespace if ``sep`` is None), stripped."""
+        parts = [part.strip() for part in (self.text.split(sep) if sep else self.text.split())]
+        if len(parts) != count:
+            layout = f" ({what})" if what else ""
+            raise BadLine(f"expected {count} fields{layout}, found {len(parts)} in {self.text.strip()!r}")
+        return parts
+
+
+def read_lines(path: Path) -> Iterator[Line]:
+    """Yield the non-blank lines of a text annotation file, numbered from 1."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for lineno, text in enumerate(handle, start=1):
+                if text.strip():
+                    yield Line(path, lineno, text.rstrip("\r\n"))
+    except FileNotFoundError:
+        raise DataError(str(path), "annotation file not found") from None
+    except UnicodeDecodeError as error:
+        raise DataError(str(path), f"not a UTF-8 text file ({error})") from None
+
+
+def read_table(
+    path: Path, count: int, problems: Problems, sep: str | None = None, what: str = ""
+) -> dict[str, tuple[Line, list[str]]]:
+    """Read a file of ``count``-field lines keyed by their first field (one line per key).
+
+    Returns ``{key: (line, other fields)}`` in file order. A malformed or repeated line is reported
+    to ``problems`` under its key.
+    """
+    table: dict[str, tuple[Line, list[str]]] = {}
+    for line in read_lines(path):
+        key = line.key(sep)
+        try:
+            fields = line.fields(count, sep, what)
+        except BadLine as error:
+            problems.report(line.location, str(error), key)
+            continue
+        if key in table:
+            problems.report(line.location, f"{key!r} was already given on line {table[key][0].lineno}", key)
+            continue
+        table[key] = (line, fields[1:])
+    return table
+
+
+def parse_int(text: str, what: str) -> int:
+    """Parse an integer field, or raise :class:`BadLine` naming the field."""
+    try:
+        return int(text)
+    except ValueError:
+        raise BadLine(f"{what} {text!r} is not an integer") from None
+
+
+def parse_float(text: str, what: str) -> float:
+    """Parse a finite number, or raise :class:`BadLine` naming the field."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadLine(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise BadLine(f"{what} {text!r} is not finite")
+    return value
+
+
+def parse_box(texts: Sequence[str], names: Sequence[str] = ("x0", "y0", "x1", "y1")) -> Box:
+    """Parse four number fields (``x0, y0, x1, y1``, or the fields ``names`` says they are)."""
+    x0, y0, x1, y1 = (parse_float(text, name) for text, name in zip(texts, names, strict=True))
+    return x0, y0, x1, y1
+
+
+def inclusive_to_exclusive(box: Box, size: Size) -> Box:
+    """Convert a box whose ``x1, y1`` name the last pixel inside it (Tiny ImageNet, ILSVRC XML, the
+    WSOL benchmark's ``localization.txt``) to the contract's exclusive ``x1, y1`` by adding 1.
+
+    One tolerance, documented because real files need it: an ``x1`` equal to the image width (or
+    ``y1`` equal to its height) is read as "up to the border" and stays at the border. The
+    benchmark's CUB boxes are ``x, y, x + w, y + h`` of ``bounding_boxes.txt``, which reach the
+    width exactly when a bird touches the right edge. Anything further out fails :func:`check_box`.
+    """
+    height, width = size
+    x0, y0, x1, y1 = box
+    return (x0, y0, x1 if x1 == width else x1 + 1, y1 if y1 == height else y1 + 1)
+
+
+def check_box(box: Box, size: Size) -> None:
+    """Raise :class:`BadLine` unless ``box`` (exclusive convention) is non-empty and inside the image."""
+    height, width = size
+    x0, y0, x1, y1 = box
+    shown = f"({x0:g}, {y0:g}, {x1:g}, {y1:g})"
+    if not (x0 < x1 and y0 < y1):
+        raise BadLine(f"box {shown} is empty (needs x0 < x1 and y0 < y1)")
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        raise BadLine(f"box {shown} lies outside the {width}x{height} image")
+
+
+def mask_box(mask: np.ndarray) -> Box | None:
+    """The exclusive-convention box around the nonzero pixels of ``mask``, or None if there are none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+
+
+def read_size(path: Path) -> Size:
+    """(height, width) from an image file's header, without decoding its pixels."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise BadLine(f"image file {path} not found") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadLine(f"image file {path} is not a readable image ({error})") from None
+    return height, width
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """Decode an image file to uint8 RGB (H, W, 3); grayscale, palette and alpha images included."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(str(path), f"cannot decode image ({error})") from error
+
+
+def load_label_map(path: Path) -> np.ndarray:
+    """Decode a single-channel annotation image (trimap, mask) to its raw values (H, W)."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("1", "L", "P", "I", "I;16"):
+                image = image.convert("L")
+            return np.asarray(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(str(path), f"cannot decode annotation image ({error})") from error
+
+
+def list_images(directory: Path) -> list[str]:
+    """Sorted names of the image files directly inside ``directory`` (by suffix, any case)."""
+    try:
+        entries = os.scandir(directory)
+    except FileNotFoundError:
+        raise DataError(str(directory), "directory not found") from None
+    with entries:
+        return sorted(
+            entry.name
+            for entry in entries
+            if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+        )
+
+
+@dataclass(slots=True)
+class Record:
+    """What a reader knows about one image before decoding it."""
+
+    image_id: str
+    path: Path
+    label: int
+    boxes: np.ndarray
+    """(n, 4) float32, exclusive convention."""
+    size: Size | None = None
+    """(height, width) known from the annotations or the header; checked against the decoded image."""
+    extra: Any = None
+    """Format-specific: what the reader's ``_annotate`` needs (mask files, trimap path)."""
+
+
+class RecordDataset(Dataset):
+    """Base class of the file-based readers: a list of validated :class:`Record` s served as samples.
+
+    Annotations are checked when the dataset is built, under its ``on_error`` policy. Pixels are
+    decoded in ``__getitem__``, where an unreadable image (or a mask file that does not match its
+    image) always raises :class:`DataError` naming the file: a map-style dataset cannot drop an
+    index once it has promised it.
+
+    Attributes:
+        num_classes: number of classes; labels are in ``[0, num_classes)``.
+        class_names: the name of each class index.
+        skipped: ``(location, reason)`` of every problem skipped under ``on_error="skip"`` (empty
+            under ``"raise"``). One warning summarises them at construction.
+        records: the parsed annotation of every image, in sample order.
+    """
+
+    def __init__(
+        self,
+        records: list[Record],
+        class_names: Sequence[str],
+        transform: Callable[[Sample], Any] | None,
+        problems: Problems,
+        source: Path,
+    ) -> None:
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.transform = transform
+        self.skipped = problems.skipped
+        self.records = records
+        if problems.skipped:
+            first_location, first_reason = problems.skipped[0]
+            warnings.warn(
+                f"{type(self).__name__}: {len(problems.skipped)} problem(s) in {source} skipped "
+                f"(on_error='skip'), {len(problems.rejected)} image(s) rejected; see .skipped. "
+                f"First: {first_location}: {first_reason}",
+                stacklevel=3,
+            )
+        if not records:
+            raise DataError(str(source), "no usable images in this split")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Any:
+        record = self.records[index]
+        image = load_rgb(record.path)
+        size = image.shape[:2]
+        if record.size is not None and tuple(size) != tuple(record.size):
+            raise DataError(
+                str(record.path),
+                f"decoded as {size[1]}x{size[0]} but its annotation says {record.size[1]}x{record.size[0]}",
+            )
+        boxes, mask, ignore = self._annotate(record, size)
+        sample = make_sample(image, record.label, boxes, mask, ignore, record.image_id)
+        return self.transform(sample) if self.transform is not None else sample
+
+    def _annotate(
+        self, record: Record, size: Size
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Boxes, mask and ignore mask of one decoded image; readers with pixel annotations override."""
+        return record.boxes, None, None

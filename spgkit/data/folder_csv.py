@@ -1,0 +1,120 @@
+"""A folder of images plus a CSV of boxes: the format for bringing your own data."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spgkit.data.base import BadLine, Line, Problems, Record, RecordDataset, check_box, parse_box, read_size
+from spgkit.data.sample import DataError, Sample
+
+COLUMNS = ("image", "label", "x0", "y0", "x1", "y1")
+
+
+class FolderCSV(RecordDataset):
+    """Images under ``image_root``, labels and boxes in a CSV file with a header::
+
+        image,label,x0,y0,x1,y1
+        birds/0001.jpg,sparrow,12,30,140,118
+        birds/0001.jpg,sparrow,150,40,220,120
+        cats/0002.png,cat,0,0,64,48
+
+    - ``image``: the image's path relative to ``image_root`` (any folder layout, any format
+      Pillow reads).
+    - ``label``: the class *name*. All rows of one image must agree.
+    - ``x0,y0,x1,y1``: one box per row (several rows for several boxes), in pixels of the image
+      as stored, ``x0, y0`` inclusive and ``x1, y1`` exclusive: a box around pixel columns 3..5
+      is ``x0=3, x1=6``. Numbers may be fractional.
+
+    The header is required; its columns may come in any order, and extra columns are ignored.
+    Images appear in the order of their first row. Classes are ``class_names`` when given (a
+    label outside it is an error), else the sorted set of labels in the file. Image sizes are read
+    from the image headers at construction so that every box is checked against its image.
+
+    Args:
+        image_root: the folder image paths are relative to.
+        csv_path: the CSV file.
+        class_names: the class list (fixes label order across several CSV files, e.g. splits).
+        transform: callable applied to each sample dict.
+        on_error: ``"raise"`` (default) or ``"skip"``.
+    """
+
+    def __init__(
+        self,
+        image_root: str | os.PathLike,
+        csv_path: str | os.PathLike,
+        class_names: Sequence[str] | None = None,
+        transform: Callable[[Sample], Any] | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        image_root, csv_path = Path(image_root), Path(csv_path)
+        problems = Problems(on_error)
+        rows = _read_rows(csv_path, problems)
+        if class_names is None:
+            class_names = sorted({label for _, _, label, _ in rows})
+        label_of = {name: index for index, name in enumerate(class_names)}
+        images: dict[str, list[tuple[Line, str, list[str]]]] = {}
+        for line, image, label, box_fields in rows:
+            images.setdefault(image, []).append((line, label, box_fields))
+        records = []
+        for image, image_rows in images.items():
+            if image in problems.rejected:  # a row about it was already skipped
+                continue
+            first_line, label, _ = image_rows[0]
+            at = first_line  # the line a failure below is reported at, unless it names its own
+            try:
+                if label not in label_of:
+                    raise BadLine(f"label {label!r} is not one of the {len(class_names)} class names")
+                size = read_size(image_root / image)
+                boxes = []
+                for at, row_label, box_fields in image_rows:  # noqa: B007 (``at`` is read on failure)
+                    if row_label != label:
+                        raise BadLine(
+                            f"label {row_label!r} differs from {label!r} on line {first_line.lineno}"
+                        )
+                    box = parse_box(box_fields)
+                    check_box(box, size)
+                    boxes.append(box)
+            except BadLine as error:
+                problems.reject(error, at, image)
+                continue
+            boxes_array = np.array(boxes, dtype=np.float32)
+            records.append(Record(image, image_root / image, label_of[label], boxes_array, size))
+        super().__init__(records, class_names, transform, problems, csv_path)
+
+
+def _read_rows(path: Path, problems: Problems) -> list[tuple[Line, str, str, list[str]]]:
+    """``(line, image, label, [x0, y0, x1, y1])`` of each well-formed row."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            missing = [name for name in COLUMNS if name not in header]
+            if missing:
+                raise DataError(
+                    f"{path}:1", f"header {header} lacks {missing}; it must name {','.join(COLUMNS)}"
+                )
+            columns = [header.index(name) for name in COLUMNS]
+            rows = []
+            for fields in reader:
+                if not any(field.strip() for field in fields):
+                    continue
+                line = Line(path, reader.line_num, ",".join(fields))
+                if len(fields) != len(header):
+                    image = fields[columns[0]].strip() if len(fields) > columns[0] else None
+                    problems.report(
+                        line.location, f"{len(fields)} fields where the header has {len(header)}", image
+                    )
+                    continue
+                image, label, *box_fields = (fields[column].strip() for column in columns)
+                rows.append((line, image, label, box_fields))
+    except FileNotFoundError:
+        raise DataError(str(path), "CSV file not found") from None
+    except UnicodeDecodeError as error:
+        raise DataError(str(path), f"not a UTF-8 text file ({error})") from None
+    return rows

@@ -1,0 +1,135 @@
+"""ILSVRC-2012 (ImageNet-1k CLS-LOC): class folders for training, Pascal-VOC XML boxes for validation."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spgkit.data.base import (
+    NO_BOXES,
+    BadLine,
+    Problems,
+    Record,
+    RecordDataset,
+    Size,
+    check_box,
+    inclusive_to_exclusive,
+    list_images,
+    parse_box,
+    parse_int,
+)
+from spgkit.data.sample import DataError, Sample
+
+SPLITS = ("train", "val")
+
+
+class ImageNet(RecordDataset):
+    """ILSVRC-2012 classification-localization data::
+
+        root/train/<wnid>/*.JPEG     the class is the folder; no boxes (``boxes`` has shape (0, 4))
+        root/val/*.JPEG              one Pascal-VOC XML per image, <xml_dir>/<image stem>.xml
+
+    Class order is the sorted wnids (the usual ImageNet label order). A validation image takes its
+    class from the ``<name>`` of its XML objects (all objects of one image must agree) and one box
+    per object. XML boxes are read as the WSOL benchmark reads them, ``xmax``/``ymax`` inclusive
+    (see :func:`~spgkit.data.base.inclusive_to_exclusive`); the XML ``<size>`` is checked against
+    the decoded image.
+
+    Args:
+        root: directory holding ``train/`` and/or ``val/``.
+        split: ``"train"`` or ``"val"``.
+        transform: callable applied to each sample dict.
+        on_error: ``"raise"`` (default) or ``"skip"``.
+        xml_dir: where the validation XMLs are (default: ``root/val`` beside the images).
+        wnids: the class list. Default: the class folders of ``root/train``, which must then exist.
+            Given explicitly, only those classes are read from ``train/``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        transform: Callable[[Sample], Any] | None = None,
+        on_error: str = "raise",
+        xml_dir: str | os.PathLike | None = None,
+        wnids: Sequence[str] | None = None,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        root = Path(root)
+        problems = Problems(on_error)
+        if wnids is None:
+            train_dir = root / "train"
+            if not train_dir.is_dir():
+                raise DataError(str(train_dir), "not found; pass wnids= to give the class list")
+            wnids = sorted(entry.name for entry in os.scandir(train_dir) if entry.is_dir())
+        wnids = sorted(wnids)
+        label_of = {wnid: index for index, wnid in enumerate(wnids)}
+        records = []
+        if split == "train":
+            for wnid in wnids:
+                for name in list_images(root / "train" / wnid):
+                    records.append(
+                        Record(f"{wnid}/{name}", root / "train" / wnid / name, label_of[wnid], NO_BOXES)
+                    )
+        else:
+            xml_dir = Path(xml_dir) if xml_dir is not None else root / "val"
+            for name in list_images(root / "val"):
+                xml_path = xml_dir / f"{Path(name).stem}.xml"
+                try:
+                    size, wnid, boxes = _read_voc(xml_path)
+                    if wnid not in label_of:
+                        raise BadLine(f"class {wnid!r} is not one of the {len(wnids)} classes")
+                except BadLine as error:
+                    problems.report(str(xml_path), str(error), name)
+                    continue
+                except ET.ParseError as error:
+                    problems.report(f"{xml_path}:{error.position[0]}", f"malformed XML ({error})", name)
+                    continue
+                records.append(Record(name, root / "val" / name, label_of[wnid], boxes, size))
+        super().__init__(records, wnids, transform, problems, root / split)
+
+
+def _read_voc(path: Path) -> tuple[Size, str, np.ndarray]:
+    """(size, class name, boxes) of one Pascal-VOC annotation file; ``ET.ParseError`` propagates."""
+    try:
+        tree = ET.parse(path)
+    except FileNotFoundError:
+        raise BadLine("annotation file not found") from None
+    size = (_int_field(tree, "size/height"), _int_field(tree, "size/width"))
+    names, boxes = set(), []
+    objects = tree.findall("object")
+    if not objects:
+        raise BadLine("no <object> element")
+    for number, element in enumerate(objects, start=1):
+        try:
+            names.add(_text(element, "name"))
+            box = inclusive_to_exclusive(
+                parse_box([_text(element, f"bndbox/{tag}") for tag in _BOX_TAGS]), size
+            )
+            check_box(box, size)
+        except BadLine as error:
+            raise BadLine(f"object {number}: {error}") from None
+        boxes.append(box)
+    if len(names) > 1:
+        raise BadLine(f"objects of different classes {sorted(names)} in one image")
+    return size, names.pop(), np.array(boxes, dtype=np.float32)
+
+
+_BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
+
+
+def _text(element: ET.Element, tag: str) -> str:
+    found = element.find(tag)
+    if found is None or not (found.text or "").strip():
+        raise BadLine(f"<{tag}> is missing or empty")
+    return found.text.strip()
+
+
+def _int_field(element: ET.ElementTree, tag: str) -> int:
+    return parse_int(_text(element, tag), f"<{tag}>")

@@ -1,0 +1,228 @@
+"""The metadata format of the WSOL benchmark (Choe et al., CVPR 2020, "wsolevaluation")."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spgkit.data.base import (
+    NO_BOXES,
+    BadLine,
+    Line,
+    Problems,
+    Record,
+    RecordDataset,
+    Size,
+    check_box,
+    inclusive_to_exclusive,
+    load_label_map,
+    mask_box,
+    parse_box,
+    parse_int,
+    read_lines,
+    read_table,
+)
+from spgkit.data.sample import DataError, Sample
+
+
+class WSOLMetadata(RecordDataset):
+    """A split described in the WSOL benchmark's metadata format, images under ``image_root``.
+
+    ``metadata_root/<split>/`` holds comma-separated text files, one record per line, where
+    ``<image_id>`` is the image's path relative to ``image_root`` (e.g.
+    ``val/n01440764/ILSVRC2012_val_00000293.JPEG``)::
+
+        image_ids.txt      <image_id>                        the split, in order
+        class_labels.txt   <image_id>,<class index>           0-based
+        image_sizes.txt    <image_id>,<width>,<height>
+        localization.txt   boxes (CUB, ILSVRC): <image_id>,<x0>,<y0>,<x1>,<y1>
+                               one line per box, several lines for several boxes
+                           or masks (OpenImages): <image_id>,<mask path>,<ignore path>
+                               one line per instance mask; the ignore path is given on the
+                               image's first line only (later lines leave it empty)
+
+    ``localization.txt`` is optional (the benchmark's training splits have none; samples then
+    carry no boxes). Its kind is taken from the first line's field count (5: boxes, 3: masks).
+
+    Boxes are read as the benchmark reads them: its IoU counts ``x1 - x0 + 1`` pixels, so
+    ``x1, y1`` are inclusive and become ``x1 + 1, y1 + 1`` here (see
+    :func:`~spgkit.data.base.inclusive_to_exclusive`). Mask files are relative to ``mask_root``;
+    as in the benchmark, a pixel is object where any instance mask is nonzero, and ignored where
+    the ignore mask is nonzero and no instance covers it. Mask samples get one box per instance
+    mask (its extent), computed when the sample is loaded.
+
+    Args:
+        metadata_root: the dataset's metadata directory (e.g. ``metadata/CUB``).
+        image_root: the directory image ids are relative to (e.g. ``dataset/CUB``).
+        split: the split folder (``"train"``, ``"val"``, ``"test"`` in the benchmark).
+        num_classes: number of classes (200 CUB, 1000 ILSVRC, 100 OpenImages); labels outside
+            ``[0, num_classes)`` are errors. May be left out when ``class_names`` is given.
+        class_names: names of the classes (default: ``"0"``, ``"1"``, ...).
+        mask_root: directory mask paths are relative to (default: ``image_root``).
+        transform: callable applied to each sample dict.
+        on_error: ``"raise"`` (default) or ``"skip"``.
+    """
+
+    def __init__(
+        self,
+        metadata_root: str | os.PathLike,
+        image_root: str | os.PathLike,
+        split: str = "test",
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        mask_root: str | os.PathLike | None = None,
+        transform: Callable[[Sample], Any] | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        if class_names is None:
+            if num_classes is None:
+                raise ValueError("give num_classes or class_names")
+            class_names = [str(index) for index in range(num_classes)]
+        elif num_classes is not None and num_classes != len(class_names):
+            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names")
+        split_dir = Path(metadata_root) / split
+        image_root = Path(image_root)
+        mask_root = Path(mask_root) if mask_root is not None else image_root
+        problems = Problems(on_error)
+        image_ids = read_table(split_dir / "image_ids.txt", 1, problems, sep=",", what="image_id")
+        labels = read_table(split_dir / "class_labels.txt", 2, problems, sep=",", what="image_id,label")
+        sizes = read_table(split_dir / "image_sizes.txt", 3, problems, sep=",", what="image_id,width,height")
+        for table in (labels, sizes):
+            for key in table.keys() - image_ids.keys():
+                problems.report(table[key][0].location, f"{key!r} is not in image_ids.txt", key)
+        localization_path = split_dir / "localization.txt"
+        localization = _read_localization(localization_path, problems) if localization_path.exists() else None
+        if localization is not None:
+            for key in localization.entries.keys() - image_ids.keys():
+                problems.report(
+                    localization.entries[key][0][0].location, f"{key!r} is not in image_ids.txt", key
+                )
+
+        records = []
+        for key, (image_line, _) in image_ids.items():
+            if key in problems.rejected:  # a line about it was already skipped
+                continue
+            at = image_line  # the line a failure below is reported at, unless it names its own
+            try:
+                for name, table in (("class_labels.txt", labels), ("image_sizes.txt", sizes)):
+                    if key not in table:
+                        raise BadLine(f"{key!r} has no line in {name}")
+                at, (label_text,) = labels[key]
+                label = parse_int(label_text, "label")
+                if not 0 <= label < len(class_names):
+                    raise BadLine(f"label {label} outside [0, {len(class_names)})")
+                at, (width_text, height_text) = sizes[key]
+                size = (parse_int(height_text, "height"), parse_int(width_text, "width"))
+                if min(size) <= 0:
+                    raise BadLine(f"image size {width_text}x{height_text} is not positive")
+                boxes, extra = NO_BOXES, None
+                if localization is not None:
+                    at = image_line
+                    entries = localization.entries.get(key)
+                    if not entries:
+                        raise BadLine(f"{key!r} has no line in localization.txt")
+                    if localization.kind == "boxes":
+                        boxes = _boxes(entries, size)
+                    else:
+                        extra = _mask_files(entries, mask_root)
+            except BadLine as error:
+                problems.reject(error, at, key)
+                continue
+            records.append(Record(key, image_root / key, label, boxes, size, extra))
+        super().__init__(records, class_names, transform, problems, split_dir)
+
+    def _annotate(
+        self, record: Record, size: Size
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        if record.extra is None:
+            return record.boxes, None, None
+        mask_paths, ignore_path = record.extra
+        instances = [_load_mask(path, size) for path in mask_paths]
+        boxes = []
+        for path, instance in zip(mask_paths, instances):
+            box = mask_box(instance)
+            if box is None:
+                raise DataError(str(path), "instance mask has no foreground pixels")
+            boxes.append(box)
+        mask = np.logical_or.reduce(instances)
+        ignore = None if ignore_path is None else _load_mask(ignore_path, size) & ~mask
+        return np.array(boxes, dtype=np.float32), mask, ignore
+
+
+Entries = list[tuple[Line, list[str]]]
+"""The localization lines of one image, each with its fields after the image id."""
+
+
+@dataclass
+class _Localization:
+    kind: str
+    """"boxes" or "masks"."""
+    entries: dict[str, Entries]
+
+
+_KINDS = {5: ("boxes", "image_id,x0,y0,x1,y1"), 3: ("masks", "image_id,mask_path,ignore_path")}
+
+
+def _read_localization(path: Path, problems: Problems) -> _Localization:
+    """Group localization.txt by image id; its kind comes from the first well-formed line's field count."""
+    kind = layout = None
+    entries: dict[str, Entries] = defaultdict(list)
+    for line in read_lines(path):
+        try:
+            if kind is None:
+                count = len(line.text.split(","))
+                if count not in _KINDS:
+                    raise BadLine(f"expected 5 fields (boxes) or 3 (masks), found {count}")
+                kind, layout = _KINDS[count]
+            fields = line.fields(len(layout.split(",")), ",", layout)
+        except BadLine as error:
+            problems.report(line.location, str(error), line.key(","))
+            continue
+        entries[fields[0]].append((line, fields[1:]))
+    if kind is None:
+        raise DataError(str(path), "no usable line")
+    return _Localization(kind, entries)
+
+
+def _boxes(entries: Entries, size: Size) -> np.ndarray:
+    boxes = []
+    for line, fields in entries:
+        try:
+            box = inclusive_to_exclusive(parse_box(fields), size)
+            check_box(box, size)
+        except BadLine as error:
+            raise BadLine(str(error), line) from None
+        boxes.append(box)
+    return np.array(boxes, dtype=np.float32)
+
+
+def _mask_files(entries: Entries, mask_root: Path) -> tuple[list[Path], Path | None]:
+    """Instance mask paths and the ignore mask path (or None) of one image, checked to exist."""
+    first_line, (_, ignore_text) = entries[0]
+    for line, (_, later_ignore) in entries[1:]:
+        if later_ignore:
+            raise BadLine("ignore path on a later line of the image (only its first line may give one)", line)
+    named = [(line, mask_text) for line, (mask_text, _) in entries]
+    if ignore_text:
+        named.append((first_line, ignore_text))
+    for line, text in named:
+        if not text:
+            raise BadLine("empty mask path", line)
+        if not (mask_root / text).is_file():
+            raise BadLine(f"mask file {mask_root / text} not found", line)
+    return [mask_root / text for _, text in named[: len(entries)]], (
+        mask_root / ignore_text
+    ) if ignore_text else None
+
+
+def _load_mask(path: Path, size: Size) -> np.ndarray:
+    mask = load_label_map(path)
+    if mask.shape != tuple(size):
+        raise DataError(str(path), f"mask is {mask.shape[1]}x{mask.shape[0]}, its image {size[1]}x{size[0]}")
+    return mask > 0

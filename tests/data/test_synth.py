@@ -1,0 +1,127 @@
+"""SynthWSOL: determinism, annotation geometry, and that the part alone decides the class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision import tv_tensors
+
+from spgkit.data import SynthWSOL, eval_transform
+from spgkit.data.synth import SHAPES
+
+
+def box_iou(a: list[float], b: list[float]) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_same_seed_same_bytes_in_any_access_order():
+    first, second = SynthWSOL(num_images=6, seed=3), SynthWSOL(num_images=6, seed=3)
+    forward = [first[i] for i in range(6)]
+    backward = [second[i] for i in reversed(range(6))][::-1]
+    for a, b in zip(forward, backward):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["part_mask"], b["part_mask"])
+
+
+def test_seeds_and_splits_give_different_images():
+    images = {
+        (seed, split): SynthWSOL(split, num_images=1, seed=seed)[0]["image"]
+        for seed in (0, 1)
+        for split in ("train", "val", "test")
+    }
+    keys = list(images)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            # Most pixels differ between any two streams, not just a few.
+            assert (images[a] != images[b]).float().mean() > 0.5, (a, b)
+
+
+def test_sample_contract_and_geometry(extent):
+    dataset = SynthWSOL("val", num_images=40, image_size=64, num_classes=4)
+    ious = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        assert isinstance(sample["image"], tv_tensors.Image) and sample["image"].dtype == torch.uint8
+        assert tuple(sample["image"].shape) == (3, 64, 64)
+        assert sample["label"] == index % 4 and sample["ignore"] is None
+        assert sample["image_id"] == f"synthwsol/val/{index}"
+        mask, part = sample["mask"].bool(), sample["part_mask"].bool()
+        assert (part <= mask).all() and part.sum() > 20  # the part is a visible piece of the object
+        assert sample["boxes"].tolist() == [extent(mask)]
+        assert sample["part_box"].tolist() == [extent(part)]
+        box = sample["boxes"][0].tolist()
+        assert 0 <= box[0] and 0 <= box[1] and box[2] <= 64 and box[3] <= 64
+        ious.append(box_iou(sample["part_box"][0].tolist(), box))
+    # A map that finds only the part fails IoU >= 0.5 against the object box, every time.
+    assert max(ious) < 0.4 and 0.05 < np.mean(ious) < 0.3
+
+
+def test_part_alone_decides_the_class():
+    # Rendering an image with another class's part changes only pixels within the two parts:
+    # body, background and clutter are bit-identical across classes, so the body's statistics
+    # cannot carry the class, and the parts of different classes do differ.
+    dataset = SynthWSOL("train", num_images=20, num_classes=len(SHAPES))
+    for index in range(0, 20, 3):
+        renders = [dataset.generate(index, label) for label in range(len(SHAPES))]
+        for label, render in enumerate(renders):
+            assert render["label"] == label
+        base = renders[0]
+        for other in renders[1:]:
+            parts = base["part_mask"].bool() | other["part_mask"].bool()
+            differs = (base["image"] != other["image"]).any(dim=0)
+            assert not (differs & ~parts).any()
+            assert not torch.equal(base["part_mask"], other["part_mask"])
+            assert differs.sum() > 10
+
+
+def test_part_shapes_render_as_named():
+    # Rotation-invariant checks on the part masks alone: only rings have a hole at their centroid,
+    # and only discs fill the circle that encloses them.
+    dataset = SynthWSOL("train", num_images=200, num_classes=4)
+    assert dataset.class_names == ["disc", "triangle", "cross", "ring"]
+    for index in range(200):
+        sample = dataset[index]
+        part = sample["part_mask"].numpy().astype(bool)
+        ys, xs = np.nonzero(part)
+        cy, cx = ys.mean() + 0.5, xs.mean() + 0.5
+        radius = np.sqrt(((ys + 0.5 - cy) ** 2 + (xs + 0.5 - cx) ** 2).max()) + 0.5
+        fill = part.sum() / (np.pi * radius**2)
+        name = dataset.class_names[sample["label"]]
+        assert (not part[int(cy), int(cx)]) == (name == "ring"), index
+        assert (fill > 0.75) == (name == "disc"), index
+
+
+def test_label_override_and_bad_arguments():
+    dataset = SynthWSOL(num_images=2)
+    with pytest.raises(ValueError, match="label 4"):
+        dataset.generate(0, 4)
+    with pytest.raises(IndexError):
+        dataset[2]
+    with pytest.raises(ValueError, match="num_classes"):
+        SynthWSOL(num_classes=len(SHAPES) + 1)
+    with pytest.raises(ValueError, match="part_scale"):
+        SynthWSOL(part_scale=0.9)
+    with pytest.raises(ValueError, match="split"):
+        SynthWSOL("dev")
+
+
+def test_transform_keeps_part_annotation_aligned(extent):
+    # Doubling the size is exact for boxes and for nearest-neighbour masks alike.
+    dataset = SynthWSOL(num_images=4, image_size=64, transform=eval_transform(128))
+    for index in range(4):
+        sample = dataset[index]
+        assert sample["image"].dtype == torch.float32 and tuple(sample["image"].shape) == (3, 128, 128)
+        assert sample["part_box"][0].tolist() == extent(sample["part_mask"].bool())
+        assert sample["boxes"][0].tolist() == extent(sample["mask"].bool())
+
+
+@pytest.mark.parametrize("image_size", [64, 224])
+def test_other_sizes_and_clutter_levels(image_size, extent):
+    for clutter in (0.0, 1.0):
+        sample = SynthWSOL(num_images=1, image_size=image_size, clutter=clutter)[0]
+        assert tuple(sample["image"].shape) == (3, image_size, image_size)
+        assert sample["boxes"].tolist() == [extent(sample["mask"].bool())]
