@@ -1,0 +1,104 @@
+"""Localization maps before thresholding: checks, per-image min-max normalisation, resizing, and the
+integer levels that thresholds compare against.
+
+Every function takes a numpy array or a torch tensor and returns the same kind. Floating maps keep
+their dtype when it is float32 or float64 (the WSOL benchmark works on float32 maps, and its uint8
+conversion depends on the dtype); any other dtype is converted to float32 first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Array = np.ndarray | torch.Tensor
+
+
+def as_float_maps(maps: Array, what: str = "maps") -> Array:
+    """Return ``maps`` as a float32/float64 (N, H, W) batch; (H, W) becomes a batch of one.
+
+    Raises ValueError for other shapes and for NaN or infinite values, naming the first bad image.
+    """
+    if isinstance(maps, torch.Tensor):
+        if maps.dtype not in (torch.float32, torch.float64):
+            maps = maps.float()
+        finite = torch.isfinite(maps)
+    else:
+        maps = np.asarray(maps)
+        if maps.dtype not in (np.float32, np.float64):
+            maps = maps.astype(np.float32)
+        finite = np.isfinite(maps)
+    if maps.ndim == 2:
+        maps, finite = maps[None], finite[None]
+    if maps.ndim != 3:
+        raise ValueError(f"{what} must have shape (N, H, W) or (H, W), not {tuple(maps.shape)}")
+    if maps.shape[1] == 0 or maps.shape[2] == 0:
+        raise ValueError(f"{what} must not be empty, got shape {tuple(maps.shape)}")
+    bad = ~finite.reshape(len(maps), maps.shape[1] * maps.shape[2]).all(1)
+    if bad.any():
+        index = int(bad.nonzero()[0][0]) if isinstance(bad, np.ndarray) else int(bad.nonzero()[0, 0])
+        raise ValueError(f"{what}[{index}] contains NaN or infinite values")
+    return maps
+
+
+def normalize_maps(maps: Array) -> Array:
+    """Min-max normalise each map of a (N, H, W) or (H, W) batch to [0, 1].
+
+    Each map becomes ``(m - min) / (max - min)``, computed in the map's dtype exactly as the WSOL
+    benchmark does. A constant map has no scale and becomes all zeros (the benchmark's choice too),
+    so it never produces NaN. NaN or infinite inputs raise ValueError.
+    """
+    maps = maps if isinstance(maps, torch.Tensor) else np.asarray(maps)
+    out = min_max(as_float_maps(maps))
+    return out[0] if maps.ndim == 2 else out
+
+
+def min_max(maps: Array) -> Array:
+    """:func:`normalize_maps` of a checked float (N, H, W) batch, without the checks."""
+    if isinstance(maps, torch.Tensor):
+        low = maps.amin(dim=(1, 2), keepdim=True)
+        span = maps.amax(dim=(1, 2), keepdim=True) - low
+        flat = span == 0
+        out = (maps - low) / torch.where(flat, torch.ones_like(span), span)
+        return torch.where(flat, torch.zeros_like(out), out)
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    flat = span == 0
+    out = (maps - low) / np.where(flat, 1, span).astype(maps.dtype)
+    if flat.any():
+        out[flat[:, 0, 0]] = 0
+    return out
+
+
+def resize_maps(maps: Array, size: tuple[int, int]) -> Array:
+    """Resize a (N, H, W) or (H, W) batch of maps to ``size = (height, width)``, bilinearly.
+
+    Uses ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``; numpy in, numpy
+    out. Resize raw maps before normalising them: interpolation does not preserve min and max.
+    """
+    is_numpy = not isinstance(maps, torch.Tensor)
+    maps = np.asarray(maps) if is_numpy else maps
+    squeeze = maps.ndim == 2
+    tensor = torch.from_numpy(np.ascontiguousarray(as_float_maps(maps))) if is_numpy else as_float_maps(maps)
+    out = F.interpolate(tensor[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    out = out.numpy() if is_numpy else out
+    return out[0] if squeeze else out
+
+
+def benchmark_uint8(normalized: np.ndarray) -> np.ndarray:
+    """The WSOL benchmark's uint8 image of a normalised map: ``(map * 255).astype(uint8)``
+    (truncation, in the map's dtype)."""
+    return (normalized * 255).astype(np.uint8)
+
+
+def benchmark_cuts(thresholds: np.ndarray, uint8_max: int) -> np.ndarray:
+    """Integer cut of each threshold in the WSOL benchmark: ``int(tau * max(uint8 map))``; the
+    foreground is then ``uint8 map > cut`` (cv2.THRESH_BINARY)."""
+    return np.floor(np.asarray(thresholds, dtype=np.float64) * np.float64(uint8_max)).astype(np.int64)
+
+
+def threshold_levels(normalized: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Number of (ascending) thresholds at or below each pixel: pixel ``p`` is in the foreground of
+    threshold ``j`` (``map >= thresholds[j]``) exactly when its level exceeds ``j``."""
+    return np.searchsorted(thresholds, normalized, side="right")
