@@ -1,0 +1,225 @@
+"""Results of a study: the table (CSV and Markdown, mean and spread over seeds) and the figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from spgkit.io import atomic_write_bytes, read_json, write_text  # noqa: E402
+from spgkit.localization import largest_region_box  # noqa: E402
+
+if TYPE_CHECKING:
+    from spgkit.study import Study
+
+#: Columns of the results table, in order, with their headers. A column no run reports is left out.
+COLUMNS = {
+    "top1_acc": "Top-1 Acc",
+    "gt_known_loc": "GT-known Loc",
+    "top1_loc": "Top-1 Loc",
+    "maxboxacc": "MaxBoxAcc",
+    "maxboxaccv2": "MaxBoxAccV2",
+    "pxap": "PxAP",
+    "cam_threshold": "CAM thr.",
+}
+
+
+def collect(study: Study, root: Path) -> dict[str, list[dict[str, Any]]]:
+    """Finished runs' metrics by arm (arms or seeds still running are left out)."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for arm in study.arms:
+        for seed in study.seeds:
+            path = root / arm.name / f"seed{seed}" / "metrics.json"
+            if path.exists():
+                runs.setdefault(arm.name, []).append(read_json(path))
+    return runs
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per arm: mean and sample standard deviation (0 for one seed) of every column."""
+    rows = []
+    for arm, metrics in runs.items():
+        row: dict[str, Any] = {"arm": arm, "seeds": len(metrics)}
+        for key in COLUMNS:
+            values = [m[key] for m in metrics if key in m]
+            if values:
+                row[key] = float(np.mean(values))
+                row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    keys = [k for k in COLUMNS if any(k in r for r in rows)]
+    lines = ["| Arm | Seeds | " + " | ".join(COLUMNS[k] for k in keys) + " |"]
+    lines.append("|---|---|" + "---|" * len(keys))
+    for r in rows:
+        cells = []
+        for k in keys:
+            if k not in r:
+                cells.append("-")
+            elif k == "cam_threshold":
+                cells.append(f"{r[k]:.2f}")
+            else:
+                cells.append(f"{r[k]:.1f} ± {r[k + '_std']:.1f}")
+        lines.append(f"| {r['arm']} | {r['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(study: Study, root: Path) -> str:
+    """Write ``results.csv`` and ``results.md`` under ``root``; return the Markdown table."""
+    rows = summarize(collect(study, root))
+    keys = ["arm", "seeds"] + [k for key in COLUMNS for k in (key, f"{key}_std") if any(k in r for r in rows)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(root / "results.csv", buffer.getvalue())
+    table = markdown_table(rows)
+    title = f"# {study.name}\n\nMean ± sample std over seeds; localization on the test split ({study.data.test_split}).\n\n"
+    write_text(root / "results.md", title + table)
+    return table
+
+
+def _save(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _show_image(ax, image: torch.Tensor, mean, std) -> np.ndarray:
+    rgb = (image.permute(1, 2, 0).numpy() * np.array(std) + np.array(mean)).clip(0, 1)
+    ax.imshow(rgb)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return rgb
+
+
+def _draw_box(ax, box, color: str) -> None:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.5))
+
+
+def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, path: Path) -> None:
+    """Images (rows) by arm (columns): the localization map over the image, GT boxes in green
+    and the predicted box (largest region at the arm's CAM threshold) in red."""
+    n = len(batch["labels"])
+    fig, axes = plt.subplots(n, len(panels), figsize=(2.2 * len(panels), 2.2 * n), squeeze=False)
+    for col, (arm, panel) in enumerate(panels.items()):
+        for row in range(n):
+            ax = axes[row, col]
+            _show_image(ax, batch["images"][row], mean, std)
+            ax.imshow(panel["maps"][row], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            for box in batch["boxes"][row]:
+                _draw_box(ax, box, "lime")
+            box = largest_region_box(panel["maps"][row], panel["threshold"])
+            if box is not None:
+                x0, y0, x1, y1 = box
+                _draw_box(ax, (x0, y0, x1 + 1, y1 + 1), "red")  # inclusive corners -> extent
+            if row == 0:
+                ax.set_title(arm, fontsize=9)
+    _save(fig, path)
+
+
+def localize_figure(image, heat: np.ndarray, box, title: str, path: Path) -> None:
+    """One image (PIL, original size) with its map stretched over it and the predicted box."""
+    fig, ax = plt.subplots(figsize=(4, 4 * image.height / image.width))
+    ax.imshow(image)
+    ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, extent=(-0.5, image.width - 0.5, image.height - 0.5, -0.5))
+    if box is not None:
+        _draw_box(ax, box, "red")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _save(fig, path)
+
+
+def seed_mask_figure(extras: dict[str, torch.Tensor], batch: dict, mean, std, path: Path) -> None:
+    """Self-produced guidance per image: every ``seed_*`` mask a head returned (SPG: B2's seed from
+    the CAM, B1's and C's), object white, background black, ignored pixels grey."""
+    keys = list(extras)
+    n = len(batch["labels"])
+    fig, axes = plt.subplots(n, 1 + len(keys), figsize=(2.2 * (1 + len(keys)), 2.2 * n), squeeze=False)
+    for row in range(n):
+        _show_image(axes[row, 0], batch["images"][row], mean, std)
+        for col, key in enumerate(keys, 1):
+            seed = extras[key][row].float()
+            shown = torch.where(seed == 255, torch.tensor(0.5), seed).numpy()
+            axes[row, col].imshow(shown, cmap="gray", vmin=0, vmax=1)
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+            if row == 0:
+                axes[row, col].set_title(key.replace("seed_", "seed ").upper(), fontsize=9)
+    _save(fig, path)
+
+
+def curves_figure(logs: dict[str, list[dict[str, str]]], path: Path) -> None:
+    """Training loss and selection-split metrics per epoch, one line per arm."""
+    panels = [("loss", "training loss"), ("val_top1_acc", "val Top-1 Acc (%)"), ("val_maxboxaccv2", "val MaxBoxAccV2 (%)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2))
+    for ax, (key, title) in zip(axes, panels):
+        for arm, rows in logs.items():
+            points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=arm)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    _save(fig, path)
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_figures(study: Study, root: Path, registry=None) -> list[Path]:
+    """Overlays (arms side by side), guidance seed masks and training curves, from the first seed's
+    checkpoints, into ``root/figures``. Returns the files written."""
+    from spgkit.data import collate, eval_transform
+    from spgkit.train import CHECKPOINT, METRICS, LOG, load_model, open_split, predict_maps
+
+    figures = root / "figures"
+    seed = study.seeds[0]
+    written: list[Path] = []
+    panels: dict[str, dict[str, Any]] = {}
+    logs: dict[str, list[dict[str, str]]] = {}
+    batch = mean = std = None
+    for arm in study.arms:
+        run = root / arm.name / f"seed{seed}"
+        logs[arm.name] = read_log(run / LOG)
+        if not (run / METRICS).exists():
+            continue
+        model, config = load_model(run / CHECKPOINT, registry)
+        if batch is None:
+            mean, std = config["mean"], config["std"]
+            test = open_split(study, study.data.test_split, eval_transform(study.data.image_size, mean, std))
+            batch = collate([test[i] for i in range(min(study.figure_images, len(test)))])
+        _, maps = predict_maps(model, batch["images"], batch["labels"])
+        panels[arm.name] = {"maps": maps.numpy(), "threshold": read_json(run / METRICS)["cam_threshold"]}
+        with torch.no_grad():  # with labels, heads build their guidance masks (eval mode: no dropout)
+            out = model(batch["images"], batch["labels"])
+        seeds = {k: v for head in out.heads.values() for k, v in head.extras.items() if k.startswith("seed_")}
+        if seeds:
+            path = figures / f"seeds_{arm.name}.png"
+            seed_mask_figure(seeds, batch, mean, std, path)
+            written.append(path)
+    if panels:
+        overlay_figure(panels, batch, mean, std, figures / "overlays.png")
+        written.append(figures / "overlays.png")
+    if any(logs.values()):
+        curves_figure(logs, figures / "curves.png")
+        written.append(figures / "curves.png")
+    return written

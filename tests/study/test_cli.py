@@ -1,0 +1,118 @@
+"""The ``spgkit`` command, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from spgkit.cli import main
+
+
+@pytest.fixture
+def autoload(monkeypatch):
+    """The CLI as installed: plugins come from entry points."""
+    monkeypatch.setenv("SPGKIT_DISABLE_PLUGIN_AUTOLOAD", "0")
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "spgkit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "SPGKIT_DISABLE_PLUGIN_AUTOLOAD": "0"},
+    )
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("run", "heads", "backbones", "evaluate", "localize"):
+        assert command in result.stdout
+    run_help = run_cli("run", "--help").stdout
+    for flag in ("--epochs", "--batch-size", "--image-size", "--device", "--out", "--seeds", "--arms"):
+        assert flag in run_help
+
+
+def test_heads_and_backbones_name_their_distributions(autoload, capsys):
+    assert main(["heads"]) == 0
+    out = capsys.readouterr().out
+    assert "spg_b" in out and "from spg (spgkit-spg)" in out and "acol" in out and "from acol (spgkit-acol)" in out
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    assert "inception_v3" in out and "tf_efficientnet_lite0" in out and "spgkit (core)" in out
+
+
+def test_wrong_study_path_is_one_line_without_traceback():
+    result = run_cli("run", "studies/does_not_exist.py")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "spgkit run: error: studies/does_not_exist.py: no such study file"
+
+
+def test_unknown_head_in_a_study(autoload, tmp_path, capsys, tiny_study_file):
+    path = tiny_study_file()
+    path.write_text(path.read_text().replace('"spg_c"', '"spg_x"'))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--arms", "spg", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown head 'spg_x'" in err and "spg_c (from spg (spgkit-spg))" in err
+    assert "Traceback" not in err
+
+
+def test_argparse_errors_exit_nonzero():
+    result = run_cli("run", "studies/quickstart.py", "--epochs", "many")
+    assert result.returncode == 2 and "invalid int value" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def trained(autoload, tmp_path_factory, tiny_study_file):
+    """A finished tiny CAM run: (checkpoint path, output root)."""
+    out = tmp_path_factory.mktemp("trained")
+    assert main(["run", str(tiny_study_file(epochs=1)), "--out", str(out), "--arms", "cam", "--no-progress"]) == 0
+    return out / "tiny" / "cam" / "seed0" / "checkpoint.pt"
+
+
+def test_run_evaluate_and_localize(trained, tmp_path, capsys):
+    capsys.readouterr()
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", str(trained), "--data", "synthwsol", "--data-arg", "num_images=12", "--data-arg", "image_size=40",
+                 "--data-arg", "num_classes=3", "--split", "test", "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert metrics["num_images"] == 12 and 0 <= metrics["maxboxaccv2"] <= 100 and "pxap" in metrics
+    images = []
+    for i, size in enumerate([(40, 30), (64, 64)]):
+        path = tmp_path / f"img{i}.png"
+        Image.new("RGB", size, (i * 100, 50, 20)).save(path)
+        images.append(str(path))
+    out = tmp_path / "loc"
+    assert main(["localize", str(trained), *images, "--out", str(out)]) == 0
+    boxes = json.loads((out / "boxes.json").read_text())
+    assert set(boxes) == set(images)
+    for path, entry in boxes.items():
+        assert entry["class_name"] in ("disc", "triangle", "cross")
+        w, h = Image.open(path).size
+        x0, y0, x1, y1 = entry["box_xyxy"]
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h  # in the original image's pixels
+        assert (out / f"{path.rsplit('/', 1)[1][:-4]}_overlay.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_localize_rejects_a_non_image(trained, tmp_path, capsys):
+    bogus = tmp_path / "notes.png"
+    bogus.write_text("not an image")
+    assert main(["localize", str(trained), str(bogus), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"spgkit localize: error: {bogus}: not a readable image")
+
+
+def test_evaluate_rejects_a_checkpoint_with_other_classes(trained, capsys):
+    code = main(["evaluate", str(trained), "--data", "synthwsol", "--data-arg", "num_classes=5", "--data-arg", "num_images=8",
+                 "--data-arg", "image_size=40"])
+    assert code == 2
+    assert "was trained for 3 classes, but synthwsol split 'test' has 5" in capsys.readouterr().err
+
+
+def test_evaluate_rejects_a_file_that_is_no_checkpoint(autoload, tmp_path, capsys):
+    bogus = tmp_path / "checkpoint.pt"
+    bogus.write_bytes(b"garbage")
+    assert main(["evaluate", str(bogus), "--data", "synthwsol"]) == 2
+    assert "not a readable spgkit checkpoint" in capsys.readouterr().err

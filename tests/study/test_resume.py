@@ -1,0 +1,96 @@
+"""Crash safety: a killed run resumes to the same result, a diverging run stops cleanly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import spgkit
+from spgkit.heads import GuidanceHead, HeadOutput
+from spgkit.io import load_checkpoint
+from spgkit.model import HeadSpec
+from spgkit.plugins import Registry
+from spgkit.study import Arm, load_study, run_study
+from spgkit.train import TrainingDiverged, train_arm
+
+
+def _spgkit(*args, **kwargs):
+    env = {**os.environ, "SPGKIT_DISABLE_PLUGIN_AUTOLOAD": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "spgkit", *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_arm_then_rerun_gives_the_same_metrics(tiny_study_file, tmp_path):
+    study = tiny_study_file(images=96, epochs=3)
+    # Uninterrupted reference run.
+    ref = _spgkit("run", study, "--out", tmp_path / "ref", "--arms", "spg", "--no-progress")
+    assert ref.wait(timeout=600) == 0, ref.stdout.read().decode()
+    # Interrupted run: SIGKILL once the first epoch's checkpoint exists, mid-way through the arm.
+    run_dir = tmp_path / "killed" / "tiny" / "spg" / "seed0"
+    proc = _spgkit("run", study, "--out", tmp_path / "killed", "--arms", "spg", "--no-progress")
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoint.pt").exists():
+        assert proc.poll() is None, "run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "metrics.json").exists(), "killed too late: the arm had finished"
+    epochs_done = load_checkpoint(run_dir / "checkpoint.pt")["epoch"] + 1
+    assert epochs_done < 3
+    again = _spgkit("run", study, "--out", tmp_path / "killed", "--arms", "spg", "--no-progress")
+    assert again.wait(timeout=600) == 0, again.stdout.read().decode()
+    expected = json.loads((tmp_path / "ref" / "tiny" / "spg" / "seed0" / "metrics.json").read_text())
+    got = json.loads((run_dir / "metrics.json").read_text())
+    assert got == expected
+    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 2
+    leftovers = [p.name for p in run_dir.parent.parent.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+    # A third run finds everything finished and trains nothing.
+    done = _spgkit("run", study, "--out", tmp_path / "killed", "--arms", "spg", "--no-progress")
+    assert done.wait(timeout=300) == 0
+    assert os.path.getmtime(run_dir / "metrics.json") < time.time()  # untouched file still there
+    assert json.loads((run_dir / "metrics.json").read_text()) == expected
+
+
+class Explode(GuidanceHead):
+    """A head whose loss turns NaN from the ``after``-th training call on."""
+
+    name = "explode"
+
+    def __init__(self, spec, *, after=4, loss_weight=1.0):
+        super().__init__(spec, loss_weight=loss_weight)
+        self.after = after
+        self.calls = 0
+
+    def forward(self, ctx):
+        if ctx.labels is None or not self.training:
+            return HeadOutput()
+        self.calls += 1
+        value = ctx.classifier.logits.sum() * 0
+        return HeadOutput(losses={"x": value + (float("nan") if self.calls >= self.after else 0.0)})
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_study_file, plugin_manager, tmp_path):
+    class Plugin:
+        @spgkit.hookimpl
+        def spgkit_register_heads(self, register):
+            register(Explode)
+
+    plugin_manager.register(Plugin(), name="explode (test)")
+    registry = Registry(plugin_manager)
+    study = load_study(tiny_study_file(images=24, epochs=3))
+    # 24 images / batch 8 = 3 steps an epoch: epoch 1 is clean, NaN at the 4th step (epoch 2).
+    arm = Arm("boom", (HeadSpec("explode", {"after": 4}),))
+    out = tmp_path / "boom"
+    with pytest.raises(TrainingDiverged, match=r"tiny/boom/seed0: loss is nan at epoch 2.*after epoch 1\) is kept"):
+        train_arm(study, arm, 0, out, registry=registry, progress=False)
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert not (out / "metrics.json").exists()

@@ -1,0 +1,81 @@
+import csv
+import json
+import math
+
+import pytest
+
+from spgkit.model import HeadSpec
+from spgkit.study import Arm, Data, Study, StudyError, load_study, override, run_study
+from spgkit.train import make_optimizer
+from spgkit.model import build_model
+
+REPO_STUDIES = __import__("pathlib").Path(__file__).resolve().parents[2] / "studies"
+
+
+def test_load_study_errors_name_the_file(tmp_path):
+    with pytest.raises(StudyError, match="nope.py: no such study file"):
+        load_study(tmp_path / "nope.py")
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = 1\n\nraise RuntimeError('boom')\n")
+    with pytest.raises(StudyError, match=r"bad.py:3: RuntimeError: boom"):
+        load_study(bad)
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with pytest.raises(StudyError, match="empty.py: defines no module-level STUDY"):
+        load_study(empty)
+
+
+def test_every_shipped_study_loads():
+    for path in sorted(REPO_STUDIES.glob("*.py")):
+        assert isinstance(load_study(path), Study), path
+
+
+def test_override_changes_only_the_named_knobs():
+    study = load_study(REPO_STUDIES / "quickstart.py")
+    small = override(study, epochs=1, batch_size=4, image_size=32, seeds=[3, 4], arms=["cam", "spg"], device=None)
+    assert small.training.epochs == 1 and small.training.batch_size == 4
+    assert small.training.lr == study.training.lr and small.training.device == study.training.device
+    assert small.data.image_size == 32 and small.seeds == (3, 4)
+    assert [a.name for a in small.arms] == ["cam", "spg"]
+    with pytest.raises(StudyError, match=r"no arm\(s\) \['spg_x'\]"):
+        override(study, arms=["spg_x"])
+
+
+def test_arm_names_must_be_unique():
+    with pytest.raises(ValueError, match="repeat"):
+        Study("s", Data("synthwsol"), (Arm("a"), Arm("a")))
+
+
+def test_new_layers_land_in_the_10x_group(registry):
+    study = Study("s", Data("synthwsol"), (Arm("a"),))
+    model = build_model(3, [HeadSpec("spg_b"), HeadSpec("spg_c"), HeadSpec("acol")], registry=registry, classifier_width=16)
+    opt = make_optimizer(model, study)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["new"]["lr"] == pytest.approx(10 * groups["pretrained"]["lr"])
+    new = {id(p) for p in groups["new"]["params"]}
+    # Every parameter outside the backbone -- classifier and every head -- trains at 10x.
+    for name, p in model.named_parameters():
+        assert (id(p) in new) == (not name.startswith("backbone.")), name
+    assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+
+
+def test_quickstart_shrunk_end_to_end(tmp_path, registry):
+    study = override(
+        load_study(REPO_STUDIES / "quickstart.py"), epochs=1, image_size=32, batch_size=8, max_train=16, max_eval=8, device="cpu"
+    )
+    root = run_study(study, tmp_path, registry=registry, progress=False)
+    with open(root / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["arm"] for r in rows] == ["cam", "acol", "spg_b", "spg"]
+    for row in rows:
+        for key in ("top1_acc", "gt_known_loc", "top1_loc", "maxboxaccv2", "pxap"):
+            value = float(row[key])
+            assert math.isfinite(value) and 0 <= value <= 100, (row["arm"], key, value)
+    table = (root / "results.md").read_text()
+    assert "| spg | 1 |" in table and "MaxBoxAccV2" in table and "PxAP" in table
+    for name in ("overlays.png", "curves.png", "seeds_spg.png", "seeds_spg_b.png"):
+        data = (root / "figures" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    assert not (root / "figures" / "seeds_cam.png").exists()  # CAM alone builds no guidance
+    metrics = json.loads((root / "spg" / "seed0" / "metrics.json").read_text())
+    assert metrics["train_images"] == 16 and metrics["test_images"] == 8
