@@ -80,7 +80,7 @@ class HeadContext:
 class GuidanceHead(nn.Module):
     """Base class of every guidance head.
 
-    Class attributes a subclass sets:
+    Attributes:
         name: the registry name studies use.
         needs_features: backbone roles the head reads (checked when the model is built).
         needs_heads: names of heads whose outputs it reads; the model runs those first, and a

@@ -17,7 +17,7 @@ SPG_B = HeadSpec("spg_b", {"width": 128})
 
 STUDY = Study(
     name="quickstart",
-    data=Data("synthwsol", {"num_images": 1600, "image_size": 64, "num_classes": 4}, image_size=64, max_eval=256),
+    data=Data("synthwsol", {"num_images": 1280, "image_size": 64, "num_classes": 4}, image_size=64, max_eval=256),
     arms=(
         Arm("cam"),
         Arm("acol", (HeadSpec("acol"),)),
@@ -27,7 +27,7 @@ STUDY = Study(
     backbone="inception_v3",
     classifier_width=256,
     training=Training(
-        epochs=3,
+        epochs=2,
         batch_size=32,
         lr=0.05,
         new_layer_lr_mult=1.0,  # nothing is pretrained
