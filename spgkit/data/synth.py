@@ -70,7 +70,8 @@ class SynthWSOL(Dataset):
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``: independent streams of images.
         num_images: images in this split.
-        image_size: side of the square images, in pixels (at least 32).
+        image_size: side of the square images, in pixels (at least 32; at the default
+            ``part_scale`` the object needs at least 40, smaller parts fit 32).
         num_classes: number of classes, at most ``len(SHAPES)`` (8).
         part_scale: part diameter as a fraction of the body's mean diameter (at most about 0.55,
             so that the object fits the image). The part box covers a small fraction of the
