@@ -108,7 +108,7 @@ class Training:
             a multi-process CPU run match the 1-process run exactly (SyncBatchNorm needs CUDA).
         num_workers: data-loading processes.
         eval_every: validate on the selection split every this many epochs (0: only at the end).
-        thresholds: number of CAM thresholds in [0, 1) for the final evaluation (the benchmark
+        thresholds: number of CAM thresholds in [0, 1) for every evaluation (the benchmark
             reports with 100).
         log_every: steps between loss checks and progress updates.
     """

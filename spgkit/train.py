@@ -381,6 +381,7 @@ def train_arm(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16 and device.type == "cuda")
     eval_kw = dict(batch_size=t.batch_size, dist_info=dist_info, num_workers=t.num_workers, progress=progress and dist_info.main)
 
+    select = None  # the selection split's metrics after the last epoch, once computed
     for epoch in range(start, t.epochs):
         sampler.set_epoch(epoch)
         augmented.epoch = epoch
@@ -419,8 +420,8 @@ def train_arm(
         means = dist_info.sum(np.array([v.item() for v in sums.values()])) / (len(loader) * dist_info.world)
         row = {"epoch": epoch + 1, **dict(zip(sums, means)), "lr": lr}
         if t.eval_every and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
-            val = evaluate(model, select_ds, device, desc="select", **eval_kw)
-            row.update({f"val_{k}": val[k] for k in ("top1_acc", "gt_known_loc", "maxboxaccv2") if k in val})
+            select = evaluate(model, select_ds, device, thresholds=t.thresholds, desc="select", **eval_kw)
+            row.update({f"val_{k}": select[k] for k in ("top1_acc", "gt_known_loc", "maxboxaccv2") if k in select})
         # Plain floats: checkpoints load with weights_only=True, which refuses numpy scalars.
         history.append({k: v if k == "epoch" else float(v) for k, v in row.items()})
         if dist_info.main:
@@ -441,7 +442,10 @@ def train_arm(
             _write_log(out_dir / LOG, history)
 
     # The CAM threshold for GT-known/Top-1 Loc is chosen on the selection split, never on test.
-    select = evaluate(model, select_ds, device, thresholds=t.thresholds, desc="select", **eval_kw)
+    # The last epoch's validation already scored the final model there, unless this run resumed
+    # after training had ended or validation is off.
+    if select is None:
+        select = evaluate(model, select_ds, device, thresholds=t.thresholds, desc="select", **eval_kw)
     chosen = select["maxboxacc_threshold"]
     test = evaluate(model, test_ds, device, thresholds=t.thresholds, cam_threshold=chosen, desc="test", **eval_kw)
     metrics = {
