@@ -134,7 +134,12 @@ def open_split(study: Study, split: str, transform) -> Dataset:
 
 
 def _cap(ds: Dataset, limit: int) -> Dataset:
-    return Subset(ds, range(limit)) if 0 < limit < len(ds) else ds
+    """At most ``limit`` images, drawn by a fixed permutation: splits are often sorted by class,
+    so the first ``limit`` would leave most classes out."""
+    if not 0 < limit < len(ds):
+        return ds
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:limit]
+    return Subset(ds, sorted(order.tolist()))
 
 
 class _Transformed(Dataset):

@@ -16,18 +16,20 @@ and to choose the CAM threshold on held-out images. As in the other tutorials th
 # The format
 # ----------
 #
-# ``FolderCSV(image_root, csv_path)`` reads a CSV with the header ``image,label,x0,y0,x1,y1``
-# (columns in any order; extra columns are ignored):
+# ``FolderCSV(root, split)`` reads ``root/<split>.csv``, a CSV with the header
+# ``image,label,x0,y0,x1,y1`` (columns in any order; extra columns are ignored):
 #
-# - ``image``: the image's path relative to ``image_root``, in any folder layout and any format
+# - ``image``: the image's path relative to ``root``, in any folder layout and any format
 #   Pillow reads;
 # - ``label``: the class *name*;
 # - ``x0,y0,x1,y1``: one box in pixels of the stored image, ``x0, y0`` inclusive and ``x1, y1``
 #   exclusive (a box around pixel columns 3 to 5 has ``x0=3, x1=6``). An image with several
 #   objects has one row per box.
 #
-# Every box is checked against its image's size when the dataset is built, and a bad row raises
-# an error naming the file and line (or, with ``on_error="skip"``, is skipped and counted).
+# Every split numbers the classes alike: in the order of ``root/classes.txt`` when there is one,
+# else sorted by name as they appear in ``train.csv``. Every box is checked against its image's
+# size when the dataset is built, and a bad row raises an error naming the file and line (or,
+# with ``on_error="skip"``, is skipped and counted).
 #
 # Make a folder of images
 # -----------------------
@@ -44,7 +46,7 @@ import matplotlib.pyplot as plt
 import torch
 from PIL import Image
 
-from spgkit.data import DATASETS, FolderCSV, SynthWSOL
+from spgkit.data import FolderCSV, SynthWSOL
 
 torch.set_num_threads(2)  # the tutorials are sized for a 2-core CPU
 
@@ -62,9 +64,9 @@ def write_split(split: str, count: int) -> None:
         for index in range(count):
             sample = synth[index]
             label = CLASSES[sample["label"]]
-            name = f"{label}/{split}_{index:04d}.png"
-            (root / "images" / label).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(sample["image"].permute(1, 2, 0).numpy()).save(root / "images" / name)
+            name = f"images/{label}/{split}_{index:04d}.png"
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(sample["image"].permute(1, 2, 0).numpy()).save(root / name)
             for box in sample["boxes"].tolist():
                 writer.writerow([name, label, *(f"{v:g}" for v in box)])
 
@@ -72,7 +74,7 @@ def write_split(split: str, count: int) -> None:
 write_split("train", 192)
 write_split("test", 48)
 print("\n".join((root / "train.csv").read_text().splitlines()[:5]))
-print("...", sum(1 for _ in (root / "images").rglob("*.png")), "PNG files under", root.name + "/images/")
+print("...", sum(1 for _ in root.rglob("*.png")), "PNG files under", root.name + "/images/")
 
 # %%
 # Read it back
@@ -80,9 +82,9 @@ print("...", sum(1 for _ in (root / "images").rglob("*.png")), "PNG files under"
 #
 # Without a ``transform``, a dataset returns :class:`~spgkit.data.Sample` dicts: the decoded image
 # as a uint8 tensor, the class index, the boxes as ``tv_tensors.BoundingBoxes`` and an id. Passing
-# ``class_names`` fixes the class order, so that every split numbers the classes the same way.
+# ``class_names`` would fix another class order; here the sorted names from ``train.csv`` serve.
 
-test = FolderCSV(root / "images", root / "test.csv", class_names=CLASSES)
+test = FolderCSV(root, "test")
 print(len(test), "test images; classes:", test.class_names)
 
 fig, axes = plt.subplots(1, 6, figsize=(9, 1.9))
@@ -96,28 +98,11 @@ fig.tight_layout()
 plt.show()
 
 # %%
-# Make it a study's dataset
-# -------------------------
-#
-# A study names its dataset by a key of :data:`spgkit.data.DATASETS` and builds each split as
-# ``DATASETS[name](split=..., transform=..., **data.args)``. ``FolderCSV`` itself takes a CSV path
-# rather than a split, so we give the study a small subclass that knows this folder's layout
-# (``<root>/images/`` and ``<root>/<split>.csv``) and register it under a name of our own.
-
-class MyDataset(FolderCSV):
-    """My folder: images under ``<root>/images``, one ``<split>.csv`` per split."""
-
-    def __init__(self, root, split="train", transform=None):
-        root = Path(root)
-        super().__init__(root / "images", root / f"{split}.csv", class_names=CLASSES, transform=transform)
-
-
-DATASETS["my_dataset"] = MyDataset
-
-# %%
 # Declare and run the study
 # -------------------------
 #
+# A study names its dataset by a key of :data:`spgkit.data.DATASETS` (``folder_csv`` here) and
+# builds each split as ``DATASETS[name](split=..., transform=..., **data.args)``.
 # Two arms: plain CAM and SPG-B. There is no separate validation CSV, so ``select_split=None``
 # holds 32 training images out of training to choose the CAM threshold on; ``test.csv`` is used
 # only for the reported numbers.
@@ -128,7 +113,7 @@ from spgkit.study import Arm, Data, Study, Training, run_study  # noqa: E402
 study = Study(
     name="my_study",
     data=Data(
-        "my_dataset",
+        "folder_csv",
         {"root": str(root)},
         image_size=48,
         train_split="train",
@@ -172,9 +157,12 @@ plt.show()
 # - This is a tiny, noisy CPU run; on real data use a pretrained backbone
 #   (``backbone_args={"pretrained": True}``, or ``{"weights": "path/to/state_dict.pth"}``
 #   offline), the full image size, more epochs and several seeds.
-# - Put the study in a file (``STUDY = Study(...)``, with the dataset class and its
-#   ``DATASETS`` entry above it) and run it with ``spgkit run my_study.py``; ``--data-root``
-#   changes ``data.args["root"]`` from the command line.
+# - Put the study in a file (``STUDY = Study(...)``) and run it with ``spgkit run my_study.py``;
+#   ``--data-root`` changes ``data.args["root"]`` from the command line, and
+#   ``spgkit evaluate CHECKPOINT --data folder_csv --root my_dataset --split test`` scores a
+#   trained model on any split.
+# - A layout of your own (say, masks beside the images) is a small reader: a ``Dataset`` that
+#   returns :class:`~spgkit.data.Sample` dicts, added to ``DATASETS`` under a name of yours.
 # - A folder with pixel masks, or one of the published layouts (CUB, ImageNet, Tiny ImageNet,
 #   Oxford-IIIT Pet, the WSOL benchmark's metadata), has a reader of its own in
 #   :mod:`spgkit.data`.

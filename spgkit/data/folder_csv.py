@@ -17,46 +17,59 @@ COLUMNS = ("image", "label", "x0", "y0", "x1", "y1")
 
 
 class FolderCSV(RecordDataset):
-    """Images under ``image_root``, labels and boxes in a CSV file with a header::
+    """A folder of images with one CSV of labels and boxes per split: the format for bringing
+    your own data. The layout::
+
+        root/
+            train.csv, test.csv, ...   one file per split (``split="train"`` reads train.csv)
+            classes.txt                optional: one class name per line, fixing the class order
+            birds/0001.jpg, ...        images, in any folder layout and any format Pillow reads
+
+    Each CSV has a header and one row per box::
 
         image,label,x0,y0,x1,y1
         birds/0001.jpg,sparrow,12,30,140,118
         birds/0001.jpg,sparrow,150,40,220,120
         cats/0002.png,cat,0,0,64,48
 
-    - ``image``: the image's path relative to ``image_root`` (any folder layout, any format
-      Pillow reads).
+    - ``image``: the image's path relative to ``root``.
     - ``label``: the class *name*. All rows of one image must agree.
     - ``x0,y0,x1,y1``: one box per row (several rows for several boxes), in pixels of the image
       as stored, ``x0, y0`` inclusive and ``x1, y1`` exclusive: a box around pixel columns 3..5
       is ``x0=3, x1=6``. Numbers may be fractional.
 
     The header is required; its columns may come in any order, and extra columns are ignored.
-    Images appear in the order of their first row. Classes are ``class_names`` when given (a
-    label outside it is an error), else the sorted set of labels in the file. Image sizes are read
-    from the image headers at construction so that every box is checked against its image.
+    Images appear in the order of their first row. The classes, numbered in this order, are
+    ``class_names`` when given, else the lines of ``root/classes.txt`` when it exists, else the
+    sorted labels of ``root/train.csv`` (so that every split numbers the classes alike), else
+    the sorted labels of the CSV read. A label outside the classes is an error. Image sizes are
+    read from the image headers at construction so that every box is checked against its image.
 
     Args:
-        image_root: the folder image paths are relative to.
-        csv_path: the CSV file.
-        class_names: the class list (fixes label order across several CSV files, e.g. splits).
+        root: the folder the image paths are relative to, holding the split CSVs.
+        split: the split to read, ``root/<split>.csv``.
+        csv_path: read this CSV instead of ``root/<split>.csv``.
+        class_names: the class list.
         transform: callable applied to each sample dict.
         on_error: ``"raise"`` (default) or ``"skip"``.
     """
 
     def __init__(
         self,
-        image_root: str | os.PathLike,
-        csv_path: str | os.PathLike,
+        root: str | os.PathLike,
+        split: str = "train",
+        *,
+        csv_path: str | os.PathLike | None = None,
         class_names: Sequence[str] | None = None,
         transform: Callable[[Sample], Any] | None = None,
         on_error: str = "raise",
     ) -> None:
-        image_root, csv_path = Path(image_root), Path(csv_path)
+        image_root = Path(root)
+        csv_path = Path(csv_path) if csv_path is not None else image_root / f"{split}.csv"
         problems = Problems(on_error)
         rows = _read_rows(csv_path, problems)
         if class_names is None:
-            class_names = sorted({label for _, _, label, _ in rows})
+            class_names = _default_classes(image_root, rows)
         label_of = {name: index for index, name in enumerate(class_names)}
         images: dict[str, list[tuple[Line, str, list[str]]]] = {}
         for line, image, label, box_fields in rows:
@@ -86,6 +99,17 @@ class FolderCSV(RecordDataset):
             boxes_array = np.array(boxes, dtype=np.float32)
             records.append(Record(image, image_root / image, label_of[label], boxes_array, size))
         super().__init__(records, class_names, transform, problems, csv_path)
+
+
+def _default_classes(root: Path, rows: list[tuple[Line, str, str, list[str]]]) -> list[str]:
+    listed = root / "classes.txt"
+    if listed.is_file():
+        return [name.strip() for name in listed.read_text(encoding="utf-8").splitlines() if name.strip()]
+    train = root / "train.csv"
+    if train.is_file():
+        # Problems are reported when the train split itself is read, not here.
+        rows = _read_rows(train, Problems("skip"))
+    return sorted({label for _, _, label, _ in rows})
 
 
 def _read_rows(path: Path, problems: Problems) -> list[tuple[Line, str, str, list[str]]]:

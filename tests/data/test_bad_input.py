@@ -58,7 +58,7 @@ def test_missing_image_file(folder_csv):
     root, csv_path = folder_csv
     (root / "cats/2.png").unlink()
     with raises_at(f"{csv_path}:4: ", "cats/2.png", "not found"):
-        FolderCSV(root, csv_path)
+        FolderCSV(root, csv_path=csv_path)
 
 
 def test_undecodable_image_raises_at_getitem_with_its_path(metadata_boxes):
@@ -76,7 +76,7 @@ def test_truncated_image_raises_at_getitem_with_its_path(folder_csv):
         path, format="JPEG"
     )
     path.write_bytes(path.read_bytes()[:-200])  # the header survives, the end of the pixel data does not
-    dataset = FolderCSV(root, csv_path)
+    dataset = FolderCSV(root, csv_path=csv_path)
     with raises_at(f"{path}: ", "cannot decode image", "truncated"):
         dataset[0]
     assert dataset[1]["image_id"] == "cats/2.png"  # one bad file does not poison the others
@@ -220,21 +220,21 @@ def test_csv_row_with_missing_field(folder_csv):
     root, csv_path = folder_csv
     replace_line(csv_path, 3, "20,0,birds/1.jpg,30,20,sparrow")
     with raises_at(f"{csv_path}:3: ", "6 fields where the header has 7"):
-        FolderCSV(root, csv_path)
+        FolderCSV(root, csv_path=csv_path)
 
 
 def test_csv_without_header(folder_csv):
     root, csv_path = folder_csv
     replace_line(csv_path, 1, None)
     with raises_at(f"{csv_path}:1: ", "must name image,label,x0,y0,x1,y1"):
-        FolderCSV(root, csv_path)
+        FolderCSV(root, csv_path=csv_path)
 
 
 def test_csv_rows_of_one_image_disagree_on_label(folder_csv):
     root, csv_path = folder_csv
     replace_line(csv_path, 3, "20,0,birds/1.jpg,30,20,robin,")
     with raises_at(f"{csv_path}:3: ", "label 'robin' differs from 'sparrow' on line 2"):
-        FolderCSV(root, csv_path)
+        FolderCSV(root, csv_path=csv_path)
 
 
 def test_pets_list_line_with_bad_class_id(pets_root):
@@ -294,7 +294,7 @@ def test_empty_box(folder_csv):
     root, csv_path = folder_csv
     replace_line(csv_path, 4, "5,0,cats/2.png,5,16,cat,")
     with raises_at(f"{csv_path}:4: ", "box (5, 0, 5, 16) is empty"):
-        FolderCSV(root, csv_path)
+        FolderCSV(root, csv_path=csv_path)
 
 
 def test_xml_box_outside_image(imagenet_root):
@@ -349,7 +349,7 @@ def test_pets_class_id_out_of_range(pets_root):
 def test_csv_label_not_among_class_names(folder_csv):
     root, csv_path = folder_csv
     with raises_at(f"{csv_path}:4: ", "label 'cat' is not one of the 2 class names"):
-        FolderCSV(root, csv_path, class_names=["sparrow", "dog"])
+        FolderCSV(root, csv_path=csv_path, class_names=["sparrow", "dog"])
 
 
 def test_xml_class_not_in_class_list(imagenet_root):
@@ -432,5 +432,5 @@ def test_data_error_survives_a_dataloader_worker(folder_csv):
     assert (error.location, error.reason) == ("/data/x.csv:3", "box is empty")
     assert str(DataError("already formatted")) == "already formatted"
     root, csv_path = folder_csv
-    dataset = pickle.loads(pickle.dumps(FolderCSV(root, csv_path)))  # spawn-started workers need this
+    dataset = pickle.loads(pickle.dumps(FolderCSV(root, csv_path=csv_path)))  # spawn-started workers need this
     assert dataset[0]["boxes"].shape == (2, 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torchvision import tv_tensors
@@ -10,6 +11,7 @@ from torchvision import tv_tensors
 from spgkit.data import (
     CUB,
     DATASETS,
+    DataError,
     FolderCSV,
     ImageNet,
     OxfordPets,
@@ -220,7 +222,7 @@ def test_pets_border_as_object(pets_root):
 
 def test_folder_csv_rows_group_into_images(folder_csv):
     root, csv_path = folder_csv
-    dataset = FolderCSV(root, csv_path)
+    dataset = FolderCSV(root, csv_path=csv_path)
     assert dataset.class_names == ["cat", "sparrow"]
     bird, cat = dataset[0], dataset[1]
     check_contract(bird, 20, 30)
@@ -231,14 +233,32 @@ def test_folder_csv_rows_group_into_images(folder_csv):
 
 def test_folder_csv_explicit_class_names_fix_label_order(folder_csv):
     root, csv_path = folder_csv
-    dataset = FolderCSV(root, csv_path, class_names=["sparrow", "dog", "cat"])
+    dataset = FolderCSV(root, csv_path=csv_path, class_names=["sparrow", "dog", "cat"])
     assert [r.label for r in dataset.records] == [0, 2] and dataset.num_classes == 3
+
+
+def test_folder_csv_splits_share_the_class_numbering_of_train_csv(tmp_path, write_image, write_text):
+    # test.csv lacks "ant": numbering it from its own labels would call "cat" class 0 there but 1 in train.
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(tmp_path / name, 8, 8)
+    write_text(tmp_path / "train.csv", "image,label,x0,y0,x1,y1\na.png,ant,0,0,4,4\nb.png,cat,0,0,4,4")
+    write_text(tmp_path / "test.csv", "image,label,x0,y0,x1,y1\nc.png,cat,1,1,5,5")
+    train, test = FolderCSV(tmp_path, "train"), FolderCSV(tmp_path, split="test")
+    assert train.class_names == test.class_names == ["ant", "cat"]
+    assert test[0]["label"] == train[1]["label"] == 1
+    write_text(tmp_path / "classes.txt", "cat\nant\n\n")
+    assert FolderCSV(tmp_path, "test").class_names == ["cat", "ant"]
+    write_text(tmp_path / "val.csv", "image,label,x0,y0,x1,y1\nc.png,dog,1,1,5,5")
+    with pytest.raises(DataError, match=r"val\.csv:2.*'dog' is not one of the 2 class names"):
+        FolderCSV(tmp_path, "val")
+    with pytest.raises(DataError, match=r"nope\.csv.*CSV file not found"):
+        FolderCSV(tmp_path, "nope")
 
 
 def test_decoded_pixels_match_the_file(folder_csv, write_image):
     root, csv_path = folder_csv
     pixels = write_image(root / "birds/1.jpg", 30, 20, seed=7)
-    image = FolderCSV(root, csv_path)[0]["image"]
+    image = FolderCSV(root, csv_path=csv_path)[0]["image"]
     assert torch.equal(image, torch.from_numpy(pixels).permute(2, 0, 1))
 
 

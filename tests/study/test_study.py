@@ -79,3 +79,21 @@ def test_quickstart_shrunk_end_to_end(tmp_path, registry):
     assert not (root / "figures" / "seeds_cam.png").exists()  # CAM alone builds no guidance
     metrics = json.loads((root / "spg" / "seed0" / "metrics.json").read_text())
     assert metrics["train_images"] == 16 and metrics["test_images"] == 8
+
+
+def test_max_train_draws_across_classes_not_the_first_images():
+    # Real splits are often sorted by class; a cap must not keep the first classes only.
+    from spgkit.train import make_datasets
+
+    class_sorted = [{"label": i // 100} for i in range(400)]  # 4 classes, 100 images each, in order
+    study = Study(
+        name="cap",
+        data=Data("synthwsol", {"num_images": 400, "image_size": 40, "num_classes": 4}, image_size=40,
+                  select_split=None, holdout=40, max_train=40, max_eval=20),
+        arms=(Arm("cam"),),
+    )
+    train, select, test = make_datasets(study, class_sorted, (0.5,) * 3, (0.5,) * 3)
+    assert (len(train), len(select), len(test)) == (40, 20, 20)
+    assert {train[i]["label"] for i in range(len(train))} == {0, 1, 2, 3}
+    again, _, _ = make_datasets(study, class_sorted, (0.5,) * 3, (0.5,) * 3)
+    assert [again[i]["label"] for i in range(40)] == [train[i]["label"] for i in range(40)]  # same draw every run
