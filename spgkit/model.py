@@ -102,6 +102,9 @@ class WSOLModel(nn.Module):
         self.heads = nn.ModuleDict({head.name: head for head in heads})
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
+        """Backbone, classifier, then each head in dependency order. In training, heads may first
+        transform the images and the features. ``labels`` reach the heads (ground truth for their
+        losses); without them, heads work from the predicted class, as at inference."""
         if self.training:
             for head in self.heads.values():
                 images = head.transform_images(images, labels)

@@ -58,6 +58,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The results table in Markdown: one row per arm, ``mean ± std`` per metric present in any row."""
     keys = [k for k in COLUMNS if any(k in r for r in rows)]
     lines = ["| Arm | Seeds | " + " | ".join(COLUMNS[k] for k in keys) + " |"]
     lines.append("|---|---|" + "---|" * len(keys))
@@ -179,6 +180,7 @@ def curves_figure(logs: dict[str, list[dict[str, str]]], path: Path) -> None:
 
 
 def read_log(path: Path) -> list[dict[str, str]]:
+    """The rows of an arm's ``log.csv`` (one per epoch); none when it does not exist yet."""
     if not path.exists():
         return []
     with open(path, newline="") as handle:

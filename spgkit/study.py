@@ -45,6 +45,8 @@ class LocalData:
     instructions: str
 
     def resolve(self) -> str:
+        """The dataset folder: ``$env``, else the shared archive extracted into the cache, else a
+        :class:`StudyError` with the download instructions."""
         import os
 
         from spgkit.data.archive import extract

@@ -56,6 +56,7 @@ class Dist:
 
     @classmethod
     def from_env(cls, device: torch.device) -> "Dist":
+        """The process group torchrun describes in the environment (initialised here), or one process."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
             return cls()
@@ -77,6 +78,7 @@ class Dist:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA where there is none is an error, not a fallback."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -124,6 +126,7 @@ def load_model(path: str | Path, registry: Registry | None = None) -> tuple[WSOL
 
 
 def open_split(study: Study, split: str, transform) -> Dataset:
+    """One split of the study's dataset, its :class:`LocalData` arguments resolved to folders."""
     data = study.data
     if data.name not in DATASETS:
         raise ValueError(f"study {study.name!r}: unknown dataset {data.name!r}; known: {sorted(DATASETS)}")
@@ -211,6 +214,7 @@ def make_optimizer(model: WSOLModel, study: Study) -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, study: Study) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-epoch learning-rate schedule: ``step`` (``gamma`` every ``step_epochs``) or ``cosine``."""
     t = study.training
     if t.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.step_epochs, gamma=t.gamma)
