@@ -57,6 +57,34 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
+#: Metrics compared with the baseline arm seed by seed.
+PAIRED = ("top1_acc", "gt_known_loc", "maxboxaccv2", "pxap")
+
+
+def paired_differences(runs: dict[str, list[dict[str, Any]]], baseline: str) -> list[dict[str, Any]]:
+    """One row per other arm: mean and sample std over seeds of (arm - baseline), and how many
+    seeds the arm is ahead, per metric of :data:`PAIRED`, over the seeds both finished.
+
+    Arms trained with the same seed see the same images in the same order, so the per-seed
+    difference removes the share of seed-to-seed spread that both arms have in common.
+    """
+    reference = {m["seed"]: m for m in runs.get(baseline, [])}
+    rows = []
+    for arm, metrics in runs.items():
+        pairs = [(m, reference[m["seed"]]) for m in metrics if m["seed"] in reference]
+        if arm == baseline or not pairs:
+            continue
+        row: dict[str, Any] = {"arm": arm, "seeds": len(pairs)}
+        for key in PAIRED:
+            deltas = [m[key] - ref[key] for m, ref in pairs if key in m and key in ref]
+            if deltas:
+                row[key] = float(np.mean(deltas))
+                row[f"{key}_std"] = float(np.std(deltas, ddof=1)) if len(deltas) > 1 else 0.0
+                row[f"{key}_ahead"] = sum(d > 0 for d in deltas)
+        rows.append(row)
+    return rows
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The results table in Markdown: one row per arm, ``mean ± std`` per metric present in any row."""
     keys = [k for k in COLUMNS if any(k in r for r in rows)]
@@ -75,19 +103,48 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(study: Study, root: Path) -> str:
-    """Write ``results.csv`` and ``results.md`` under ``root``; return the Markdown table."""
-    rows = summarize(collect(study, root))
-    keys = ["arm", "seeds"] + [k for key in COLUMNS for k in (key, f"{key}_std") if any(k in r for r in rows)]
+def differences_table(rows: list[dict[str, Any]]) -> str:
+    """The paired differences in Markdown: ``mean ± std (seeds ahead/seeds)`` per metric."""
+    keys = [k for k in PAIRED if any(k in r for r in rows)]
+    lines = ["| Arm | Seeds | " + " | ".join(f"Δ {COLUMNS[k]}" for k in keys) + " |"]
+    lines.append("|---|---|" + "---|" * len(keys))
+    for r in rows:
+        cells = [f"{r[k]:+.1f} ± {r[k + '_std']:.1f} ({r[k + '_ahead']}/{r['seeds']})" if k in r else "-" for k in keys]
+        lines.append(f"| {r['arm']} | {r['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    keys = ["arm", "seeds"] + [k for k in columns if any(k in r for r in rows)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    write_text(root / "results.csv", buffer.getvalue())
-    table = markdown_table(rows)
-    title = f"# {study.name}\n\nMean ± sample std over seeds; localization on the test split ({study.data.test_split}).\n\n"
-    write_text(root / "results.md", title + table)
-    return table
+    write_text(path, buffer.getvalue())
+
+
+def write_tables(study: Study, root: Path) -> str:
+    """Write ``results.csv``, ``results.md`` and, with two arms or more, ``differences.csv`` under
+    ``root``; return the Markdown. The differences compare every arm with the study's first arm,
+    its baseline."""
+    runs = collect(study, root)
+    rows = summarize(runs)
+    _write_csv(root / "results.csv", rows, [k for key in COLUMNS for k in (key, f"{key}_std")])
+    text = (
+        f"# {study.name}\n\nMean ± sample std over seeds; localization on the test split "
+        f"({study.data.test_split}).\n\n" + markdown_table(rows)
+    )
+    baseline = study.arms[0].name
+    differences = paired_differences(runs, baseline)
+    if differences:
+        _write_csv(root / "differences.csv", differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")])
+        text += (
+            f"\nDifference from {baseline}, paired by seed: mean ± sample std of (arm - {baseline}) over "
+            f"the seeds both finished, and in brackets the seeds on which the arm is ahead.\n\n"
+            + differences_table(differences)
+        )
+    write_text(root / "results.md", text)
+    return text
 
 
 def _save(fig, path: Path) -> None:

@@ -150,7 +150,8 @@ class Study:
     Attributes:
         name: the output folder's name.
         data, training: see :class:`Data`, :class:`Training`.
-        arms: the methods compared.
+        arms: the methods compared; the first is the baseline the results table compares every
+            other arm with, seed by seed (conventionally ``Arm("cam")``).
         backbone, backbone_args: a registered backbone and its arguments (``pretrained``,
             ``weights``...).
         classifier_width: A3 filters (1024 in SPG).

@@ -97,3 +97,22 @@ def test_max_train_draws_across_classes_not_the_first_images():
     assert {train[i]["label"] for i in range(len(train))} == {0, 1, 2, 3}
     again, _, _ = make_datasets(study, class_sorted, (0.5,) * 3, (0.5,) * 3)
     assert [again[i]["label"] for i in range(40)] == [train[i]["label"] for i in range(40)]  # same draw every run
+
+
+def test_paired_differences_by_seed_with_hand_numbers(tmp_path):
+    from spgkit.io import write_json
+    from spgkit.report import write_tables
+
+    study = Study(name="s", data=Data("synthwsol"), arms=(Arm("cam"), Arm("x"), Arm("lonely")), seeds=(0, 1, 2))
+    numbers = {"cam": {0: 50.0, 1: 60.0, 2: 55.0}, "x": {0: 53.0, 1: 59.0, 2: 61.0}, "lonely": {}}
+    for arm, by_seed in numbers.items():
+        for seed, value in by_seed.items():
+            write_json(tmp_path / arm / f"seed{seed}" / "metrics.json", {"seed": seed, "maxboxaccv2": value, "top1_acc": 90.0})
+    text = write_tables(study, tmp_path)
+    # x - cam = +3, -1, +6: mean 2.667, sample std sqrt(((1/3)^2 + (11/3)^2 + (10/3)^2) / 2) = 3.512
+    assert "| x | 3 | +0.0 ± 0.0 (0/3) | +2.7 ± 3.5 (2/3) |" in text
+    assert "lonely" not in text.split("Difference from cam")[1]
+    with open(tmp_path / "differences.csv") as handle:
+        (row,) = csv.DictReader(handle)
+    assert row["arm"] == "x" and math.isclose(float(row["maxboxaccv2"]), 8 / 3) and row["maxboxaccv2_ahead"] == "2"
+    assert math.isclose(float(row["maxboxaccv2_std"]), 3.5118845842842, rel_tol=1e-9)
