@@ -60,11 +60,12 @@ def test_sample_contract_and_geometry(extent):
     assert max(ious) < 0.4 and 0.05 < np.mean(ious) < 0.3
 
 
-def test_part_alone_decides_the_class():
+@pytest.mark.parametrize("colour_cue", [False, True])
+def test_part_alone_decides_the_class(colour_cue):
     # Rendering an image with another class's part changes only pixels within the two parts:
     # body, background and clutter are bit-identical across classes, so the body's statistics
     # cannot carry the class, and the parts of different classes do differ.
-    dataset = SynthWSOL("train", num_images=20, num_classes=len(SHAPES))
+    dataset = SynthWSOL("train", num_images=20, num_classes=len(SHAPES), colour_cue=colour_cue)
     for index in range(0, 20, 3):
         renders = [dataset.generate(index, label) for label in range(len(SHAPES))]
         for label, render in enumerate(renders):
@@ -76,6 +77,25 @@ def test_part_alone_decides_the_class():
             assert not (differs & ~parts).any()
             assert not torch.equal(base["part_mask"], other["part_mask"])
             assert differs.sum() > 10
+
+
+def test_colour_cue_gives_each_class_its_part_hue():
+    import colorsys
+
+    def part_hue(sample) -> float:
+        mask = sample["part_mask"].bool()
+        rgb = sample["image"][:, mask].float().median(dim=1).values / 255  # the fill, not the outline
+        return colorsys.rgb_to_hsv(*rgb.tolist())[0]
+
+    def hue_gap(a: float, b: float) -> float:
+        return min(abs(a - b), 1 - abs(a - b))
+
+    cued = SynthWSOL("train", num_images=40, num_classes=4, clutter=0.0, colour_cue=True)
+    plain = SynthWSOL("train", num_images=40, num_classes=4, clutter=0.0)
+    cued_gaps = [hue_gap(part_hue(cued[i]), (i % 4) / 4) for i in range(40)]
+    plain_gaps = [hue_gap(part_hue(plain[i]), (i % 4) / 4) for i in range(40)]
+    assert max(cued_gaps) < 0.07  # 0.03 of jitter, plus pixel noise and uint8 rounding
+    assert np.mean(plain_gaps) > 0.15  # without the cue the hue says nothing about the class
 
 
 def test_part_shapes_render_as_named():
