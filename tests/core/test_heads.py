@@ -147,3 +147,27 @@ def test_input_and_feature_transforms_run_in_training_only(plugin_manager):
         model(images)
         assert torch.equal(seen["x"], images)
         assert torch.allclose(seen["f"], model.backbone(images)["high"])
+
+
+def test_spg_normalize_scores_always_leaves_background_seeds(registry):
+    # Push B2's output bias up so sigmoid(B2) > 0.5 everywhere: the raw B1 seed is all object or
+    # ignored, with no background pixel; the min-max normalised one has background (its minimum is 0).
+    from spgkit.guidance import minmax_normalize, seed_mask
+
+    images, labels = torch.randn(2, 3, 48, 48), torch.tensor([1, 2])
+    seeds = {}
+    for normalize in (False, True):
+        torch.manual_seed(0)
+        heads = [HeadSpec("spg_b", {"normalize_scores": normalize}), HeadSpec("spg_c", {"normalize_scores": normalize})]
+        model = build_model(3, heads, registry=registry, **TINY)
+        with torch.no_grad():
+            model.heads["spg_b"].b2_out.bias.fill_(3.0)
+        out = model(images, labels)
+        b = out.heads["spg_b"].extras
+        assert b["b2"].min() > 0.5
+        seeds[normalize] = (b["seed_b1"], out.heads["spg_c"].extras["seed_c"])
+        fused = minmax_normalize(b["fused"]) if normalize else b["fused"]
+        assert torch.equal(seeds[normalize][1], seed_mask(fused, 0.7, 0.1))
+    assert not (seeds[False][0] == 0).any()
+    assert (seeds[True][0] == 0).any() and (seeds[True][0] == 1).any()
+    assert (seeds[True][1] == 0).any()

@@ -36,6 +36,10 @@ class SPGB(GuidanceHead):
         b1_thresholds: (delta_h, delta_l) for the sigmoid(B2) seed that supervises B1.
         b1_role, b2_role: backbone roles the branches attach to (Mixed_5d and Mixed_6d on
             Inception-V3).
+        normalize_scores: min-max normalise sigmoid(B2) per image before taking B1's seed, as
+            the reference describes every score map. Off by default: raw sigmoid scores keep a
+            flat map flat. Early in training sigmoid(B2) can exceed 0.5 everywhere, which makes
+            B1's seed all object (no background pixel); normalising always leaves background.
     """
 
     name = "spg_b"
@@ -51,10 +55,12 @@ class SPGB(GuidanceHead):
         b1_thresholds: tuple[float, float] = (0.5, 0.05),
         b1_role: str = "mid",
         b2_role: str = "late",
+        normalize_scores: bool = False,
         loss_weight: float = 1.0,
     ):
         super().__init__(spec, loss_weight=loss_weight)
         self.shared = shared
+        self.normalize_scores = normalize_scores
         self.b1_role, self.b2_role = b1_role, b2_role
         self.b2_thresholds, self.b1_thresholds = tuple(b2_thresholds), tuple(b1_thresholds)
         self.b1_first = _conv_relu(spec.stages[b1_role].channels, width)
@@ -76,8 +82,7 @@ class SPGB(GuidanceHead):
             return HeadOutput(extras=extras)
         cam = upsample(minmax_normalize(class_maps(ctx.classifier.cams.detach(), ctx.labels)), size)
         seed_b2 = seed_mask(cam, *self.b2_thresholds)
-        # sigmoid outputs are already scores in [0, 1]; min-max would call any flat map an object.
-        seed_b1 = seed_mask(prob2, *self.b1_thresholds)
+        seed_b1 = seed_mask(minmax_normalize(prob2) if self.normalize_scores else prob2, *self.b1_thresholds)
         extras.update(seed_b2=seed_b2, seed_b1=seed_b1)
         losses = {"b1": masked_bce(b1, seed_b1), "b2": masked_bce(b2, seed_b2)}
         return HeadOutput(losses=losses, extras=extras)
@@ -90,6 +95,8 @@ class SPGC(GuidanceHead):
         spec: model spec (classifier channels).
         width: filters of the two 3x3 convs (512 in the paper).
         thresholds: (delta_h, delta_l) for the seed of SPG-B's fused map.
+        normalize_scores: min-max normalise the fused map per image before taking the seed (see
+            :class:`SPGB`).
     """
 
     name = "spg_c"
@@ -101,10 +108,12 @@ class SPGC(GuidanceHead):
         *,
         width: int = 512,
         thresholds: tuple[float, float] = (0.7, 0.1),
+        normalize_scores: bool = False,
         loss_weight: float = 1.0,
     ):
         super().__init__(spec, loss_weight=loss_weight)
         self.thresholds = tuple(thresholds)
+        self.normalize_scores = normalize_scores
         self.layers = nn.Sequential(
             _conv_relu(spec.classifier_channels, width), _conv_relu(width, width), nn.Conv2d(width, 1, 1)
         )
@@ -114,7 +123,8 @@ class SPGC(GuidanceHead):
         extras = {"c": upsample(torch.sigmoid(logits.detach())[:, 0], ctx.image_size)}
         if ctx.labels is None:
             return HeadOutput(extras=extras)
-        seed = seed_mask(ctx.outputs["spg_b"].extras["fused"], *self.thresholds)
+        fused = ctx.outputs["spg_b"].extras["fused"]
+        seed = seed_mask(minmax_normalize(fused) if self.normalize_scores else fused, *self.thresholds)
         extras["seed_c"] = seed
         return HeadOutput(losses={"c": masked_bce(logits, seed)}, extras=extras)
 
