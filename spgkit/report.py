@@ -43,6 +43,12 @@ def collect(study: Study, root: Path) -> dict[str, list[dict[str, Any]]]:
     return runs
 
 
+def _add_mean_std(row: dict[str, Any], key: str, values: list[float]) -> None:
+    """``row[key]`` = mean, ``row[key_std]`` = sample standard deviation (0 for one value)."""
+    row[key] = float(np.mean(values))
+    row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per arm: mean and sample standard deviation (0 for one seed) of every column."""
     rows = []
@@ -51,8 +57,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         for key in COLUMNS:
             values = [m[key] for m in metrics if key in m]
             if values:
-                row[key] = float(np.mean(values))
-                row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                _add_mean_std(row, key, values)
         rows.append(row)
     return rows
 
@@ -78,40 +83,40 @@ def paired_differences(runs: dict[str, list[dict[str, Any]]], baseline: str) -> 
         for key in PAIRED:
             deltas = [m[key] - ref[key] for m, ref in pairs if key in m and key in ref]
             if deltas:
-                row[key] = float(np.mean(deltas))
-                row[f"{key}_std"] = float(np.std(deltas, ddof=1)) if len(deltas) > 1 else 0.0
+                _add_mean_std(row, key, deltas)
                 row[f"{key}_ahead"] = sum(d > 0 for d in deltas)
         rows.append(row)
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The results table in Markdown: one row per arm, ``mean ± std`` per metric present in any row."""
-    keys = [k for k in COLUMNS if any(k in r for r in rows)]
-    lines = ["| Arm | Seeds | " + " | ".join(COLUMNS[k] for k in keys) + " |"]
+def _markdown(rows: list[dict[str, Any]], headers: dict[str, str], cell) -> str:
+    """One line per arm; a column per key of ``headers`` present in any row, ``cell(row, key)``
+    filling it ("-" where the row lacks the key)."""
+    keys = [k for k in headers if any(k in r for r in rows)]
+    lines = ["| Arm | Seeds | " + " | ".join(headers[k] for k in keys) + " |"]
     lines.append("|---|---|" + "---|" * len(keys))
     for r in rows:
-        cells = []
-        for k in keys:
-            if k not in r:
-                cells.append("-")
-            elif k == "cam_threshold":
-                cells.append(f"{r[k]:.2f}")
-            else:
-                cells.append(f"{r[k]:.1f} ± {r[k + '_std']:.1f}")
+        cells = [cell(r, k) if k in r else "-" for k in keys]
         lines.append(f"| {r['arm']} | {r['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The results table in Markdown: one row per arm, ``mean ± std`` per metric present in any row."""
+    return _markdown(
+        rows,
+        COLUMNS,
+        lambda r, k: f"{r[k]:.2f}" if k == "cam_threshold" else f"{r[k]:.1f} ± {r[k + '_std']:.1f}",
+    )
 
 
 def differences_table(rows: list[dict[str, Any]]) -> str:
     """The paired differences in Markdown: ``mean ± std (seeds ahead/seeds)`` per metric."""
-    keys = [k for k in PAIRED if any(k in r for r in rows)]
-    lines = ["| Arm | Seeds | " + " | ".join(f"Δ {COLUMNS[k]}" for k in keys) + " |"]
-    lines.append("|---|---|" + "---|" * len(keys))
-    for r in rows:
-        cells = [f"{r[k]:+.1f} ± {r[k + '_std']:.1f} ({r[k + '_ahead']}/{r['seeds']})" if k in r else "-" for k in keys]
-        lines.append(f"| {r['arm']} | {r['seeds']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return _markdown(
+        rows,
+        {k: f"Δ {COLUMNS[k]}" for k in PAIRED},
+        lambda r, k: f"{r[k]:+.1f} ± {r[k + '_std']:.1f} ({r[k + '_ahead']}/{r['seeds']})",
+    )
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:

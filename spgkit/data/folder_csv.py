@@ -69,7 +69,7 @@ class FolderCSV(RecordDataset):
         problems = Problems(on_error)
         rows = _read_rows(csv_path, problems)
         if class_names is None:
-            class_names = _default_classes(image_root, rows)
+            class_names = _default_classes(image_root, csv_path, rows)
         label_of = {name: index for index, name in enumerate(class_names)}
         images: dict[str, list[tuple[Line, str, list[str]]]] = {}
         for line, image, label, box_fields in rows:
@@ -101,13 +101,15 @@ class FolderCSV(RecordDataset):
         super().__init__(records, class_names, transform, problems, csv_path)
 
 
-def _default_classes(root: Path, rows: list[tuple[Line, str, str, list[str]]]) -> list[str]:
+def _default_classes(root: Path, csv_path: Path, rows: list[tuple[Line, str, str, list[str]]]) -> list[str]:
+    """classes.txt, else the labels of train.csv, else those of ``rows`` (read from ``csv_path``)."""
     listed = root / "classes.txt"
     if listed.is_file():
         return [name.strip() for name in listed.read_text(encoding="utf-8").splitlines() if name.strip()]
     train = root / "train.csv"
-    if train.is_file():
-        # Problems are reported when the train split itself is read, not here.
+    # Reading train.csv itself, its rows are already at hand. Otherwise its problems are reported
+    # when the train split is read, not here.
+    if train.is_file() and train.resolve() != csv_path.resolve():
         rows = _read_rows(train, Problems("skip"))
     return sorted({label for _, _, label, _ in rows})
 
