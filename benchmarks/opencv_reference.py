@@ -141,4 +141,5 @@ class MaskEvaluator:
         with np.errstate(invalid="ignore", divide="ignore"):
             precision = tp / (tp + fp)
             recall = tp / (tp + fn)
-        return float((precision[1:] * np.diff(recall))[:-1].sum() * 100)
+        non_zero = (tp + fp) != 0
+        return float((precision[1:] * np.diff(recall))[non_zero[1:]].sum() * 100)

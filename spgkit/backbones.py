@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spgkit.hookspecs import hookimpl
+from spgkit.init import xavier_init
 
 
 @dataclass(frozen=True)
@@ -119,45 +120,62 @@ class _InceptionBStride1(nn.Module):
 
 _INCEPTION_LAYERS = (
     "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Pool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-    "Pool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+    "Pool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Pool3", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
     "Mixed_6e",
 )  # fmt: skip
 
 
 class InceptionV3Backbone(AttentionBackbone):
-    """timm Inception-V3 up to Mixed_6e with SPG's stride surgery (stride 8 at the top).
+    """timm Inception-V3 up to Mixed_6e with SPG's stride surgery, as in the WSOL benchmark.
 
     Conv2d_1a_3x3 gets padding 1; both max-pools become 3x3/2 with padding 1 and ceil_mode;
     Mixed_6a does not downsample. Mixed_7*, AuxLogits and fc are dropped. The surgery changes no
     weight shape, so a plain timm ``inception_v3`` state dict loads tensor for tensor.
 
+    Without ``large_feature_map`` (the default) a 3x3/2 max-pool (ceil_mode) follows Mixed_5d, so a
+    224 input gives 14x14 maps and the ``mid`` role (SPG-B1's input) taps after that pool: the
+    WSOL benchmark's default, the setting of its published Inception-V3 numbers. With it, the maps
+    are 28x28 (stride 8), as in the SPG authors' code. The default follows the benchmark because
+    results are compared against its tables; pass ``large_feature_map=True`` for SPG's own setting
+    (finer maps, four times the compute after Mixed_5d).
+
     Args:
         pretrained: load ImageNet weights through timm (needs the Hugging Face hub).
         weights: a local weight file (``.pth``/``.safetensors`` state dict of timm's
             ``inception_v3``); the offline path, and it takes precedence over ``pretrained``.
+        large_feature_map: keep stride 8 after Mixed_5d (28x28 maps at 224 px).
+
+    Without weights, every conv starts Xavier-uniform with zero bias and every batch norm at
+    weight 1, bias 0, as the benchmark initialises its model before loading weights.
     """
 
     name = "inception_v3"
     mean = (0.5, 0.5, 0.5)  # timm's inception_v3 weights expect TF-style inputs
     std = (0.5, 0.5, 0.5)
-    stages = {
-        "low": StageInfo(192, 4, "Conv2d_4a_3x3"),
-        "mid": StageInfo(288, 8, "Mixed_5d"),
-        "late": StageInfo(768, 8, "Mixed_6d"),
-        "high": StageInfo(768, 8, "Mixed_6e"),
-    }
 
-    def __init__(self, pretrained: bool = False, weights: str | Path | None = None):
+    def __init__(self, pretrained: bool = False, weights: str | Path | None = None, large_feature_map: bool = False):
         super().__init__()
-        net = _create_timm("inception_v3", pretrained and weights is None, aux_logits=False)
+        from_hub = pretrained and weights is None
+        net = _create_timm("inception_v3", from_hub, aux_logits=False)
         net.Conv2d_1a_3x3.conv.padding = (1, 1)
         net.Pool1 = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
         net.Pool2 = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        net.Pool3 = nn.Identity() if large_feature_map else nn.MaxPool2d(3, stride=2, ceil_mode=True)
         net.Mixed_6a = _InceptionBStride1(net.Mixed_6a)
         for layer in _INCEPTION_LAYERS:
             self.add_module(layer, getattr(net, layer))
         if weights is not None:
             load_weights(self, _read_state_dict(weights), str(weights))
+        elif not from_hub:
+            xavier_init(self)
+        self.large_feature_map = large_feature_map
+        top = 8 if large_feature_map else 16
+        self.stages = {
+            "low": StageInfo(192, 4, "Conv2d_4a_3x3"),
+            "mid": StageInfo(288, top, "Pool3" if not large_feature_map else "Mixed_5d"),
+            "late": StageInfo(768, top, "Mixed_6d"),
+            "high": StageInfo(768, top, "Mixed_6e"),
+        }
         self._taps = {info.module: role for role, info in self.stages.items()}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -12,6 +12,15 @@ from pathlib import Path
 EPILOG = "Set SPGKIT_DEBUG=1 to see a traceback instead of a one-line error."
 
 
+PROTOCOL_CHOICES = ("benchmark", "float")
+PROTOCOL_HELP = (
+    "evaluation protocol: 'benchmark' = the WSOL benchmark's definitions end to end (map resized with "
+    "cv2 INTER_CUBIC, min-max normalised, uint8 thresholds int(tau*max), OpenCV contours, +1 IoU, GT "
+    "boxes resized by truncation, its PxAP), comparable with its published tables; 'float' = thresholds "
+    "on the bilinearly resized float map, tight boxes of 8-connected regions"
+)
+
+
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
@@ -49,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", type=Path, help="dataset root (sets the study's data.args['root'])")
     run.add_argument("--max-train", type=int, help="use at most this many training images")
     run.add_argument("--max-eval", type=int, help="use at most this many selection/test images")
+    run.add_argument("--protocol", choices=PROTOCOL_CHOICES, help=PROTOCOL_HELP + " (default: the study's, normally benchmark)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sub.add_parser("heads", help="list registered guidance heads and the distribution providing each")
@@ -63,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--thresholds", type=int, default=100, help="number of CAM thresholds in [0, 1)")
     ev.add_argument("--cam-threshold", type=float, help="threshold for GT-known/Top-1 Loc (default: the one chosen in training)")
+    ev.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="benchmark", help=PROTOCOL_HELP + " (default: benchmark)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
 
@@ -71,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files")
     loc.add_argument("--out", type=Path, required=True, help="folder for <image>_overlay.png and boxes.json")
     loc.add_argument("--threshold", type=float, help="CAM threshold for the box (default: the one chosen in training)")
+    loc.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="benchmark", help="how the map is resized and the box found: " + PROTOCOL_HELP)
     loc.add_argument("--device", default="auto")
     return parser
 
@@ -98,6 +110,7 @@ def cmd_run(args) -> int:
         data_root=args.data_root,
         max_train=args.max_train,
         max_eval=args.max_eval,
+        protocol=args.protocol,
     )
     start = time.perf_counter()
     root = run_study(study, args.out, registry=_registry(), progress=not args.no_progress)
@@ -156,8 +169,16 @@ def cmd_evaluate(args) -> int:
     device = resolve_device(args.device)
     cam_threshold = args.cam_threshold if args.cam_threshold is not None else (_trained_threshold(args.checkpoint) or 0.2)
     metrics = evaluate(
-        model.to(device), dataset, device, batch_size=args.batch_size, thresholds=args.thresholds, cam_threshold=cam_threshold, progress=True
+        model.to(device),
+        dataset,
+        device,
+        batch_size=args.batch_size,
+        thresholds=args.thresholds,
+        cam_threshold=cam_threshold,
+        protocol=args.protocol,
+        progress=True,
     )
+    metrics["protocol"] = args.protocol
     for key, value in metrics.items():
         print(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
     if args.json:
@@ -191,11 +212,11 @@ def cmd_localize(args) -> int:
             raise CLIError(f"{path}: not a readable image ({exc})") from None
         tensor = TF.to_dtype(TF.resize(TF.pil_to_tensor(image), [size, size]), torch.float32, scale=True)
         tensor = TF.normalize(tensor, config["mean"], config["std"])
-        out, maps = predict_maps(model, tensor[None].to(device))
+        out, maps = predict_maps(model, tensor[None].to(device), protocol=args.protocol)
         label = int(out.logits.argmax(1))
         score = float(out.logits.softmax(1)[0, label])
-        heat = maps[0].cpu().numpy()
-        box = largest_region_box(heat, threshold)
+        heat = maps[0].cpu().numpy() if isinstance(maps, torch.Tensor) else maps[0]
+        box = largest_region_box(heat, threshold, protocol=args.protocol)
         sx, sy = image.width / size, image.height / size
         # Inclusive corners in network pixels -> [x0, y0, x1, y1) in the original image.
         box_orig = None if box is None else [box[0] * sx, box[1] * sy, (box[2] + 1) * sx, (box[3] + 1) * sy]

@@ -14,15 +14,18 @@ import torch.nn.functional as F
 IGNORE = 255
 
 
-def minmax_normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Min-max normalise each map over its last two dimensions to [0, 1].
+def minmax_normalize(maps: torch.Tensor, flat: float = 0.0) -> torch.Tensor:
+    """Min-max normalise each map over its last two dimensions to [0, 1]: ``(m - min) / (max - min)``.
 
-    A flat map becomes all zeros (no object evidence) instead of NaN.
+    A flat map has no scale and becomes ``flat`` everywhere: 0 (no object evidence) by default;
+    NaN makes a seed taken from it all ignored, which is what the reference codes' unguarded
+    division leads to.
     """
-    flat = maps.flatten(-2)
-    low = flat.amin(-1, keepdim=True)
-    span = flat.amax(-1, keepdim=True) - low
-    return ((flat - low) / span.clamp_min(eps)).view_as(maps)
+    values = maps.flatten(-2)
+    low = values.amin(-1, keepdim=True)
+    span = values.amax(-1, keepdim=True) - low
+    out = (values - low) / torch.where(span == 0, torch.ones_like(span), span)
+    return torch.where(span == 0, torch.full_like(out, flat), out).view_as(maps)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -45,23 +48,27 @@ def seed_mask(
     """Seed mask from (N, H, W) scores in [0, 1]: 1 where > delta_h, 0 where < delta_l, else 255.
 
     Where fewer than ``min_pixels`` pixels of an image pass ``delta_h``, that image uses
-    ``fallback_ratio * max(scores)`` as its delta_h (the public SPG code's rule). Returns uint8.
+    ``fallback_ratio * max(scores)`` as its delta_h (the public SPG code's rule). Object pixels are
+    marked first and background second, so where the fallback threshold falls below ``delta_l``
+    background wins, as in both reference codes. NaN scores stay ignored. Returns uint8.
     """
     n = scores.shape[0]
     flat = scores.reshape(n, -1)
     enough = (flat > delta_h).sum(1) >= min_pixels
     high = torch.where(enough, torch.full_like(flat[:, 0], delta_h), fallback_ratio * flat.amax(1))
     mask = torch.full_like(flat, IGNORE, dtype=torch.uint8)
-    mask[flat < delta_l] = 0
     mask[flat > high[:, None]] = 1
+    mask[flat < delta_l] = 0
     return mask.view(scores.shape)
 
 
 def masked_bce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy with logits over the pixels whose mask is not 255.
 
-    ``logits`` (N, 1, h, w) or (N, h, w) are upsampled to the mask's (N, H, W) size. The mean runs
-    over all valid pixels of the batch; a batch with none gives 0 (and no synchronisation).
+    ``logits`` (N, 1, h, w) or (N, h, w) are upsampled to the mask's (N, H, W) size (the reference
+    codes upsample the raw logits first; pass them at mask size to reuse that upsampling). The mean
+    runs over all valid pixels of the batch; a batch with none gives 0 (the references give NaN),
+    without a host synchronisation.
     """
     if logits.dim() == 4:
         logits = logits[:, 0]

@@ -69,7 +69,8 @@ class HeadContext:
     images: torch.Tensor  #: (N, 3, H, W) network input
     features: dict[str, torch.Tensor]  #: backbone features by role
     classifier: ClassifierOutput
-    labels: torch.Tensor | None  #: (N,) ground truth in training, None at inference
+    labels: torch.Tensor | None  #: (N,) ground truth for the losses; None when none are wanted
+    classes: torch.Tensor  #: (N,) the class to localize: ground truth where known, else top-1
     outputs: dict[str, HeadOutput]  #: outputs of the heads run so far, by head name
 
     @property
@@ -85,6 +86,9 @@ class GuidanceHead(nn.Module):
         needs_features: backbone roles the head reads (checked when the model is built).
         needs_heads: names of heads whose outputs it reads; the model runs those first, and a
             study that omits one fails when the model is built.
+        classifier_dropout: the dropout of the CAM classifier in the head's reference model, used
+            when the study does not set one (ACoL: 0, the WSOL benchmark's ACoL model has none);
+            None leaves the library default (0.5).
 
     Constructor: ``__init__(self, spec: ModelSpec, *, loss_weight=1.0, **hyperparameters)``.
     """
@@ -92,6 +96,7 @@ class GuidanceHead(nn.Module):
     name: ClassVar[str] = ""
     needs_features: ClassVar[tuple[str, ...]] = ()
     needs_heads: ClassVar[tuple[str, ...]] = ()
+    classifier_dropout: ClassVar[float | None] = None
 
     def __init__(self, spec: ModelSpec, *, loss_weight: float = 1.0):
         super().__init__()

@@ -12,28 +12,38 @@ from torch import nn
 from spgkit.backbones import AttentionBackbone
 from spgkit.guidance import class_maps, minmax_normalize, upsample
 from spgkit.heads import ClassifierOutput, GuidanceHead, HeadContext, HeadOutput, ModelSpec
+from spgkit.init import xavier_init
 from spgkit.plugins import PluginError, Registry
 
 
 class Classifier(nn.Module):
-    """SPG-A's A3 + A4: two 3x3 convs (``width`` filters, ReLU, dropout) then a 1x1 conv to K classes.
+    """SPG-A's A3 + A4: two 3x3 convs (``width`` filters, ReLU) then a 1x1 conv to K classes.
 
-    The A4 maps are the class activation maps; global average pooling gives the logits. Dropout is
-    an ``nn.Dropout``, so it is active in ``train()`` and off in ``eval()``.
+    Dropout acts where the WSOL benchmark's Inception-V3 CAM/SPG model has it: on the input
+    features, after the first A3 conv and after the second; ``dropout=0`` removes all three (the
+    benchmark's ACoL classifiers have none). The A4 maps are the class activation maps; global
+    average pooling gives the logits. Every conv starts Xavier-uniform with zero bias, as in both
+    reference codes.
     """
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 1024, dropout: float = 0.5):
         super().__init__()
+
+        def drop() -> nn.Module:
+            return nn.Dropout(dropout) if dropout else nn.Identity()
+
         self.a3 = nn.Sequential(
+            drop(),
             nn.Conv2d(in_channels, width, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
+            drop(),
             nn.Conv2d(width, width, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
+            drop(),
         )
         self.a4 = nn.Conv2d(width, num_classes, 1)
         self.width = width
+        xavier_init(self)
 
     def forward(self, x: torch.Tensor) -> ClassifierOutput:
         features = self.a3(x)
@@ -101,10 +111,17 @@ class WSOLModel(nn.Module):
         self.classifier = classifier
         self.heads = nn.ModuleDict({head.name: head for head in heads})
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, classes: torch.Tensor | None = None
+    ) -> ModelOutput:
         """Backbone, classifier, then each head in dependency order. In training, heads may first
-        transform the images and the features. ``labels`` reach the heads (ground truth for their
-        losses); without them, heads work from the predicted class, as at inference."""
+        transform the images and the features.
+
+        ``labels`` are the ground truth the heads' losses need (training). ``classes`` are the
+        classes to localize without computing losses: the WSOL benchmark evaluates with the
+        ground-truth class (ACoL then erases that class's region). Without either, heads work
+        from the top-1 prediction, as at inference on unlabelled images.
+        """
         if self.training:
             for head in self.heads.values():
                 images = head.transform_images(images, labels)
@@ -113,7 +130,9 @@ class WSOLModel(nn.Module):
             for head in self.heads.values():
                 features = head.transform_features(features, labels)
         cls_out = self.classifier(features["high"])
-        ctx = HeadContext(images, features, cls_out, labels, outputs={})
+        if classes is None:
+            classes = labels if labels is not None else cls_out.logits.argmax(1)
+        ctx = HeadContext(images, features, cls_out, labels, classes, outputs={})
         for name, head in self.heads.items():
             ctx.outputs[name] = head(ctx)
         return ModelOutput(cls_out, ctx.outputs)
@@ -128,13 +147,16 @@ class WSOLModel(nn.Module):
         return terms
 
     def localization_maps(self, out: ModelOutput, classes: torch.Tensor) -> torch.Tensor:
-        """(N, h, w) maps in [0, 1] for the given classes: the normalised CAM fused by max with
-        the normalised maps heads contribute (ACoL's second classifier, for example)."""
-        fused = minmax_normalize(class_maps(out.classifier.cams, classes))
-        for head_out in out.heads.values():
-            if head_out.map is None:
-                continue
-            extra = head_out.map
+        """(N, h, w) maps at feature resolution for the given classes: the raw CAM when no head
+        contributes a map; otherwise the element-wise max of the min-max normalised CAM and the
+        normalised maps the heads contribute (ACoL's second classifier), as ACoL computes it.
+        Evaluation resizes and normalises these maps (see :mod:`spgkit.localization.maps`)."""
+        cam = class_maps(out.classifier.cams, classes)
+        extras = [head_out.map for head_out in out.heads.values() if head_out.map is not None]
+        if not extras:
+            return cam
+        fused = minmax_normalize(cam)
+        for extra in extras:
             extra = class_maps(extra, classes) if extra.shape[1] > 1 else extra[:, 0]
             extra = minmax_normalize(upsample(extra, tuple(fused.shape[-2:])))
             fused = torch.maximum(fused, extra)
@@ -153,10 +175,14 @@ def build_model(
     backbone: str = "inception_v3",
     backbone_args: Mapping[str, Any] | None = None,
     classifier_width: int = 1024,
-    dropout: float = 0.5,
+    dropout: float | None = None,
     registry: Registry | None = None,
 ) -> WSOLModel:
-    """Build a model from registry names; every composition error is raised here, not mid-training."""
+    """Build a model from registry names; every composition error is raised here, not mid-training.
+
+    ``dropout`` is the CAM classifier's; ``None`` takes the heads' reference value
+    (:attr:`GuidanceHead.classifier_dropout`: 0 with ACoL), else 0.5.
+    """
     registry = registry if registry is not None else Registry()
     names = [spec.name for spec in heads]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -173,6 +199,8 @@ def build_model(
                 f"head {name!r} needs backbone roles {missing}, which backbone {backbone!r} "
                 f"does not provide (it has {sorted(net.stages)})"
             )
+    if dropout is None:
+        dropout = classifier_dropout(head_classes)
     spec = ModelSpec(dict(net.stages), num_classes, classifier_width)
     classifier = Classifier(net.stages["high"].channels, num_classes, classifier_width, dropout)
     args = {s.name: dict(s.args) for s in heads}
@@ -183,3 +211,12 @@ def build_model(
         except TypeError as exc:
             raise TypeError(f"head {name!r}: bad arguments {args[name]}: {exc}") from exc
     return WSOLModel(net, classifier, built)
+
+
+def classifier_dropout(heads: Mapping[str, type[GuidanceHead]]) -> float:
+    """The CAM classifier's dropout that the heads' reference models use: 0.5 unless a head says
+    otherwise; heads that disagree need an explicit choice."""
+    wanted = {name: cls.classifier_dropout for name, cls in heads.items() if cls.classifier_dropout is not None}
+    if len(set(wanted.values())) > 1:
+        raise ValueError(f"heads disagree on the classifier's dropout {wanted}; set the dropout explicitly")
+    return next(iter(wanted.values()), 0.5)

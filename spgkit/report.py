@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from spgkit.io import atomic_write_bytes, read_json, write_text  # noqa: E402
-from spgkit.localization import largest_region_box  # noqa: E402
+from spgkit.localization import PROTOCOLS, largest_region_box  # noqa: E402
 
 if TYPE_CHECKING:
     from spgkit.study import Study
@@ -44,16 +44,18 @@ def collect(study: Study, root: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def _add_mean_std(row: dict[str, Any], key: str, values: list[float]) -> None:
-    """``row[key]`` = mean, ``row[key_std]`` = sample standard deviation (0 for one value)."""
+    """``row[key]`` = mean, ``row[key_std]`` = sample standard deviation; one value has no spread,
+    so it gets no ``_std`` entry (never a "± 0.0")."""
     row[key] = float(np.mean(values))
-    row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    if len(values) > 1:
+        row[f"{key}_std"] = float(np.std(values, ddof=1))
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per arm: mean and sample standard deviation (0 for one seed) of every column."""
+    """One row per arm: mean and sample standard deviation (none for one seed) of every column."""
     rows = []
     for arm, metrics in runs.items():
-        row: dict[str, Any] = {"arm": arm, "seeds": len(metrics)}
+        row: dict[str, Any] = {"arm": arm, "seeds": len(metrics), "protocol": "/".join(sorted({m["protocol"] for m in metrics}))}
         for key in COLUMNS:
             values = [m[key] for m in metrics if key in m]
             if values:
@@ -101,12 +103,18 @@ def _markdown(rows: list[dict[str, Any]], headers: dict[str, str], cell) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mean_std(row: dict[str, Any], key: str, fmt: str) -> str:
+    """``mean ± std``, or the mean alone where there is one seed (no spread to show)."""
+    std = row.get(f"{key}_std")
+    return fmt.format(row[key]) + ("" if std is None else f" ± {std:.1f}")
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The results table in Markdown: one row per arm, ``mean ± std`` per metric present in any row."""
     return _markdown(
         rows,
         COLUMNS,
-        lambda r, k: f"{r[k]:.2f}" if k == "cam_threshold" else f"{r[k]:.1f} ± {r[k + '_std']:.1f}",
+        lambda r, k: f"{r[k]:.2f}" if k == "cam_threshold" else _mean_std(r, k, "{:.1f}"),
     )
 
 
@@ -115,7 +123,7 @@ def differences_table(rows: list[dict[str, Any]]) -> str:
     return _markdown(
         rows,
         {k: f"Δ {COLUMNS[k]}" for k in PAIRED},
-        lambda r, k: f"{r[k]:+.1f} ± {r[k + '_std']:.1f} ({r[k + '_ahead']}/{r['seeds']})",
+        lambda r, k: f"{_mean_std(r, k, '{:+.1f}')} ({r[k + '_ahead']}/{r['seeds']})",
     )
 
 
@@ -134,17 +142,22 @@ def write_tables(study: Study, root: Path) -> str:
     its baseline."""
     runs = collect(study, root)
     rows = summarize(runs)
-    _write_csv(root / "results.csv", rows, [k for key in COLUMNS for k in (key, f"{key}_std")])
+    _write_csv(root / "results.csv", rows, ["protocol"] + [k for key in COLUMNS for k in (key, f"{key}_std")])
+    many = any(row["seeds"] > 1 for row in rows)
+    spread = "Mean ± sample std over seeds" if many else "One seed per arm, so no spread: a single run proves nothing"
+    protocols = sorted({m["protocol"] for metrics in runs.values() for m in metrics})
+    described = "; ".join(f"`{p}` protocol: {PROTOCOLS[p]}" for p in protocols)
     text = (
-        f"# {study.name}\n\nMean ± sample std over seeds; localization on the test split "
-        f"({study.data.test_split}).\n\n" + markdown_table(rows)
+        f"# {study.name}\n\n{spread}; localization on the test split ({study.data.test_split}) in the "
+        f"{described}.\n\n" + markdown_table(rows)
     )
     baseline = study.arms[0].name
     differences = paired_differences(runs, baseline)
     if differences:
         _write_csv(root / "differences.csv", differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")])
+        paired = "mean ± sample std of" if many else "the value of"
         text += (
-            f"\nDifference from {baseline}, paired by seed: mean ± sample std of (arm - {baseline}) over "
+            f"\nDifference from {baseline}, paired by seed: {paired} (arm - {baseline}) over "
             f"the seeds both finished, and in brackets the seeds on which the arm is ahead.\n\n"
             + differences_table(differences)
         )
@@ -172,9 +185,9 @@ def _draw_box(ax, box, color: str) -> None:
     ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.5))
 
 
-def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, path: Path) -> None:
+def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, path: Path, protocol: str = "benchmark") -> None:
     """Images (rows) by arm (columns): the localization map over the image, GT boxes in green
-    and the predicted box (largest region at the arm's CAM threshold) in red."""
+    and the predicted box (largest region at the arm's CAM threshold, in ``protocol``) in red."""
     n = len(batch["labels"])
     fig, axes = plt.subplots(n, len(panels), figsize=(2.2 * len(panels), 2.2 * n), squeeze=False)
     for col, (arm, panel) in enumerate(panels.items()):
@@ -184,7 +197,7 @@ def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, pa
             ax.imshow(panel["maps"][row], cmap="jet", alpha=0.45, vmin=0, vmax=1)
             for box in batch["boxes"][row]:
                 _draw_box(ax, box, "lime")
-            box = largest_region_box(panel["maps"][row], panel["threshold"])
+            box = largest_region_box(panel["maps"][row], panel["threshold"], protocol=protocol)
             if box is not None:
                 x0, y0, x1, y1 = box
                 _draw_box(ax, (x0, y0, x1 + 1, y1 + 1), "red")  # inclusive corners -> extent
@@ -271,8 +284,9 @@ def write_figures(study: Study, root: Path, registry=None) -> list[Path]:
             mean, std = config["mean"], config["std"]
             test = open_split(study, study.data.test_split, eval_transform(study.data.image_size, mean, std))
             batch = collate([test[i] for i in range(min(study.figure_images, len(test)))])
-        _, maps = predict_maps(model, batch["images"], batch["labels"])
-        panels[arm.name] = {"maps": maps.numpy(), "threshold": read_json(run / METRICS)["cam_threshold"]}
+        _, maps = predict_maps(model, batch["images"], batch["labels"], study.training.protocol)
+        maps = maps.cpu().numpy() if isinstance(maps, torch.Tensor) else maps
+        panels[arm.name] = {"maps": maps, "threshold": read_json(run / METRICS)["cam_threshold"]}
         with torch.no_grad():  # with labels, heads build their guidance masks (eval mode: no dropout)
             out = model(batch["images"], batch["labels"])
         seeds = {k: v for head in out.heads.values() for k, v in head.extras.items() if k.startswith("seed_")}
@@ -281,7 +295,7 @@ def write_figures(study: Study, root: Path, registry=None) -> list[Path]:
             seed_mask_figure(seeds, batch, mean, std, path)
             written.append(path)
     if panels:
-        overlay_figure(panels, batch, mean, std, figures / "overlays.png")
+        overlay_figure(panels, batch, mean, std, figures / "overlays.png", study.training.protocol)
         written.append(figures / "overlays.png")
     if any(logs.values()):
         curves_figure(logs, figures / "curves.png")

@@ -112,6 +112,9 @@ class Training:
         eval_every: validate on the selection split every this many epochs (0: only at the end).
         thresholds: number of CAM thresholds in [0, 1) for every evaluation (the benchmark
             reports with 100).
+        protocol: how every evaluation defines its maps, boxes and metrics: ``"benchmark"`` (the
+            WSOL benchmark's definitions end to end, comparable with its published tables) or
+            ``"float"`` (see :data:`spgkit.localization.PROTOCOLS`).
         log_every: steps between loss checks and progress updates.
     """
 
@@ -132,6 +135,7 @@ class Training:
     num_workers: int = 0
     eval_every: int = 1
     thresholds: int = 100
+    protocol: str = "benchmark"
     log_every: int = 10
 
 
@@ -155,7 +159,8 @@ class Study:
         backbone, backbone_args: a registered backbone and its arguments (``pretrained``,
             ``weights``...).
         classifier_width: A3 filters (1024 in SPG).
-        dropout: A3 dropout.
+        dropout: the CAM classifier's dropout; ``None`` (default) takes each arm's reference value:
+            0.5 (the benchmark's CAM and SPG models), 0 in an arm with ACoL (its model has none).
         seeds: one run of every arm per seed; the table reports mean and spread.
         figure_images: evaluation images drawn in the overlay figures.
     """
@@ -166,7 +171,7 @@ class Study:
     backbone: str = "inception_v3"
     backbone_args: Mapping[str, Any] = field(default_factory=dict)
     classifier_width: int = 1024
-    dropout: float = 0.5
+    dropout: float | None = None
     training: Training = field(default_factory=Training)
     seeds: tuple[int, ...] = (0,)
     figure_images: int = 6
@@ -214,12 +219,12 @@ def load_study(path: str | Path) -> Study:
 def override(study: Study, **changes: Any) -> Study:
     """A copy of ``study`` with the usual knobs changed; ``None`` values are left alone.
 
-    Knobs: ``epochs``, ``batch_size``, ``lr``, ``device``, ``num_workers``, ``bf16`` (training);
+    Knobs: ``epochs``, ``batch_size``, ``lr``, ``device``, ``num_workers``, ``bf16``, ``protocol`` (training);
     ``image_size``, ``max_train``, ``max_eval`` (data); ``seeds``; ``arms`` (names to keep);
     ``data_root`` (``data.args["root"]``).
     """
     changes = {k: v for k, v in changes.items() if v is not None}
-    training = {k: changes.pop(k) for k in ("epochs", "batch_size", "lr", "device", "num_workers", "bf16") if k in changes}
+    training = {k: changes.pop(k) for k in ("epochs", "batch_size", "lr", "device", "num_workers", "bf16", "protocol") if k in changes}
     data = {k: changes.pop(k) for k in ("image_size", "max_train", "max_eval") if k in changes}
     if "data_root" in changes:
         data["args"] = {**study.data.args, "root": str(changes.pop("data_root"))}

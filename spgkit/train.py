@@ -22,9 +22,8 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from spgkit.data import DATASETS, collate, eval_transform, train_transform
-from spgkit.guidance import upsample
 from spgkit.io import load_checkpoint, read_json, save_checkpoint, write_json, write_text
-from spgkit.localization import LocalizationEvaluator
+from spgkit.localization import LocalizationEvaluator, resize_gt_boxes, score_maps, threshold_grid
 from spgkit.model import HeadSpec, WSOLModel, build_model
 from spgkit.plugins import Registry
 
@@ -231,12 +230,14 @@ def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.T
 
 
 @torch.no_grad()
-def predict_maps(model: WSOLModel, images: torch.Tensor, classes: torch.Tensor | None = None):
-    """Logits and (N, H, W) localization maps at image resolution for ``classes`` (top-1 if None)."""
-    out = model(images)
+def predict_maps(model: WSOLModel, images: torch.Tensor, classes: torch.Tensor | None = None, protocol: str = "benchmark"):
+    """Logits and (N, H, W) localization maps in [0, 1] at image resolution for ``classes`` (top-1
+    if None), made as the evaluation ``protocol`` defines (:func:`~spgkit.localization.maps.score_maps`).
+    Heads that erase (ACoL) erase the region of ``classes``, as the WSOL benchmark does."""
+    out = model(images, classes=classes)
     if classes is None:
         classes = out.logits.argmax(1)
-    maps = upsample(model.localization_maps(out, classes).float(), tuple(images.shape[-2:]))
+    maps = score_maps(model.localization_maps(out, classes).float(), tuple(images.shape[-2:]), protocol)
     return out, maps
 
 
@@ -249,6 +250,7 @@ def evaluate(
     batch_size: int = 64,
     thresholds: int = 100,
     cam_threshold: float = 0.2,
+    protocol: str = "benchmark",
     dist_info: Dist = Dist(),
     num_workers: int = 0,
     progress: bool = False,
@@ -257,23 +259,25 @@ def evaluate(
     """Classification accuracy and every localization metric of ``model`` on ``dataset``.
 
     The localization map of the ground-truth class is scored (GT-known); Top-1/Top-5 Loc also
-    require the class to be right. Under DDP each rank scores its shard and counts are summed.
+    require the class to be right. ``protocol`` (see :data:`~spgkit.localization.maps.PROTOCOLS`)
+    sets every definition from the resize of the map to the IoU. Under DDP each rank scores its
+    shard and counts are summed.
     """
     model.eval()
     shard = Subset(dataset, range(dist_info.rank, len(dataset), dist_info.world)) if dist_info.world > 1 else dataset
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
-    evaluator = LocalizationEvaluator(thresholds=np.arange(thresholds) / thresholds, cam_threshold=cam_threshold)
+    evaluator = LocalizationEvaluator(thresholds=threshold_grid(thresholds), cam_threshold=cam_threshold, protocol=protocol)
     correct = np.zeros(3)  # top-1 hits, top-5 hits, images
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         images, labels = _to_device(batch, device)
-        out, maps = predict_maps(model, images, labels)
+        out, maps = predict_maps(model, images, labels, protocol)
         top5 = out.logits.topk(min(5, out.logits.shape[1]), dim=1).indices
         top1_ok = (top5[:, 0] == labels).cpu().numpy()
         top5_ok = (top5 == labels[:, None]).any(1).cpu().numpy()
-        # Sample boxes exclude x1/y1; the evaluator takes inclusive pixel corners.
-        boxes = [b.numpy() - np.array([0, 0, 1, 1], dtype=np.float32) for b in batch["boxes"]]
+        size = tuple(images.shape[-2:])
+        boxes = [resize_gt_boxes(b, o, size, protocol) for b, o in zip(batch["original_boxes"], batch["original_size"])]
         evaluator.update(
-            maps.cpu().numpy(),
+            maps,
             boxes,
             top1_correct=top1_ok,
             top5_correct=top5_ok,
@@ -388,7 +392,10 @@ def train_arm(
     if len(loader) == 0:
         raise ValueError(f"{len(train_ds)} training images do not fill one batch of {t.batch_size}")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16 and device.type == "cuda")
-    eval_kw = dict(batch_size=t.batch_size, dist_info=dist_info, num_workers=t.num_workers, progress=progress and dist_info.main)
+    eval_kw = dict(
+        batch_size=t.batch_size, thresholds=t.thresholds, protocol=t.protocol, dist_info=dist_info,
+        num_workers=t.num_workers, progress=progress and dist_info.main,
+    )
 
     select = None  # the selection split's metrics after the last epoch, once computed
     for epoch in range(start, t.epochs):
@@ -429,7 +436,7 @@ def train_arm(
         means = dist_info.sum(np.array([v.item() for v in sums.values()])) / (len(loader) * dist_info.world)
         row = {"epoch": epoch + 1, **dict(zip(sums, means)), "lr": lr}
         if t.eval_every and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
-            select = evaluate(model, select_ds, device, thresholds=t.thresholds, desc="select", **eval_kw)
+            select = evaluate(model, select_ds, device, desc="select", **eval_kw)
             row.update({f"val_{k}": select[k] for k in ("top1_acc", "gt_known_loc", "maxboxaccv2") if k in select})
         # Plain floats: checkpoints load with weights_only=True, which refuses numpy scalars.
         history.append({k: v if k == "epoch" else float(v) for k, v in row.items()})
@@ -454,13 +461,14 @@ def train_arm(
     # The last epoch's validation already scored the final model there, unless this run resumed
     # after training had ended or validation is off.
     if select is None:
-        select = evaluate(model, select_ds, device, thresholds=t.thresholds, desc="select", **eval_kw)
+        select = evaluate(model, select_ds, device, desc="select", **eval_kw)
     chosen = select["maxboxacc_threshold"]
-    test = evaluate(model, test_ds, device, thresholds=t.thresholds, cam_threshold=chosen, desc="test", **eval_kw)
+    test = evaluate(model, test_ds, device, cam_threshold=chosen, desc="test", **eval_kw)
     metrics = {
         "study": study.name,
         "arm": arm.name,
         "seed": seed,
+        "protocol": t.protocol,
         "cam_threshold": chosen,
         "select_maxboxaccv2": select["maxboxaccv2"],
         **test,

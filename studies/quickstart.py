@@ -33,6 +33,7 @@ STUDY = Study(
         Arm("spg", (SPG_B, HeadSpec("spg_c", {"width": 128}))),
     ),
     backbone="inception_v3",
+    backbone_args={"large_feature_map": True},  # 8x8 maps at 64 px (4x4 with the benchmark's pool)
     classifier_width=256,
     training=Training(
         epochs=2,

@@ -42,13 +42,23 @@ def train_transform(
     )
 
 
+def keep_original_boxes(sample: dict) -> dict:
+    """Add ``original_boxes`` (numpy, the sample's convention) and ``original_size`` ``(H, W)``:
+    the evaluator resizes ground-truth boxes from these, in the evaluation protocol's arithmetic
+    (the WSOL benchmark truncates the scaled corners to integers)."""
+    boxes = sample["boxes"]
+    return {**sample, "original_boxes": boxes.as_subclass(torch.Tensor).numpy().copy(), "original_size": tuple(boxes.canvas_size)}
+
+
 def eval_transform(
     size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> v2.Compose:
     """The benchmark's evaluation pipeline: resize to ``size x size`` (no crop, aspect ratio not
-    kept), convert to float in [0, 1], normalise."""
+    kept), convert to float in [0, 1], normalise. The boxes before resizing are kept too
+    (:func:`keep_original_boxes`)."""
     return v2.Compose(
         [
+            keep_original_boxes,
             v2.Resize((size, size), antialias=True),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(list(mean), list(std)),

@@ -10,16 +10,20 @@
 - :mod:`~spgkit.localization.torch_eval`: the batched GPU path of the default definitions.
 """
 
-from spgkit.localization.evaluator import LocalizationEvaluator, box_iou
-from spgkit.localization.maps import normalize_maps, resize_maps
-from spgkit.localization.regions import ThresholdBoxes, largest_region_box, threshold_boxes
+from spgkit.localization.evaluator import LocalizationEvaluator, box_iou, resize_gt_boxes
+from spgkit.localization.maps import PROTOCOLS, normalize_maps, resize_maps, score_maps
+from spgkit.localization.regions import ThresholdBoxes, largest_region_box, threshold_boxes, threshold_grid
 
 __all__ = [
+    "PROTOCOLS",
     "LocalizationEvaluator",
     "ThresholdBoxes",
     "box_iou",
     "largest_region_box",
     "normalize_maps",
+    "resize_gt_boxes",
     "resize_maps",
+    "score_maps",
     "threshold_boxes",
+    "threshold_grid",
 ]

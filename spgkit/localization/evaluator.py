@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from spgkit.localization.maps import as_float_maps, min_max
+from spgkit.localization.maps import as_float_maps, check_protocol, min_max
 from spgkit.localization.regions import check_thresholds, regions_at_thresholds
 
 _STATE = (
@@ -62,6 +62,23 @@ def box_iou(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     return np.where(positive, inter / np.where(positive, union, 1), 0.0)
 
 
+def resize_gt_boxes(boxes, original_size: tuple[int, int], size: tuple[int, int], protocol: str = "benchmark") -> np.ndarray:
+    """Ground-truth boxes of an image of ``original_size = (H, W)``, in the datasets' convention
+    (``x1, y1`` exclusive), as inclusive pixel corners on the image resized to ``size``.
+
+    ``"benchmark"``: the WSOL benchmark's ``resize_bbox`` on its inclusive boxes
+    ``(x0, y0, x1 - 1, y1 - 1)``: each corner ``int(c * new / old)``. ``"float"``: the corners
+    scaled exactly, ``x1, y1`` then made inclusive by subtracting one pixel.
+    """
+    boxes = np.asarray(boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes, dtype=np.float64).reshape(-1, 4)
+    (old_h, old_w), (new_h, new_w) = original_size, size
+    x0, y0, x1, y1 = boxes.T
+    if check_protocol(protocol) == "benchmark":
+        corners = (x0 * new_w / old_w, y0 * new_h / old_h, (x1 - 1) * new_w / old_w, (y1 - 1) * new_h / old_h)
+        return np.trunc(np.stack(corners, axis=1))
+    return np.stack((x0 * new_w / old_w, y0 * new_h / old_h, x1 * new_w / old_w - 1, y1 * new_h / old_h - 1), axis=1)
+
+
 def _iou_key(delta: float) -> str:
     return f"iou{delta:g}"
 
@@ -75,16 +92,18 @@ class LocalizationEvaluator:
             training).
         iou_thresholds: IoU levels (%) of MaxBoxAccV2; its headline value is their mean.
         cam_threshold: the threshold of GT-known, Top-1 and Top-5 Loc.
-        benchmark: False (default): the foreground of ``tau`` is ``map >= tau`` on the float map,
-            regions are 8-connected components with tight boxes, the largest has the most pixels.
-            True: the WSOL benchmark's exact definitions, quirks included: the map becomes
-            ``(map * 255).astype(uint8)``, thresholds become ``int(tau * max)`` with foreground
-            ``> cut``, OpenCV contours (holes included) with boxes one pixel wider than the region
-            and the largest by polygon area, the box ``[0, 0, 0, 0]`` when nothing is left, and the
-            benchmark's PxAP histogram (bins up to ``[1, 2)``, the last recall step left out).
+        protocol: ``"benchmark"`` (default): the WSOL benchmark's exact definitions, quirks
+            included: the map becomes ``(map * 255).astype(uint8)``, thresholds become
+            ``int(tau * max)`` with foreground ``> cut``, OpenCV contours (holes included) with
+            boxes one pixel wider than the region and the largest by polygon area, the box
+            ``[0, 0, 0, 0]`` when nothing is left, and the benchmark's PxAP (histogram bins up to
+            ``[1, 2)``, scores below the first threshold left out). ``"float"``: the foreground of
+            ``tau`` is ``map >= tau`` on the float map, regions are 8-connected components with
+            tight boxes, the largest has the most pixels. See
+            :data:`~spgkit.localization.maps.PROTOCOLS` for the map pipeline before this.
         backend: ``"numpy"`` (one component tree per image on the CPU), ``"torch"`` (batched label
-            propagation on the maps' device, default mode only) or ``"auto"``: torch for CUDA
-            tensors in default mode, numpy otherwise. Both give identical counts.
+            propagation on the maps' device, float protocol only) or ``"auto"``: torch for CUDA
+            tensors in the float protocol, numpy otherwise. Both give identical counts.
 
     Example::
 
@@ -99,7 +118,7 @@ class LocalizationEvaluator:
         thresholds: Sequence[float] | np.ndarray | None = None,
         iou_thresholds: Sequence[float] = (30, 50, 70),
         cam_threshold: float = 0.2,
-        benchmark: bool = False,
+        protocol: str = "benchmark",
         backend: str = "auto",
     ) -> None:
         self.thresholds = check_thresholds(thresholds)
@@ -113,9 +132,10 @@ class LocalizationEvaluator:
             raise ValueError(f"cam_threshold must lie in [0, 1], not {cam_threshold}")
         if backend not in ("auto", "numpy", "torch"):
             raise ValueError(f"backend must be 'auto', 'numpy' or 'torch', not {backend!r}")
-        if backend == "torch" and benchmark:
-            raise ValueError("the torch backend implements the default definitions only; use benchmark=False")
-        self.benchmark = bool(benchmark)
+        self.protocol = check_protocol(protocol)
+        self.benchmark = protocol == "benchmark"
+        if backend == "torch" and self.benchmark:
+            raise ValueError("the torch backend implements the float protocol only; use protocol='float'")
         self.backend = backend
         # Regions are computed at the report thresholds plus the CAM threshold.
         self._all_thresholds = np.union1d(self.thresholds, [self.cam_threshold])
@@ -175,10 +195,10 @@ class LocalizationEvaluator:
             np.array_equal(self.thresholds, other.thresholds)
             and self.iou_thresholds == other.iou_thresholds
             and self.cam_threshold == other.cam_threshold
-            and self.benchmark == other.benchmark
+            and self.protocol == other.protocol
         )
         if not same:
-            raise ValueError("can only merge evaluators with the same thresholds, IoU levels, CAM threshold and mode")
+            raise ValueError("can only merge evaluators with the same thresholds, IoU levels, CAM threshold and protocol")
         for key, value in other._state.items():
             self._state[key] = self._state[key] + value
 
@@ -316,8 +336,8 @@ class LocalizationEvaluator:
         negative = self._state["pixel_negative"].astype(np.float64)
         if self.benchmark:
             # The benchmark's MaskEvaluator: histograms over [t_0, t_1), ..., [1, 2), [2, 3] (the last
-            # bin is empty; scores below t_0 are not counted), cumulated from the top; it drops the
-            # final recall step (down to t_0) by slicing [:-1].
+            # bin is empty; scores below t_0 are not counted), cumulated from the top; every recall
+            # step counts where some pixel is predicted positive.
             true_hist, false_hist = np.append(positive[1:], 0.0), np.append(negative[1:], 0.0)
             if true_hist.sum() <= 0:
                 raise ValueError("PxAP needs at least one object pixel")
@@ -326,7 +346,8 @@ class LocalizationEvaluator:
             with np.errstate(invalid="ignore", divide="ignore"):
                 precision = tp / (tp + fp)
                 recall = tp / true_hist.sum()
-            return float((precision[1:] * np.diff(recall))[:-1].sum() * 100)
+            predicted = (tp + fp) != 0
+            return float((precision[1:] * np.diff(recall))[predicted[1:]].sum() * 100)
         if positive.sum() <= 0:
             raise ValueError("PxAP needs at least one object pixel")
         # Foreground of t_j: scores >= t_j, i.e. bins j + 1 and above.

@@ -14,6 +14,22 @@ import torch.nn.functional as F
 
 Array = np.ndarray | torch.Tensor
 
+#: The evaluation protocols: how a map at feature resolution becomes boxes and pixel scores.
+PROTOCOLS = {
+    "benchmark": "the WSOL benchmark's definitions end to end: the map resized with cv2.INTER_CUBIC, "
+    "min-max normalised (NaN or flat maps become zeros), uint8 thresholds int(tau * max), OpenCV "
+    "contours, +1 IoU, GT boxes resized by int() truncation, its PxAP",
+    "float": "spgkit's float definitions: the map resized bilinearly, min-max normalised, foreground "
+    "map >= tau on the float map, tight boxes of 8-connected regions, +1 IoU, PxAP over every recall step",
+}
+
+
+def check_protocol(protocol: str) -> str:
+    """``protocol`` if it names one of :data:`PROTOCOLS`; ValueError otherwise."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; use one of {sorted(PROTOCOLS)}")
+    return protocol
+
 
 def as_float_maps(maps: Array, what: str = "maps") -> Array:
     """Return ``maps`` as a float32/float64 (N, H, W) batch; (H, W) becomes a batch of one.
@@ -84,6 +100,28 @@ def resize_maps(maps: Array, size: tuple[int, int]) -> Array:
     out = F.interpolate(tensor[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
     out = out.numpy() if is_numpy else out
     return out[0] if squeeze else out
+
+
+def score_maps(maps: Array, size: tuple[int, int], protocol: str = "benchmark") -> Array:
+    """Localization maps at feature resolution, (N, h, w), as maps in [0, 1] at ``size = (H, W)``.
+
+    ``"benchmark"``: each map resized with ``cv2.resize(..., INTER_CUBIC)`` in float32, then
+    min-max normalised, a map with NaN or no range becoming zeros: the WSOL benchmark's
+    ``CAMComputer`` step for step; returns numpy. ``"float"``: resized bilinearly
+    (:func:`resize_maps`), then min-max normalised; returns the input's kind (a CUDA tensor stays
+    on its device).
+    """
+    if check_protocol(protocol) == "float":
+        return min_max(as_float_maps(resize_maps(maps, size)))
+    import cv2  # the benchmark's own interpolation; torch's bicubic differs in the last bits
+
+    maps = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+    maps = maps.astype(np.float32, copy=False)
+    height, width = size
+    out = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_CUBIC) for m in maps.reshape(-1, *maps.shape[-2:])])
+    nan = np.isnan(out).any(axis=(1, 2))
+    out[nan] = 0
+    return min_max(out)
 
 
 def benchmark_uint8(normalized: np.ndarray) -> np.ndarray:

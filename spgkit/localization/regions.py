@@ -18,6 +18,7 @@ from spgkit.localization.maps import (
     as_float_maps,
     benchmark_cuts,
     benchmark_uint8,
+    check_protocol,
     normalize_maps,
     threshold_levels,
 )
@@ -357,18 +358,19 @@ class ThresholdBoxes(NamedTuple):
         return self.boxes[self.offsets[j] : self.offsets[j + 1]]
 
 
-def threshold_boxes(score_map, thresholds=None, *, benchmark: bool = False) -> ThresholdBoxes:
+def threshold_boxes(score_map, thresholds=None, *, protocol: str = "benchmark") -> ThresholdBoxes:
     """Boxes of the regions of one map at every threshold, from a single component tree.
 
     Args:
         score_map: (H, W) map, numpy or torch; it is min-max normalised first (a constant map
             becomes all zeros). NaN or infinite values raise ValueError.
         thresholds: ascending values in [0, 1]; default ``np.arange(0, 1, 0.01)``.
-        benchmark: False for the default definitions (foreground ``map >= tau``, 8-connected
-            regions, tight boxes, largest by pixel count, ties to the region met first in raster
-            order); True for the WSOL benchmark's OpenCV definitions, bit for bit (see
-            :func:`benchmark_regions`).
+        protocol: ``"benchmark"`` for the WSOL benchmark's OpenCV definitions, bit for bit (see
+            :func:`benchmark_regions`); ``"float"`` for foreground ``map >= tau`` on the float map,
+            8-connected regions, tight boxes, largest by pixel count, ties to the region met first
+            in raster order. See :data:`~spgkit.localization.maps.PROTOCOLS`.
     """
+    benchmark = check_protocol(protocol) == "benchmark"
     thresholds = check_thresholds(thresholds)
     normalized = normalize_maps(as_float_maps(_to_numpy(score_map), "score_map"))[0]
     regions, cut_of = regions_at_thresholds(normalized, thresholds, benchmark)
@@ -386,19 +388,28 @@ def threshold_boxes(score_map, thresholds=None, *, benchmark: bool = False) -> T
     return ThresholdBoxes(thresholds, largest, has_largest, all_boxes, offsets)
 
 
-def largest_region_box(score_map, threshold: float, *, benchmark: bool = False) -> tuple[int, int, int, int] | None:
+def largest_region_box(score_map, threshold: float, *, protocol: str = "benchmark") -> tuple[int, int, int, int] | None:
     """Box ``(x0, y0, x1, y1)`` (inclusive pixels) of the largest region of ``score_map`` at
-    ``threshold``, or None when no pixel reaches it (default mode only; the benchmark then uses
+    ``threshold``, or None when no pixel reaches it (float protocol only; the benchmark then uses
     ``(0, 0, 0, 0)``). The map is min-max normalised first; see :func:`threshold_boxes`."""
-    boxes = threshold_boxes(score_map, [threshold], benchmark=benchmark)
+    boxes = threshold_boxes(score_map, [threshold], protocol=protocol)
     return tuple(int(x) for x in boxes.largest[0]) if boxes.has_largest[0] else None
+
+
+def threshold_grid(count: int) -> np.ndarray:
+    """``count`` thresholds in [0, 1) as the WSOL benchmark lists them: ``np.arange(0, 1, 1 / count)``
+    (its ``cam_curve_interval``: 0.01 to report, 0.001 in training). ``k / count`` would differ in
+    the last bit for some ``k``, and so would the integer cut ``int(tau * 255)`` of a few."""
+    if count < 1:
+        raise ValueError(f"the number of thresholds must be at least 1, not {count}")
+    return np.arange(0, 1, 1 / count)
 
 
 def check_thresholds(thresholds) -> np.ndarray:
     """Validate thresholds: a non-empty ascending 1-D sequence in [0, 1]; None gives the WSOL
     benchmark's reporting default ``np.arange(0, 1, 0.01)``."""
     if thresholds is None:
-        return np.arange(0, 1, 0.01)
+        return threshold_grid(100)
     out = np.asarray(_to_numpy(thresholds), dtype=np.float64)
     if out.ndim != 1 or len(out) == 0:
         raise ValueError(f"thresholds must be a non-empty 1-D sequence, got shape {out.shape}")

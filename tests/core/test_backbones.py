@@ -8,22 +8,39 @@ from spgkit.backbones import InceptionV3Backbone, TimmBackbone, efficientnet_lit
 from spgkit.plugins import Registry, get_plugin_manager
 
 
-def test_inception_surgery_gives_28x28_at_224():
-    net = InceptionV3Backbone().eval()
+@pytest.mark.parametrize("large, side", [(False, 14), (True, 28)])
+def test_inception_surgery_and_large_feature_map(large, side):
+    net = InceptionV3Backbone(large_feature_map=large).eval()
     with torch.no_grad():
         feats = net(torch.randn(1, 3, 224, 224))
-    # Stride 8 from Mixed_5d on; Conv2d_4a is the unpadded 3x3 after the first pool (56 -> 54).
+    # Conv2d_4a is the unpadded 3x3 after the first pool (56 -> 54); the second pool gives 28x28 at
+    # Mixed_5d. Without large_feature_map the benchmark's 3x3/2 ceil-mode pool follows it:
+    # ceil((28 - 3) / 2) + 1 = 14, and B1's input (mid) is taken after that pool.
     assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == {
         "low": (192, 54, 54),
-        "mid": (288, 28, 28),
-        "late": (768, 28, 28),
-        "high": (768, 28, 28),
+        "mid": (288, side, side),
+        "late": (768, side, side),
+        "high": (768, side, side),
     }
-    assert net.stages["high"].stride == 8 and net.stages["mid"].module == "Mixed_5d"
+    assert net.stages["high"].stride == 224 // side
+    assert net.stages["mid"].module == ("Mixed_5d" if large else "Pool3")
     # Plain timm downsamples 224 to 12x12 at Mixed_6e; the surgery is what makes 28x28.
     plain = timm.create_model("inception_v3", features_only=True, out_indices=(3,)).eval()
     with torch.no_grad():
         assert plain(torch.randn(1, 3, 224, 224))[0].shape[-1] == 12
+
+
+def test_fresh_inception_starts_as_the_benchmark_does():
+    # Xavier-uniform convs (|w| <= sqrt(6 / (fan_in + fan_out))), batch norms at weight 1, bias 0;
+    # timm's own init is a truncated normal (std 0.1), which exceeds that bound.
+    torch.manual_seed(0)
+    net = InceptionV3Backbone()
+    conv = net.Mixed_6e.branch1x1.conv.weight  # 192 x 768 x 1 x 1
+    bound = (6 / (768 + 192)) ** 0.5
+    assert conv.abs().max() <= bound and conv.abs().max() > 0.95 * bound
+    assert conv.std().item() == pytest.approx(bound / 3**0.5, rel=0.02)
+    bn = net.Mixed_6e.branch1x1.bn
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
 
 
 def test_plain_inception_state_dict_loads_tensor_for_tensor(tmp_path):

@@ -14,7 +14,9 @@ ARMS = {
 }
 
 
-def overfit(model, images, labels, steps=30, lr=0.02):
+def overfit(model, images, labels, steps=30, lr=0.01):
+    # Xavier-initialised new layers (as in the reference codes) start larger than PyTorch's default
+    # init; at 0.02 the SPG-B + SPG-C step overshoots.
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     history = []
     for _ in range(steps):

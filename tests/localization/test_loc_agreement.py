@@ -18,7 +18,7 @@ def _sorted(boxes) -> list[tuple[int, ...]]:
 
 
 def _assert_same_boxes(score_map: np.ndarray, thresholds: np.ndarray) -> None:
-    ours = threshold_boxes(score_map, thresholds, benchmark=True)
+    ours = threshold_boxes(score_map, thresholds, protocol="benchmark")
     expected = ref.contours_at_thresholds(ref.normalize_scoremap(score_map), thresholds)
     for j, (largest, boxes) in enumerate(expected):
         assert tuple(ours.largest[j]) == tuple(largest), f"largest box at threshold {thresholds[j]}"
@@ -71,7 +71,7 @@ def test_metrics_match_the_benchmark(maps_and_boxes):
     """MaxBoxAcc, MaxBoxAccV2 (each IoU level and best threshold), GT-known Loc and PxAP equal the
     benchmark's evaluators fed the same maps."""
     samples = maps_and_boxes(seed=2, count=150)
-    ours = LocalizationEvaluator(thresholds=STEPS, cam_threshold=0.25, benchmark=True)
+    ours = LocalizationEvaluator(thresholds=STEPS, cam_threshold=0.25, protocol="benchmark")
     v1 = ref.BoxEvaluator(STEPS, iou_thresholds=(50,), multi_contour_eval=False)
     v2 = ref.BoxEvaluator(STEPS, iou_thresholds=(30, 50, 70), multi_contour_eval=True)
     pixels = ref.MaskEvaluator(STEPS)
@@ -115,7 +115,7 @@ def _direct_regions(normalized: np.ndarray, tau: float):
 
 def test_default_mode_matches_direct_labelling(maps_and_boxes):
     for score_map, _ in maps_and_boxes(seed=4, count=150):
-        ours = threshold_boxes(score_map, STEPS)
+        ours = threshold_boxes(score_map, STEPS, protocol="float")
         normalized = ref.normalize_scoremap(score_map)
         for j, tau in enumerate(STEPS):
             boxes, largest = _direct_regions(normalized, tau)
@@ -127,7 +127,7 @@ def test_default_metrics_match_direct_computation(maps_and_boxes):
     """MaxBoxAcc/V2 and PxAP of the default mode from per-threshold labelling and pixel counts."""
     samples = maps_and_boxes(seed=5, count=60)
     thresholds = np.arange(0, 1, 0.05)
-    ours = LocalizationEvaluator(thresholds=thresholds)
+    ours = LocalizationEvaluator(thresholds=thresholds, protocol="float")
     largest_hits = np.zeros(len(thresholds))
     best_hits = np.zeros((3, len(thresholds)))
     tp = np.zeros(len(thresholds))

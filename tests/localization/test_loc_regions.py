@@ -32,9 +32,9 @@ def ring() -> np.ndarray:
 
 def test_ring_has_an_inner_contour():
     m = ring()
-    default = threshold_boxes(m, [0.5])
+    default = threshold_boxes(m, [0.5], protocol="float")
     assert _boxes(default) == [(1, 1, 7, 7)]
-    bench = threshold_boxes(m, [0.5], benchmark=True)
+    bench = threshold_boxes(m, [0.5], protocol="benchmark")
     # Outer box one pixel wider than the ring; the hole (3..5) grown by one pixel, and +1 again.
     assert _boxes(bench) == [(1, 1, 8, 8), (2, 2, 7, 7)]
     assert tuple(bench.largest[0]) == (1, 1, 8, 8)
@@ -44,18 +44,18 @@ def test_ring_has_an_inner_contour():
 def test_diagonal_pixels_are_one_region():
     m = np.zeros((6, 6), np.float32)
     m[[1, 2, 3], [1, 2, 3]] = 1
-    assert _boxes(threshold_boxes(m, [0.5])) == [(1, 1, 3, 3)]
-    assert _boxes(threshold_boxes(m, [0.5], benchmark=True)) == [(1, 1, 4, 4)]
+    assert _boxes(threshold_boxes(m, [0.5], protocol="float")) == [(1, 1, 3, 3)]
+    assert _boxes(threshold_boxes(m, [0.5], protocol="benchmark")) == [(1, 1, 4, 4)]
     m[2, 2] = 0  # the gap splits them
-    assert _boxes(threshold_boxes(m, [0.5])) == [(1, 1, 1, 1), (3, 3, 3, 3)]
+    assert _boxes(threshold_boxes(m, [0.5], protocol="float")) == [(1, 1, 1, 1), (3, 3, 3, 3)]
 
 
 def test_diamond_encloses_a_4_connected_hole():
     # Four pixels around (2, 2) touch diagonally: one 8-connected region with a one-pixel hole.
     m = np.zeros((5, 5), np.float32)
     m[[1, 2, 2, 3], [2, 1, 3, 2]] = 1
-    assert _boxes(threshold_boxes(m, [0.5])) == [(1, 1, 3, 3)]
-    bench = threshold_boxes(m, [0.5], benchmark=True)
+    assert _boxes(threshold_boxes(m, [0.5], protocol="float")) == [(1, 1, 3, 3)]
+    bench = threshold_boxes(m, [0.5], protocol="benchmark")
     assert _boxes(bench) == [(1, 1, 4, 4), (1, 1, 4, 4)]  # outer and inner contour
     assert (_boxes(bench), tuple(bench.largest[0])) == _opencv(m > 0.5)
 
@@ -64,8 +64,8 @@ def test_largest_is_pixel_count_by_default_and_polygon_area_in_benchmark():
     m = np.zeros((12, 20), np.float32)
     m[2, 2:14] = 1  # a 12-pixel line: polygon area 0
     m[6:9, 5:8] = 1  # a 3x3 square: 9 pixels, polygon area 4
-    assert largest_region_box(m, 0.5) == (2, 2, 13, 2)
-    assert largest_region_box(m, 0.5, benchmark=True) == (5, 6, 8, 9)
+    assert largest_region_box(m, 0.5, protocol="float") == (2, 2, 13, 2)
+    assert largest_region_box(m, 0.5, protocol="benchmark") == (5, 6, 8, 9)
     assert _opencv(m > 0.5)[1] == (5, 6, 8, 9)
 
 
@@ -73,42 +73,42 @@ def test_ties_follow_each_definition():
     m = np.zeros((7, 7), np.float32)
     m[1:3, 1:3] = 1
     m[4:6, 0:2] = 1  # same size, first pixel later in row-major order
-    assert largest_region_box(m, 0.5) == (1, 1, 2, 2)  # default: the region met first
-    assert largest_region_box(m, 0.5, benchmark=True) == (0, 4, 2, 6)  # OpenCV lists it first
+    assert largest_region_box(m, 0.5, protocol="float") == (1, 1, 2, 2)  # default: the region met first
+    assert largest_region_box(m, 0.5, protocol="benchmark") == (0, 4, 2, 6)  # OpenCV lists it first
     assert _opencv(m > 0.5)[1] == (0, 4, 2, 6)
 
 
 def test_benchmark_boxes_are_clipped_at_the_border():
     m = np.zeros((6, 6), np.float32)
     m[3:6, 4:6] = 1
-    assert largest_region_box(m, 0.5) == (4, 3, 5, 5)
-    assert largest_region_box(m, 0.5, benchmark=True) == (4, 3, 5, 5)
+    assert largest_region_box(m, 0.5, protocol="float") == (4, 3, 5, 5)
+    assert largest_region_box(m, 0.5, protocol="benchmark") == (4, 3, 5, 5)
     m = np.zeros((6, 6), np.float32)
     m[1:3, 1:3] = 1
-    assert largest_region_box(m, 0.5, benchmark=True) == (1, 1, 3, 3)
+    assert largest_region_box(m, 0.5, protocol="benchmark") == (1, 1, 3, 3)
 
 
 def test_benchmark_thresholds_the_truncated_uint8_map():
     # 0.5 becomes uint8 127 and the cut int(0.5 * 255) = 127 keeps only values above it.
     m = np.array([[0.0, 0.5, 1.0, 0.0, 0.5, 0.5]], np.float32)
-    assert largest_region_box(m, 0.5) == (1, 0, 2, 0)
-    assert largest_region_box(m, 0.5, benchmark=True) == (2, 0, 3, 0)
+    assert largest_region_box(m, 0.5, protocol="float") == (1, 0, 2, 0)
+    assert largest_region_box(m, 0.5, protocol="benchmark") == (2, 0, 3, 0)
 
 
 def test_flat_map_is_all_zeros():
     m = np.full((5, 7), 3.0, np.float32)
-    default = threshold_boxes(m, [0.0, 0.5])
+    default = threshold_boxes(m, [0.0, 0.5], protocol="float")
     assert _boxes(default, 0) == [(0, 0, 6, 4)]  # every pixel is >= 0
     assert _boxes(default, 1) == [] and not default.has_largest[1]
-    assert largest_region_box(m, 0.5) is None
-    bench = threshold_boxes(m, [0.0, 0.5], benchmark=True)
+    assert largest_region_box(m, 0.5, protocol="float") is None
+    bench = threshold_boxes(m, [0.0, 0.5], protocol="benchmark")
     assert _boxes(bench, 0) == _boxes(bench, 1) == [(0, 0, 0, 0)]  # no contour: the benchmark's box
     assert np.array_equal(normalize_maps(m), np.zeros_like(m))
 
 
 def test_every_threshold_of_a_ramp():
     m = np.tile(np.arange(10, dtype=np.float32), (3, 1))  # columns 0..9, normalised to j / 9
-    result = threshold_boxes(m, np.arange(0, 1, 0.1))
+    result = threshold_boxes(m, np.arange(0, 1, 0.1), protocol="float")
     for j, tau in enumerate(np.arange(0, 1, 0.1)):
         first_column = int(np.ceil(tau * 9 - 1e-9))
         assert tuple(result.largest[j]) == (first_column, 0, 9, 2)
@@ -118,13 +118,13 @@ def test_bad_inputs_are_named():
     m = np.ones((2, 4, 4), np.float32)
     m[1, 2, 2] = np.nan
     with pytest.raises(ValueError, match=r"score_map\[0\] contains NaN"):
-        threshold_boxes(m[1], [0.5])
+        threshold_boxes(m[1], [0.5], protocol="float")
     with pytest.raises(ValueError, match=r"maps\[1\] contains NaN"):
         normalize_maps(m)
     with pytest.raises(ValueError, match="strictly increasing"):
-        threshold_boxes(m[0], [0.5, 0.2])
+        threshold_boxes(m[0], [0.5, 0.2], protocol="float")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        threshold_boxes(m[0], [1.5])
+        threshold_boxes(m[0], [1.5], protocol="float")
     with pytest.raises(ValueError, match="shape"):
         threshold_boxes(np.ones((2, 2, 2, 2)), [0.5])
 

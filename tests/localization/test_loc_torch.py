@@ -24,7 +24,7 @@ def test_component_labels_are_8_connected_components():
 
 
 def _evaluate(maps, boxes, backend, device="cpu", steps=0.04):
-    ev = LocalizationEvaluator(thresholds=np.arange(0, 1, steps), cam_threshold=0.33, backend=backend)
+    ev = LocalizationEvaluator(thresholds=np.arange(0, 1, steps), cam_threshold=0.33, backend=backend, protocol="float")
     for start in range(0, len(maps), 16):
         ev.update(torch.from_numpy(maps[start : start + 16]).to(device), boxes[start : start + 16])
     return ev.state_dict()

@@ -107,7 +107,7 @@ def test_paired_differences_by_seed_with_hand_numbers(tmp_path):
     numbers = {"cam": {0: 50.0, 1: 60.0, 2: 55.0}, "x": {0: 53.0, 1: 59.0, 2: 61.0}, "lonely": {}}
     for arm, by_seed in numbers.items():
         for seed, value in by_seed.items():
-            write_json(tmp_path / arm / f"seed{seed}" / "metrics.json", {"seed": seed, "maxboxaccv2": value, "top1_acc": 90.0})
+            write_json(tmp_path / arm / f"seed{seed}" / "metrics.json", {"seed": seed, "maxboxaccv2": value, "top1_acc": 90.0, "protocol": "benchmark"})
     text = write_tables(study, tmp_path)
     # x - cam = +3, -1, +6: mean 2.667, sample std sqrt(((1/3)^2 + (11/3)^2 + (10/3)^2) / 2) = 3.512
     assert "| x | 3 | +0.0 ± 0.0 (0/3) | +2.7 ± 3.5 (2/3) |" in text
@@ -116,3 +116,19 @@ def test_paired_differences_by_seed_with_hand_numbers(tmp_path):
         (row,) = csv.DictReader(handle)
     assert row["arm"] == "x" and math.isclose(float(row["maxboxaccv2"]), 8 / 3) and row["maxboxaccv2_ahead"] == "2"
     assert math.isclose(float(row["maxboxaccv2_std"]), 3.5118845842842, rel_tol=1e-9)
+    assert "in the `benchmark` protocol" in text
+
+
+def test_one_seed_shows_no_spread(tmp_path):
+    from spgkit.io import write_json
+    from spgkit.report import write_tables
+
+    study = Study(name="s", data=Data("synthwsol"), arms=(Arm("cam"), Arm("x")), seeds=(0,))
+    for arm, value in (("cam", 50.0), ("x", 52.5)):
+        write_json(tmp_path / arm / "seed0" / "metrics.json", {"seed": 0, "maxboxaccv2": value, "protocol": "float"})
+    text = write_tables(study, tmp_path)
+    assert "| cam | 1 | 50.0 |" in text and "| x | 1 | +2.5 (1/1) |" in text
+    assert "±" not in text and "One seed per arm" in text and "in the `float` protocol" in text
+    with open(tmp_path / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["maxboxaccv2"] == "50.0" and "maxboxaccv2_std" not in rows[0] and rows[0]["protocol"] == "float"

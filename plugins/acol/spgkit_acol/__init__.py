@@ -1,9 +1,15 @@
 """Adversarial Complementary Learning (Zhang et al., CVPR 2018) as an spgkit head.
 
 ``acol``  A second classifier B sees the backbone's ``high`` features with the most discriminative
-          region erased: positions where the min-max normalised CAM of classifier A for the
-          ground-truth class (the top-1 prediction at inference) is >= delta are zeroed. Loss
-          CE(B); the localization map is the element-wise max of A's and B's normalised maps.
+          region erased: positions where the min-max normalised CAM of classifier A is >= delta are
+          zeroed. Loss CE(B); the localization map is the element-wise max of A's and B's
+          normalised maps.
+
+By default it computes what the WSOL benchmark's ``InceptionAcol`` and ``wsol/method/acol.py``
+compute (github:clovaai/wsolevaluation): delta 0.7, no dropout in either classifier, and the
+erased region is the one of the class being localized: the ground truth in training and at
+evaluation (the benchmark passes the labels into the model), the top-1 prediction only where no
+label is known.
 """
 
 from __future__ import annotations
@@ -22,22 +28,24 @@ class ACoL(GuidanceHead):
 
     Args:
         spec: model spec.
-        delta: erasing threshold on A's normalised CAM; 0.6 in the ACoL code (the WSOL benchmark
-            defaults to 0.7).
+        delta: erasing threshold on A's normalised CAM: 0.7 in the WSOL benchmark (the default),
+            0.6 in the ACoL authors' code.
         width: A3 width of classifier B (defaults to classifier A's).
-        dropout: dropout of classifier B.
+        dropout: dropout of classifier B (0 in both reference codes). Classifier A's dropout is
+            the study's; it defaults to 0 in an arm with this head (:attr:`classifier_dropout`).
     """
 
     name = "acol"
     needs_features = ("high",)
+    classifier_dropout = 0.0
 
     def __init__(
         self,
         spec: ModelSpec,
         *,
-        delta: float = 0.6,
+        delta: float = 0.7,
         width: int | None = None,
-        dropout: float = 0.5,
+        dropout: float = 0.0,
         loss_weight: float = 1.0,
     ):
         super().__init__(spec, loss_weight=loss_weight)
@@ -47,10 +55,8 @@ class ACoL(GuidanceHead):
         )
 
     def forward(self, ctx: HeadContext) -> HeadOutput:
-        a = ctx.classifier
-        classes = ctx.labels if ctx.labels is not None else a.logits.argmax(1)
         with torch.no_grad():
-            keep = minmax_normalize(class_maps(a.cams, classes)) < self.delta
+            keep = minmax_normalize(class_maps(ctx.classifier.cams, ctx.classes)) < self.delta
         # A's CAMs come from the same ``high`` features, so the mask matches them position for position.
         out_b = self.classifier_b(ctx.features["high"] * keep[:, None])
         extras = {"erased": ~keep}

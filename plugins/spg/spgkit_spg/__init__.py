@@ -7,7 +7,10 @@
 ``spg_c``  SPG-C: on the classifier's A3 features, learns the seed mask of SPG-B's fused map
            (sigmoid(B1) + sigmoid(B2)) / 2, feeding pixel-level supervision back into the trunk.
 
-At test time neither contributes a map: the classifier's CAM localizes.
+By default both compute what the WSOL benchmark's ``InceptionSpg`` and ``wsol/method/spg.py``
+compute (github:clovaai/wsolevaluation): raw maps are upsampled to the input size first, then
+normalised or passed through a sigmoid; seeds and losses are taken at the input size. At test time
+neither head contributes a map: the classifier's CAM localizes.
 """
 
 from __future__ import annotations
@@ -18,10 +21,23 @@ from torch import nn
 import spgkit
 from spgkit.guidance import class_maps, masked_bce, minmax_normalize, seed_mask, upsample
 from spgkit.heads import GuidanceHead, HeadContext, HeadOutput, ModelSpec
+from spgkit.init import xavier_init
+
+#: (delta_h, delta_l) of the CAM seed that supervises B2, named after their source.
+B2_THRESHOLDS = {"wsol_benchmark": (0.7, 0.01), "spg_code": (0.7, 0.05)}
 
 
 def _conv_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True))
+
+
+def _thresholds(value: str | tuple[float, float]) -> tuple[float, float]:
+    if isinstance(value, str):
+        if value not in B2_THRESHOLDS:
+            raise ValueError(f"unknown b2_thresholds preset {value!r}; presets: {sorted(B2_THRESHOLDS)} or (delta_h, delta_l)")
+        return B2_THRESHOLDS[value]
+    high, low = value
+    return float(high), float(low)
 
 
 class SPGB(GuidanceHead):
@@ -31,15 +47,16 @@ class SPGB(GuidanceHead):
         spec: model spec (stage channels).
         shared: share the second 3x3 conv and the 1x1 output conv of B1 and B2.
         width: filters of the branch convs (512 in the paper).
-        b2_thresholds: (delta_h, delta_l) for the CAM seed that supervises B2; (0.7, 0.05) in the
-            public SPG code, (0.7, 0.01) in the WSOL benchmark.
+        b2_thresholds: (delta_h, delta_l) for the CAM seed that supervises B2, or a preset of
+            :data:`B2_THRESHOLDS`: ``"wsol_benchmark"`` (0.7, 0.01), the default, or
+            ``"spg_code"`` (0.7, 0.05), the SPG authors' code.
         b1_thresholds: (delta_h, delta_l) for the sigmoid(B2) seed that supervises B1.
-        b1_role, b2_role: backbone roles the branches attach to (Mixed_5d and Mixed_6d on
-            Inception-V3).
-        normalize_scores: min-max normalise sigmoid(B2) per image before taking B1's seed, as
-            the reference describes every score map. Off by default: raw sigmoid scores keep a
-            flat map flat. Early in training sigmoid(B2) can exceed 0.5 everywhere, which makes
-            B1's seed all object (no background pixel); normalising always leaves background.
+        b1_role, b2_role: backbone roles the branches attach to (Mixed_5d, after the pool that
+            follows it without ``large_feature_map``, and Mixed_6d on Inception-V3).
+        normalize_scores: min-max normalise sigmoid(B2) per image before taking B1's seed. Off by
+            default, as in both reference codes: raw sigmoid scores keep a flat map flat. Early in
+            training sigmoid(B2) can exceed 0.5 everywhere, which makes B1's seed all object (no
+            background pixel); normalising always leaves background.
     """
 
     name = "spg_b"
@@ -51,7 +68,7 @@ class SPGB(GuidanceHead):
         *,
         shared: bool = True,
         width: int = 512,
-        b2_thresholds: tuple[float, float] = (0.7, 0.05),
+        b2_thresholds: str | tuple[float, float] = "wsol_benchmark",
         b1_thresholds: tuple[float, float] = (0.5, 0.05),
         b1_role: str = "mid",
         b2_role: str = "late",
@@ -62,7 +79,7 @@ class SPGB(GuidanceHead):
         self.shared = shared
         self.normalize_scores = normalize_scores
         self.b1_role, self.b2_role = b1_role, b2_role
-        self.b2_thresholds, self.b1_thresholds = tuple(b2_thresholds), tuple(b1_thresholds)
+        self.b2_thresholds, self.b1_thresholds = _thresholds(b2_thresholds), _thresholds(b1_thresholds)
         self.b1_first = _conv_relu(spec.stages[b1_role].channels, width)
         self.b2_first = _conv_relu(spec.stages[b2_role].channels, width)
         self.b1_second, self.b1_out = _conv_relu(width, width), nn.Conv2d(width, 1, 1)
@@ -70,20 +87,19 @@ class SPGB(GuidanceHead):
             self.b2_second, self.b2_out = self.b1_second, self.b1_out
         else:
             self.b2_second, self.b2_out = _conv_relu(width, width), nn.Conv2d(width, 1, 1)
+        xavier_init(self)
 
     def forward(self, ctx: HeadContext) -> HeadOutput:
-        b1 = self.b1_out(self.b1_second(self.b1_first(ctx.features[self.b1_role])))
-        b2 = self.b2_out(self.b2_second(self.b2_first(ctx.features[self.b2_role])))
+        if ctx.labels is None:  # B only guides training; nothing to compute at inference
+            return HeadOutput()
         size = ctx.image_size
-        prob1 = upsample(torch.sigmoid(b1.detach())[:, 0], size)
-        prob2 = upsample(torch.sigmoid(b2.detach())[:, 0], size)
-        extras = {"b1": prob1, "b2": prob2, "fused": (prob1 + prob2) / 2}
-        if ctx.labels is None:
-            return HeadOutput(extras=extras)
-        cam = upsample(minmax_normalize(class_maps(ctx.classifier.cams.detach(), ctx.labels)), size)
-        seed_b2 = seed_mask(cam, *self.b2_thresholds)
+        b1 = upsample(self.b1_out(self.b1_second(self.b1_first(ctx.features[self.b1_role]))), size)
+        b2 = upsample(self.b2_out(self.b2_second(self.b2_first(ctx.features[self.b2_role]))), size)
+        prob1, prob2 = torch.sigmoid(b1.detach())[:, 0], torch.sigmoid(b2.detach())[:, 0]
+        cam = upsample(class_maps(ctx.classifier.cams.detach(), ctx.labels), size)
+        seed_b2 = seed_mask(minmax_normalize(cam, flat=float("nan")), *self.b2_thresholds)
         seed_b1 = seed_mask(minmax_normalize(prob2) if self.normalize_scores else prob2, *self.b1_thresholds)
-        extras.update(seed_b2=seed_b2, seed_b1=seed_b1)
+        extras = {"b1": prob1, "b2": prob2, "fused": (prob1 + prob2) / 2, "seed_b2": seed_b2, "seed_b1": seed_b1}
         losses = {"b1": masked_bce(b1, seed_b1), "b2": masked_bce(b2, seed_b2)}
         return HeadOutput(losses=losses, extras=extras)
 
@@ -93,7 +109,9 @@ class SPGC(GuidanceHead):
 
     Args:
         spec: model spec (classifier channels).
-        width: filters of the two 3x3 convs (512 in the paper).
+        width: filters of the 3x3 convs (512 in the paper).
+        depth: number of 3x3 conv + ReLU layers before the 1x1 output conv: 1 in both public codes
+            (the default); 2 is a reading of the paper's figure.
         thresholds: (delta_h, delta_l) for the seed of SPG-B's fused map.
         normalize_scores: min-max normalise the fused map per image before taking the seed (see
             :class:`SPGB`).
@@ -107,25 +125,27 @@ class SPGC(GuidanceHead):
         spec: ModelSpec,
         *,
         width: int = 512,
+        depth: int = 1,
         thresholds: tuple[float, float] = (0.7, 0.1),
         normalize_scores: bool = False,
         loss_weight: float = 1.0,
     ):
         super().__init__(spec, loss_weight=loss_weight)
-        self.thresholds = tuple(thresholds)
+        if depth < 1:
+            raise ValueError(f"spg_c depth must be at least 1, not {depth}")
+        self.thresholds = _thresholds(thresholds)
         self.normalize_scores = normalize_scores
-        self.layers = nn.Sequential(
-            _conv_relu(spec.classifier_channels, width), _conv_relu(width, width), nn.Conv2d(width, 1, 1)
-        )
+        convs = [_conv_relu(spec.classifier_channels if i == 0 else width, width) for i in range(depth)]
+        self.layers = nn.Sequential(*convs, nn.Conv2d(width, 1, 1))
+        xavier_init(self)
 
     def forward(self, ctx: HeadContext) -> HeadOutput:
-        logits = self.layers(ctx.classifier.features)
-        extras = {"c": upsample(torch.sigmoid(logits.detach())[:, 0], ctx.image_size)}
         if ctx.labels is None:
-            return HeadOutput(extras=extras)
+            return HeadOutput()
+        logits = upsample(self.layers(ctx.classifier.features), ctx.image_size)
         fused = ctx.outputs["spg_b"].extras["fused"]
         seed = seed_mask(minmax_normalize(fused) if self.normalize_scores else fused, *self.thresholds)
-        extras["seed_c"] = seed
+        extras = {"c": torch.sigmoid(logits.detach())[:, 0], "seed_c": seed}
         return HeadOutput(losses={"c": masked_bce(logits, seed)}, extras=extras)
 
 
