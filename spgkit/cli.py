@@ -12,30 +12,56 @@ from pathlib import Path
 EPILOG = "Set SPGKIT_DEBUG=1 to see a traceback instead of a one-line error."
 
 
-PROTOCOL_CHOICES = ("benchmark", "float")
-PROTOCOL_HELP = (
-    "evaluation protocol: 'benchmark' = the WSOL benchmark's definitions end to end (map resized with "
-    "cv2 INTER_CUBIC, min-max normalised, uint8 thresholds int(tau*max), OpenCV contours, +1 IoU, GT "
-    "boxes resized by truncation, its PxAP), comparable with its published tables; 'float' = thresholds "
-    "on the bilinearly resized float map, tight boxes of 8-connected regions"
-)
-
-
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def _key_value(text: str) -> tuple[str, object]:
+def _key_value(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
+    return key.strip(), value
+
+
+def _json_value(text: str) -> tuple[str, object]:
+    key, value = _key_value(text)
     try:
         return key, json.loads(value)  # numbers, booleans, lists
     except json.JSONDecodeError:
         return key, value
 
 
+def _add_shorthands(run: argparse.ArgumentParser) -> None:
+    """One flag per entry of :data:`spgkit.study.SHORTHANDS`, typed by the field it sets."""
+    from spgkit.config import PROTOCOLS
+    from spgkit.study import SHORTHANDS, field_type
+
+    helps = {
+        "device": "auto, cpu, cuda, cuda:N",
+        "seeds": "seeds to run",
+        "data_root": "dataset root folder",
+        "max_train": "use at most this many training images",
+        "max_eval": "use at most this many selection/test images",
+        "protocol": "evaluation protocol: " + "; ".join(f"'{k}' = {v}" for k, v in PROTOCOLS.items()),
+    }
+    for name, path in SHORTHANDS.items():
+        hint = field_type(path)
+        flag = "--" + name.replace("_", "-")
+        text = f"{helps[name]} (sets {path})" if name in helps else f"sets {path}"
+        if hint is bool:
+            run.add_argument(flag, action="store_true", default=None, help=text)
+        elif name == "seeds":
+            run.add_argument(flag, type=int, nargs="+", help=text)
+        elif name == "protocol":
+            run.add_argument(flag, choices=sorted(PROTOCOLS), help=text)
+        else:
+            run.add_argument(flag, type=hint if hint in (int, float) else str, help=text)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from spgkit.config import PROTOCOLS
+
+    protocol_help = "evaluation protocol (default: benchmark): " + "; ".join(f"'{k}' = {v}" for k, v in PROTOCOLS.items())
     parser = argparse.ArgumentParser(
         prog="spgkit",
         description="Weakly-supervised object localization studies: SPG, ACoL and CAM as pluggable heads.",
@@ -43,37 +69,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="train every arm and seed of a study, then write its table and figures", epilog=EPILOG)
+    run = sub.add_parser("run", help="check a study, train every arm and seed, then write its table and figures", epilog=EPILOG)
     run.add_argument("study", type=Path, help="a study file defining STUDY = Study(...), e.g. studies/quickstart.py")
     run.add_argument("--out", type=Path, default=Path("runs"), help="output root (default: runs/); results go to OUT/<study name>/")
-    run.add_argument("--epochs", type=int, help="override the study's epochs")
-    run.add_argument("--batch-size", type=int, help="override the global batch size")
-    run.add_argument("--lr", type=float, help="override the base learning rate")
-    run.add_argument("--image-size", type=int, help="override the training/evaluation image size")
-    run.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    run.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast on CUDA")
-    run.add_argument("--num-workers", type=int, help="data-loading processes")
-    run.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the study's)")
-    run.add_argument("--arms", nargs="+", help="run only these arms")
-    run.add_argument("--data-root", type=Path, help="dataset root (sets the study's data.args['root'])")
-    run.add_argument("--max-train", type=int, help="use at most this many training images")
-    run.add_argument("--max-eval", type=int, help="use at most this many selection/test images")
-    run.add_argument("--protocol", choices=PROTOCOL_CHOICES, help=PROTOCOL_HELP + " (default: the study's, normally benchmark)")
+    run.add_argument("--set", dest="settings", type=_key_value, action="append", default=[], metavar="FIELD=VALUE",
+                     help="set any field of the study by its dotted path, e.g. training.weight_decay=5e-4, "
+                          "data.args.num_images=500, arms.spg.heads.spg_b.args.width=64 (repeatable)")  # fmt: skip
+    _add_shorthands(run)
+    run.add_argument("--arms", nargs="+", help="run and report only these arms")
+    run.add_argument("--retrain", action="store_true", help="replace runs trained with another configuration instead of refusing")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sub.add_parser("heads", help="list registered guidance heads and the distribution providing each")
     sub.add_parser("backbones", help="list registered backbones and the distribution providing each")
+    sub.add_parser("datasets", help="list registered dataset readers and the distribution providing each")
 
     ev = sub.add_parser("evaluate", help="classification and localization metrics of a checkpoint", epilog=EPILOG)
     ev.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by `spgkit run`")
-    ev.add_argument("--data", required=True, help="dataset name (synthwsol, cub, imagenet, tiny_imagenet, pets, folder_csv, wsol_metadata)")
+    ev.add_argument("--data", required=True, help="a registered dataset (`spgkit datasets` lists them)")
     ev.add_argument("--root", type=Path, help="dataset root, for datasets read from files")
-    ev.add_argument("--data-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="further reader arguments (repeatable)")
+    ev.add_argument("--data-arg", type=_json_value, action="append", default=[], metavar="KEY=VALUE", help="further reader arguments (repeatable)")
     ev.add_argument("--split", default="test", help="split to evaluate (default: test)")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--thresholds", type=int, default=100, help="number of CAM thresholds in [0, 1)")
     ev.add_argument("--cam-threshold", type=float, help="threshold for GT-known/Top-1 Loc (default: the one chosen in training)")
-    ev.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="benchmark", help=PROTOCOL_HELP + " (default: benchmark)")
+    ev.add_argument("--protocol", choices=sorted(PROTOCOLS), default="benchmark", help=protocol_help)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
 
@@ -82,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files")
     loc.add_argument("--out", type=Path, required=True, help="folder for <image>_overlay.png and boxes.json")
     loc.add_argument("--threshold", type=float, help="CAM threshold for the box (default: the one chosen in training)")
-    loc.add_argument("--protocol", choices=PROTOCOL_CHOICES, default="benchmark", help="how the map is resized and the box found: " + PROTOCOL_HELP)
+    loc.add_argument("--protocol", choices=sorted(PROTOCOLS), default="benchmark", help="how the map is resized and the box found; " + protocol_help)
     loc.add_argument("--device", default="auto")
     return parser
 
@@ -94,26 +114,19 @@ def _registry():
 
 
 def cmd_run(args) -> int:
-    from spgkit.study import load_study, override, run_study
+    from spgkit.study import SHORTHANDS, load_study, override, run_study, select_arms
 
-    study = override(
-        load_study(args.study),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        image_size=args.image_size,
-        device=args.device,
-        bf16=args.bf16,
-        num_workers=args.num_workers,
-        seeds=args.seeds,
-        arms=args.arms,
-        data_root=args.data_root,
-        max_train=args.max_train,
-        max_eval=args.max_eval,
-        protocol=args.protocol,
-    )
+    study = load_study(args.study)
+    shorthands = {path: getattr(args, name) for name, path in SHORTHANDS.items() if getattr(args, name) is not None}
+    if "data.args.root" in shorthands:
+        shorthands["data.args.root"] = str(shorthands["data.args.root"])
+    if "seeds" in shorthands:
+        shorthands["seeds"] = tuple(shorthands["seeds"])
+    study = override(study, {**shorthands, **dict(args.settings)})
+    if args.arms:
+        study = select_arms(study, args.arms)
     start = time.perf_counter()
-    root = run_study(study, args.out, registry=_registry(), progress=not args.no_progress)
+    folder = run_study(study, args.out, registry=_registry(), progress=not args.no_progress, retrain=args.retrain, where=str(args.study))
     import torch.distributed as dist
 
     if dist.is_initialized():  # under torchrun: rank 0 alone reports
@@ -121,16 +134,16 @@ def cmd_run(args) -> int:
         dist.destroy_process_group()
         if rank != 0:
             return 0
-    if (root / "results.md").exists():
-        print((root / "results.md").read_text())
-        print(f"tables: {root / 'results.csv'}, {root / 'results.md'}; figures: {root / 'figures'}")
+    if folder.results_md.exists():
+        print(folder.results_md.read_text())
+        print(f"tables: {folder.results_csv}, {folder.results_md}; figures: {folder.figures}")
     print(f"wall time: {time.perf_counter() - start:.0f} s")
     return 0
 
 
 def cmd_list(kind: str) -> int:
     registry = _registry()
-    table = registry.heads if kind == "heads" else registry.backbones
+    table = getattr(registry, kind)
     if not table:
         print(f"no {kind} registered")
         return 0
@@ -142,24 +155,28 @@ def cmd_list(kind: str) -> int:
 
 
 def _trained_threshold(checkpoint: Path) -> float | None:
-    from spgkit.io import read_json
+    from spgkit.runs import RunFolder
 
-    metrics = checkpoint.parent / "metrics.json"
-    return read_json(metrics)["cam_threshold"] if metrics.exists() else None
+    run = RunFolder(checkpoint.parent)
+    return run.read_metrics()["cam_threshold"] if run.metrics.exists() else None
 
 
 def cmd_evaluate(args) -> int:
-    from spgkit.data import DATASETS, eval_transform
-    from spgkit.train import evaluate, load_model, resolve_device
+    from spgkit.data import eval_transform
+    from spgkit.evaluate import evaluate
+    from spgkit.model import check_arguments
+    from spgkit.runs import load_model
+    from spgkit.train import resolve_device
 
-    model, config = load_model(args.checkpoint, _registry())
-    if args.data not in DATASETS:
-        raise CLIError(f"unknown dataset {args.data!r}; known: {', '.join(sorted(DATASETS))}")
+    registry = _registry()
+    model, config = load_model(args.checkpoint, registry)
+    reader = registry.dataset(args.data)
     reader_args = dict(args.data_arg)
     if args.root is not None:
         reader_args["root"] = str(args.root)
+    check_arguments(reader, {"split": args.split, "transform": None, **reader_args}, f"dataset {args.data!r}")
     transform = eval_transform(config["image_size"], config["mean"], config["std"])
-    dataset = DATASETS[args.data](split=args.split, transform=transform, **reader_args)
+    dataset = reader(split=args.split, transform=transform, **reader_args)
     classes = dataset.num_classes
     if classes != config["num_classes"]:
         raise CLIError(
@@ -188,15 +205,29 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def overlay_names(paths: list[Path]) -> list[str]:
+    """``<stem>_overlay.png`` per image; images that share a stem get ``-2``, ``-3``... so none
+    overwrites another."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in paths:
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        suffix = "" if seen[path.stem] == 1 else f"-{seen[path.stem]}"
+        names.append(f"{path.stem}{suffix}_overlay.png")
+    return names
+
+
 def cmd_localize(args) -> int:
     import torch
-    from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.v2 import functional as TF
 
+    from spgkit.data.base import load_rgb
+    from spgkit.evaluate import predict_maps
     from spgkit.io import write_json
     from spgkit.localization import largest_region_box
     from spgkit.report import localize_figure
-    from spgkit.train import load_model, predict_maps, resolve_device
+    from spgkit.runs import load_model
+    from spgkit.train import resolve_device
 
     model, config = load_model(args.checkpoint, _registry())
     device = resolve_device(args.device)
@@ -204,24 +235,21 @@ def cmd_localize(args) -> int:
     threshold = args.threshold if args.threshold is not None else (_trained_threshold(args.checkpoint) or 0.2)
     size = config["image_size"]
     results = {}
-    for path in args.images:
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise CLIError(f"{path}: not a readable image ({exc})") from None
-        tensor = TF.to_dtype(TF.resize(TF.pil_to_tensor(image), [size, size]), torch.float32, scale=True)
+    for path, name in zip(args.images, overlay_names(args.images)):
+        rgb = load_rgb(path)
+        height, width = rgb.shape[:2]
+        tensor = TF.to_dtype(TF.resize(torch.tensor(rgb).permute(2, 0, 1), [size, size]), torch.float32, scale=True)
         tensor = TF.normalize(tensor, config["mean"], config["std"])
         out, maps = predict_maps(model, tensor[None].to(device), protocol=args.protocol)
         label = int(out.logits.argmax(1))
         score = float(out.logits.softmax(1)[0, label])
         heat = maps[0].cpu().numpy() if isinstance(maps, torch.Tensor) else maps[0]
         box = largest_region_box(heat, threshold, protocol=args.protocol)
-        sx, sy = image.width / size, image.height / size
+        sx, sy = width / size, height / size
         # Inclusive corners in network pixels -> [x0, y0, x1, y1) in the original image.
         box_orig = None if box is None else [box[0] * sx, box[1] * sy, (box[2] + 1) * sx, (box[3] + 1) * sy]
-        overlay = args.out / f"{path.stem}_overlay.png"
-        localize_figure(image, heat, box_orig, f"{config['class_names'][label]} ({score:.2f})", overlay)
+        overlay = args.out / name
+        localize_figure(rgb, heat, box_orig, f"{config['class_names'][label]} ({score:.2f})", overlay)
         results[str(path)] = {
             "class_index": label,
             "class_name": config["class_names"][label],
@@ -238,20 +266,27 @@ def cmd_localize(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from spgkit.config import ConfigError
     from spgkit.data import DataError
     from spgkit.plugins import PluginError
+    from spgkit.runs import RunConflict
     from spgkit.study import StudyError
     from spgkit.train import TrainingDiverged
 
+    user_errors = (
+        CLIError, ConfigError, StudyError, PluginError, DataError, RunConflict, TrainingDiverged,
+        OSError, ValueError, TypeError, ImportError,
+    )  # fmt: skip
     handlers = {"run": cmd_run, "evaluate": cmd_evaluate, "localize": cmd_localize}
     try:
-        if args.command in ("heads", "backbones"):
+        if args.command in ("heads", "backbones", "datasets"):
             return cmd_list(args.command)
         return handlers[args.command](args)
-    except (CLIError, StudyError, PluginError, DataError, TrainingDiverged, FileNotFoundError, ValueError, TypeError, ImportError) as exc:
+    except user_errors as exc:
         if os.environ.get("SPGKIT_DEBUG"):
             raise
-        print(f"spgkit {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"spgkit {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -7,33 +7,41 @@ Shared by every head that supervises a map with a map. Everything here is vector
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+Array = np.ndarray | torch.Tensor
 
 #: Seed-mask value for pixels that are neither object nor background (left out of the loss).
 IGNORE = 255
 
 
-def minmax_normalize(maps: torch.Tensor, flat: float = 0.0) -> torch.Tensor:
-    """Min-max normalise each map over its last two dimensions to [0, 1]: ``(m - min) / (max - min)``.
+def minmax_normalize(maps: Array, flat: float = 0.0) -> Array:
+    """Min-max normalise each map over its last two dimensions to [0, 1]: ``(m - min) / (max - min)``,
+    in the maps' dtype, numpy or torch: the one normalisation every part of spgkit uses. The WSOL
+    benchmark computes exactly this in float32.
 
     A flat map has no scale and becomes ``flat`` everywhere: 0 (no object evidence) by default;
     NaN makes a seed taken from it all ignored, which is what the reference codes' unguarded
     division leads to.
     """
-    values = maps.flatten(-2)
-    low = values.amin(-1, keepdim=True)
-    span = values.amax(-1, keepdim=True) - low
-    out = (values - low) / torch.where(span == 0, torch.ones_like(span), span)
-    return torch.where(span == 0, torch.full_like(out, flat), out).view_as(maps)
+    if isinstance(maps, torch.Tensor):
+        low, high, where = maps.amin((-2, -1), keepdim=True), maps.amax((-2, -1), keepdim=True), torch.where
+    else:
+        low, high, where = maps.min((-2, -1), keepdims=True), maps.max((-2, -1), keepdims=True), np.where
+    span = high - low
+    out = (maps - low) / where(span == 0, 1, span)
+    return where(span == 0, flat, out)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinearly resize (N, h, w) or (N, C, h, w) maps to ``size``."""
+    """Bilinearly resize (N, h, w) or (N, C, h, w) maps to ``size`` (``align_corners=False``, as
+    ``nn.Upsample(mode="bilinear")`` in the reference codes); the one bilinear resize spgkit uses."""
     squeeze = maps.dim() == 3
     x = maps.unsqueeze(1) if squeeze else maps
     if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
     return x.squeeze(1) if squeeze else x
 
 

@@ -1,10 +1,11 @@
 """The plugin contract for guidance heads.
 
-A head is an ``nn.Module`` subclass of :class:`GuidanceHead`. It declares what it reads (backbone
-feature roles, other heads), takes its hyperparameters as constructor arguments with the published
-defaults, and turns a :class:`HeadContext` into a :class:`HeadOutput`: losses to add to the
-classification loss, optionally a map to fuse into the localization map, and extras that later
-heads or figures may read. A minimal head::
+A head is an ``nn.Module`` subclass of :class:`GuidanceHead`. It takes the :class:`ModelSpec` and
+its hyperparameters (constructor arguments with the published defaults), asks the spec for the
+backbone roles it reads, and turns a :class:`HeadContext` into a :class:`HeadOutput`: losses to add
+to the classification loss, optionally a map to fuse into the localization map, tensors later
+heads read (``exports``) and maps or masks figures may draw (``visuals``). How much its losses
+weigh is the arm's choice (``HeadSpec(name, args, weight=...)``), not the head's. A minimal head::
 
     class Entropy(GuidanceHead):
         name = "entropy"
@@ -27,6 +28,10 @@ from torch import nn
 from spgkit.backbones import StageInfo
 
 
+class MissingRole(ValueError):
+    """A head asked for a backbone role the backbone does not provide."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What a head may size itself by when it is built."""
@@ -34,6 +39,12 @@ class ModelSpec:
     stages: dict[str, StageInfo]  #: backbone roles -> channels/stride
     num_classes: int
     classifier_channels: int  #: channels of the classifier's A3 features
+
+    def stage(self, role: str) -> StageInfo:
+        """The backbone stage of ``role``; :class:`MissingRole` names the roles there are."""
+        if role not in self.stages:
+            raise MissingRole(f"needs backbone role {role!r}, which this backbone does not provide (it has {sorted(self.stages)})")
+        return self.stages[role]
 
 
 @dataclass
@@ -50,16 +61,19 @@ class HeadOutput:
     """What a head returns.
 
     Attributes:
-        losses: named scalar losses; the model adds ``head.loss_weight * loss`` for each.
+        losses: named scalar losses; the model adds each, times the head's weight in the arm.
         map: optional (N, K, h, w) class maps or (N, 1, h, w) class-agnostic map that is fused into
             the localization map by element-wise max after per-image min-max normalisation.
-        extras: tensors for later heads (e.g. SPG-B's fused map that SPG-C reads) and for figures
-            (seed masks). Never part of the loss by themselves.
+        exports: tensors later heads read through ``ctx.outputs[name].exports`` (SPG-B's fused map
+            that SPG-C learns from).
+        visuals: (N, H, W) maps in [0, 1] (float) or seed masks (uint8: 0 background, 1 object,
+            255 ignored) that figures may draw, by name. Neither exports nor visuals enter a loss.
     """
 
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     map: torch.Tensor | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    exports: dict[str, torch.Tensor] = field(default_factory=dict)
+    visuals: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,25 +97,24 @@ class GuidanceHead(nn.Module):
 
     Attributes:
         name: the registry name studies use.
-        needs_features: backbone roles the head reads (checked when the model is built).
         needs_heads: names of heads whose outputs it reads; the model runs those first, and a
-            study that omits one fails when the model is built.
+            study that omits one fails when it is checked, before anything trains.
         classifier_dropout: the dropout of the CAM classifier in the head's reference model, used
             when the study does not set one (ACoL: 0, the WSOL benchmark's ACoL model has none);
             None leaves the library default (0.5).
 
-    Constructor: ``__init__(self, spec: ModelSpec, *, loss_weight=1.0, **hyperparameters)``.
+    Constructor: ``__init__(self, spec: ModelSpec, **hyperparameters)``; it reads the backbone roles
+    it needs with ``spec.stage(role)``, so a backbone without them is refused when the model is
+    built.
     """
 
     name: ClassVar[str] = ""
-    needs_features: ClassVar[tuple[str, ...]] = ()
     needs_heads: ClassVar[tuple[str, ...]] = ()
     classifier_dropout: ClassVar[float | None] = None
 
-    def __init__(self, spec: ModelSpec, *, loss_weight: float = 1.0):
+    def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec
-        self.loss_weight = loss_weight
 
     def transform_images(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Change the input before the backbone sees it, in training only (Hide-and-Seek hides
@@ -114,6 +127,6 @@ class GuidanceHead(nn.Module):
         return features
 
     def forward(self, ctx: HeadContext) -> HeadOutput:
-        """Losses, a map to fuse and extras for one batch. Default: nothing (a head may act only
-        through the transforms above)."""
+        """Losses, a map to fuse, exports and visuals for one batch. Default: nothing (a head may
+        act only through the transforms above)."""
         return HeadOutput()

@@ -46,3 +46,15 @@ def spgkit_register_backbones(register):
     Duplicate names raise :class:`spgkit.plugins.PluginError` naming both plugins. Return value
     is ignored.
     """
+
+
+@hookspec
+def spgkit_register_datasets(register):
+    """Register dataset readers.
+
+    Called once per plugin when a :class:`spgkit.plugins.Registry` is built. Call
+    ``register(reader, name="my_format")`` for each reader: ``reader(split=..., transform=...,
+    **args)`` must return a dataset of :class:`spgkit.data.Sample` dicts with ``num_classes`` and
+    ``class_names`` (see :mod:`spgkit.data`). Duplicate names raise
+    :class:`spgkit.plugins.PluginError` naming both plugins. Return value is ignored.
+    """

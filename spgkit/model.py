@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import inspect
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -11,7 +12,8 @@ from torch import nn
 
 from spgkit.backbones import AttentionBackbone
 from spgkit.guidance import class_maps, minmax_normalize, upsample
-from spgkit.heads import ClassifierOutput, GuidanceHead, HeadContext, HeadOutput, ModelSpec
+from spgkit.config import HeadSpec
+from spgkit.heads import ClassifierOutput, GuidanceHead, HeadContext, HeadOutput, MissingRole, ModelSpec
 from spgkit.init import xavier_init
 from spgkit.plugins import PluginError, Registry
 
@@ -49,14 +51,6 @@ class Classifier(nn.Module):
         features = self.a3(x)
         cams = self.a4(features)
         return ClassifierOutput(features, cams, cams.mean((2, 3)))
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """A head by registry name, with its constructor arguments."""
-
-    name: str
-    args: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,11 +99,14 @@ def order_heads(heads: Mapping[str, type[GuidanceHead]]) -> list[str]:
 class WSOLModel(nn.Module):
     """The attention backbone, the CAM classifier on its ``high`` stage, and ordered heads."""
 
-    def __init__(self, backbone: AttentionBackbone, classifier: Classifier, heads: list[GuidanceHead]):
+    def __init__(
+        self, backbone: AttentionBackbone, classifier: Classifier, heads: list[GuidanceHead], weights: Mapping[str, float] | None = None
+    ):
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
         self.heads = nn.ModuleDict({head.name: head for head in heads})
+        self.weights = {head.name: float((weights or {}).get(head.name, 1.0)) for head in heads}  #: each head's loss weight
 
     def forward(
         self, images: torch.Tensor, labels: torch.Tensor | None = None, classes: torch.Tensor | None = None
@@ -141,7 +138,7 @@ class WSOLModel(nn.Module):
         """Every loss term by name (``ce`` and ``<head>.<loss>``, already weighted)."""
         terms = {"ce": F.cross_entropy(out.logits, labels)}
         for name, head_out in out.heads.items():
-            weight = self.heads[name].loss_weight
+            weight = self.weights[name]
             for key, value in head_out.losses.items():
                 terms[f"{name}.{key}"] = weight * value
         return terms
@@ -178,10 +175,12 @@ def build_model(
     dropout: float | None = None,
     registry: Registry | None = None,
 ) -> WSOLModel:
-    """Build a model from registry names; every composition error is raised here, not mid-training.
+    """Build a model from registry names; every composition error is raised here, naming the head
+    or backbone at fault.
 
     ``dropout`` is the CAM classifier's; ``None`` takes the heads' reference value
-    (:attr:`GuidanceHead.classifier_dropout`: 0 with ACoL), else 0.5.
+    (:attr:`GuidanceHead.classifier_dropout`: 0 with ACoL), else 0.5. Each :class:`HeadSpec`'s
+    ``weight`` scales that head's losses.
     """
     registry = registry if registry is not None else Registry()
     names = [spec.name for spec in heads]
@@ -189,28 +188,38 @@ def build_model(
     if duplicates:
         raise ValueError(f"head(s) {duplicates} listed more than once")
     head_classes = {spec.name: registry.head(spec.name) for spec in heads}
+    args = {spec.name: dict(spec.args) for spec in heads}
+    for name, cls in head_classes.items():
+        check_arguments(cls, args[name], f"head {name!r}", skip=1)
+    order = order_heads(head_classes)
+    if dropout is None:
+        dropout = classifier_dropout(head_classes)
     net = registry.backbone(backbone)(**dict(backbone_args or {}))
     if "high" not in net.stages:
         raise PluginError(f"backbone {backbone!r} has no 'high' stage (roles: {sorted(net.stages)})")
-    for name, cls in head_classes.items():
-        missing = [role for role in cls.needs_features if role not in net.stages]
-        if missing:
-            raise ValueError(
-                f"head {name!r} needs backbone roles {missing}, which backbone {backbone!r} "
-                f"does not provide (it has {sorted(net.stages)})"
-            )
-    if dropout is None:
-        dropout = classifier_dropout(head_classes)
     spec = ModelSpec(dict(net.stages), num_classes, classifier_width)
     classifier = Classifier(net.stages["high"].channels, num_classes, classifier_width, dropout)
-    args = {s.name: dict(s.args) for s in heads}
     built = []
-    for name in order_heads(head_classes):
+    for name in order:
         try:
             built.append(head_classes[name](spec, **args[name]))
-        except TypeError as exc:
-            raise TypeError(f"head {name!r}: bad arguments {args[name]}: {exc}") from exc
-    return WSOLModel(net, classifier, built)
+        except MissingRole as exc:
+            raise ValueError(f"head {name!r} {exc}; backbone {backbone!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"head {name!r}: {exc}") from exc
+    return WSOLModel(net, classifier, built, {s.name: s.weight for s in heads})
+
+
+def check_arguments(target: Any, args: Mapping[str, Any], what: str, skip: int = 0) -> None:
+    """Bind ``args`` by keyword to the signature of ``target`` (its first ``skip`` positional
+    parameters given); a TypeError names ``what``, the argument, and the accepted ones."""
+    signature = inspect.signature(target)
+    params = list(signature.parameters.values())
+    try:
+        signature.bind(*([None] * skip), **args)
+    except TypeError as exc:
+        accepted = [p.name for p in params[skip:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        raise TypeError(f"{what}: {exc}; it takes {', '.join(accepted) or 'no arguments'}") from None
 
 
 def classifier_dropout(heads: Mapping[str, type[GuidanceHead]]) -> float:

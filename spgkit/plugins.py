@@ -1,7 +1,8 @@
 """Plugin discovery: one plugin manager, and the registry of heads and backbones it yields.
 
 Built-in methods (SPG, ACoL) are ordinary plugin distributions under ``plugins/`` discovered through
-entry points exactly like a third party's; the core registers only its own timm backbones.
+entry points exactly like a third party's; the core registers only its own backbones and dataset
+readers.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Any, Callable
 
 import pluggy
 
-from spgkit import hookspecs
+from spgkit import backbones, data, hookspecs
 
 ENTRY_POINT_GROUP = "spgkit"
 #: Set to ``1`` to stop :func:`get_plugin_manager` loading entry points (tests register plugins by hand).
 AUTOLOAD_ENV = "SPGKIT_DISABLE_PLUGIN_AUTOLOAD"
 CORE = "spgkit (core)"
+CORE_DATA = "spgkit (core datasets)"
 
 
 class PluginError(RuntimeError):
@@ -26,18 +28,17 @@ class PluginError(RuntimeError):
 
 
 def get_plugin_manager(autoload: bool | None = None) -> pluggy.PluginManager:
-    """Build the plugin manager: hookspecs, the core's backbones, and entry-point plugins.
+    """Build the plugin manager: hookspecs, the core's backbones and readers, and entry-point plugins.
 
     ``autoload`` defaults to true unless the environment variable ``SPGKIT_DISABLE_PLUGIN_AUTOLOAD``
-    is set to a non-empty value other than ``0``. A plugin whose import fails raises
-    :class:`PluginError` naming the entry point and its distribution. ``check_pending()`` makes a
-    misspelled hook name fail here rather than be silently ignored.
+    is set to a non-empty value other than ``0``. A plugin whose import fails, or that implements
+    a hook spgkit does not have (a misspelled name), raises :class:`PluginError` naming the entry
+    point and its distribution.
     """
-    from spgkit import backbones  # the core's own timm backbones
-
     pm = pluggy.PluginManager("spgkit")
     pm.add_hookspecs(hookspecs)
     pm.register(backbones, name=CORE)
+    pm.register(data, name=CORE_DATA)
     if autoload is None:
         autoload = os.environ.get(AUTOLOAD_ENV, "") in ("", "0")
     if autoload:
@@ -52,8 +53,16 @@ def get_plugin_manager(autoload: bool | None = None) -> pluggy.PluginManager:
                 ) from exc
             if pm.is_registered(plugin):
                 continue
-            pm.register(plugin, name=f"{ep.name} ({dist})")
-    pm.check_pending()
+            try:
+                pm.register(plugin, name=f"{ep.name} ({dist})")
+            except pluggy.PluginValidationError as exc:
+                raise PluginError(f"spgkit plugin {ep.name!r} from distribution {dist!r}: {exc}") from exc
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        known = ", ".join(name for name in dir(hookspecs) if name.startswith("spgkit_"))
+        hook = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
+        raise PluginError(f"plugin {pm.get_name(exc.plugin)!r} implements unknown hook {hook!r}; spgkit's hooks: {known}") from exc
     return pm
 
 
@@ -73,6 +82,7 @@ class Registry:
         self.pm = pm if pm is not None else get_plugin_manager()
         self.heads = self._collect("spgkit_register_heads", "head")
         self.backbones = self._collect("spgkit_register_backbones", "backbone")
+        self.datasets = self._collect("spgkit_register_datasets", "dataset")
 
     def _collect(self, hook_name: str, kind: str) -> dict[str, Registered]:
         found: dict[str, Registered] = {}
@@ -90,7 +100,12 @@ class Registry:
                     )
                 found[key] = Registered(key, obj, _plugin)
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:  # third-party code: say whose it is
+                raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
         return found
 
     def head(self, name: str):
@@ -100,6 +115,10 @@ class Registry:
     def backbone(self, name: str):
         """The backbone factory registered as ``name``."""
         return self._lookup(self.backbones, name, "backbone").obj
+
+    def dataset(self, name: str):
+        """The dataset reader registered as ``name``."""
+        return self._lookup(self.datasets, name, "dataset").obj
 
     def _lookup(self, table: dict[str, Registered], name: str, kind: str) -> Registered:
         if name in table:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -14,11 +14,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from spgkit.io import atomic_write_bytes, read_json, write_text  # noqa: E402
-from spgkit.localization import PROTOCOLS, largest_region_box  # noqa: E402
-
-if TYPE_CHECKING:
-    from spgkit.study import Study
+from spgkit.config import PROTOCOLS, Study  # noqa: E402
+from spgkit.data import collate, eval_transform  # noqa: E402
+from spgkit.evaluate import predict_maps  # noqa: E402
+from spgkit.guidance import IGNORE  # noqa: E402
+from spgkit.io import atomic_write_bytes, write_text  # noqa: E402
+from spgkit.localization import largest_region_box  # noqa: E402
+from spgkit.plugins import Registry  # noqa: E402
+from spgkit.runs import StudyFolder, load_model  # noqa: E402
+from spgkit.train import open_split  # noqa: E402
 
 #: Columns of the results table, in order, with their headers. A column no run reports is left out.
 COLUMNS = {
@@ -32,14 +36,14 @@ COLUMNS = {
 }
 
 
-def collect(study: Study, root: Path) -> dict[str, list[dict[str, Any]]]:
+def collect(study: Study, folder: StudyFolder) -> dict[str, list[dict[str, Any]]]:
     """Finished runs' metrics by arm (arms or seeds still running are left out)."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for arm in study.arms:
         for seed in study.seeds:
-            path = root / arm.name / f"seed{seed}" / "metrics.json"
-            if path.exists():
-                runs.setdefault(arm.name, []).append(read_json(path))
+            run = folder.run(arm.name, seed)
+            if run.metrics.exists():
+                runs.setdefault(arm.name, []).append(run.read_metrics())
     return runs
 
 
@@ -136,13 +140,13 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
     write_text(path, buffer.getvalue())
 
 
-def write_tables(study: Study, root: Path) -> str:
-    """Write ``results.csv``, ``results.md`` and, with two arms or more, ``differences.csv`` under
-    ``root``; return the Markdown. The differences compare every arm with the study's first arm,
-    its baseline."""
-    runs = collect(study, root)
+def write_tables(study: Study, folder: StudyFolder) -> str:
+    """Write ``results.csv``, ``results.md`` and, with two arms or more, ``differences.csv`` into
+    the study's folder; return the Markdown. The differences compare every arm with the study's
+    first arm, its baseline."""
+    runs = collect(study, folder)
     rows = summarize(runs)
-    _write_csv(root / "results.csv", rows, ["protocol"] + [k for key in COLUMNS for k in (key, f"{key}_std")])
+    _write_csv(folder.results_csv, rows, ["protocol"] + [k for key in COLUMNS for k in (key, f"{key}_std")])
     many = any(row["seeds"] > 1 for row in rows)
     spread = "Mean ± sample std over seeds" if many else "One seed per arm, so no spread: a single run proves nothing"
     protocols = sorted({m["protocol"] for metrics in runs.values() for m in metrics})
@@ -154,14 +158,14 @@ def write_tables(study: Study, root: Path) -> str:
     baseline = study.arms[0].name
     differences = paired_differences(runs, baseline)
     if differences:
-        _write_csv(root / "differences.csv", differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")])
+        _write_csv(folder.differences_csv, differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")])
         paired = "mean ± sample std of" if many else "the value of"
         text += (
             f"\nDifference from {baseline}, paired by seed: {paired} (arm - {baseline}) over "
             f"the seeds both finished, and in brackets the seeds on which the arm is ahead.\n\n"
             + differences_table(differences)
         )
-    write_text(root / "results.md", text)
+    write_text(folder.results_md, text)
     return text
 
 
@@ -206,11 +210,13 @@ def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, pa
     _save(fig, path)
 
 
-def localize_figure(image, heat: np.ndarray, box, title: str, path: Path) -> None:
-    """One image (PIL, original size) with its map stretched over it and the predicted box."""
-    fig, ax = plt.subplots(figsize=(4, 4 * image.height / image.width))
+def localize_figure(image: np.ndarray, heat: np.ndarray, box, title: str, path: Path) -> None:
+    """One (H, W, 3) image at its original size with its map stretched over it and the predicted
+    box ``[x0, y0, x1, y1)``."""
+    height, width = image.shape[:2]
+    fig, ax = plt.subplots(figsize=(4, 4 * height / width))
     ax.imshow(image)
-    ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, extent=(-0.5, image.width - 0.5, image.height - 0.5, -0.5))
+    ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
     if box is not None:
         _draw_box(ax, box, "red")
     ax.set_title(title, fontsize=9)
@@ -219,22 +225,24 @@ def localize_figure(image, heat: np.ndarray, box, title: str, path: Path) -> Non
     _save(fig, path)
 
 
-def seed_mask_figure(extras: dict[str, torch.Tensor], batch: dict, mean, std, path: Path) -> None:
-    """Self-produced guidance per image: every ``seed_*`` mask a head returned (SPG: B2's seed from
-    the CAM, B1's and C's), object white, background black, ignored pixels grey."""
-    keys = list(extras)
+def visuals_figure(visuals: dict[str, torch.Tensor], batch: dict, mean, std, path: Path) -> None:
+    """What the heads offer figures, per image: maps in [0, 1] in colour, seed masks with object
+    white, background black and ignored pixels grey."""
+    keys = list(visuals)
     n = len(batch["labels"])
     fig, axes = plt.subplots(n, 1 + len(keys), figsize=(2.2 * (1 + len(keys)), 2.2 * n), squeeze=False)
     for row in range(n):
         _show_image(axes[row, 0], batch["images"][row], mean, std)
         for col, key in enumerate(keys, 1):
-            seed = extras[key][row].float()
-            shown = torch.where(seed == 255, torch.tensor(0.5), seed).numpy()
-            axes[row, col].imshow(shown, cmap="gray", vmin=0, vmax=1)
+            shown = visuals[key][row].float()
+            if visuals[key].dtype == torch.uint8:  # a seed mask
+                axes[row, col].imshow(torch.where(shown == IGNORE, 0.5, shown).numpy(), cmap="gray", vmin=0, vmax=1)
+            else:
+                axes[row, col].imshow(shown.numpy(), cmap="jet", vmin=0, vmax=1)
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
             if row == 0:
-                axes[row, col].set_title(key.replace("seed_", "seed ").upper(), fontsize=9)
+                axes[row, col].set_title(key, fontsize=9)
     _save(fig, path)
 
 
@@ -254,50 +262,41 @@ def curves_figure(logs: dict[str, list[dict[str, str]]], path: Path) -> None:
     _save(fig, path)
 
 
-def read_log(path: Path) -> list[dict[str, str]]:
-    """The rows of an arm's ``log.csv`` (one per epoch); none when it does not exist yet."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write_figures(study: Study, root: Path, registry=None) -> list[Path]:
-    """Overlays (arms side by side), guidance seed masks and training curves, from the first seed's
-    checkpoints, into ``root/figures``. Returns the files written."""
-    from spgkit.data import collate, eval_transform
-    from spgkit.train import CHECKPOINT, METRICS, LOG, load_model, open_split, predict_maps
-
-    figures = root / "figures"
+def write_figures(study: Study, folder: StudyFolder, registry: Registry | None = None) -> list[Path]:
+    """Overlays (arms side by side), what each arm's heads offer figures (SPG's maps and seed
+    masks, ACoL's erased region) and training curves, from the first seed's checkpoints, into the
+    study's ``figures/``. Returns the files written."""
+    registry = registry if registry is not None else Registry()
+    protocol = study.evaluation.protocol
     seed = study.seeds[0]
     written: list[Path] = []
     panels: dict[str, dict[str, Any]] = {}
     logs: dict[str, list[dict[str, str]]] = {}
     batch = mean = std = None
     for arm in study.arms:
-        run = root / arm.name / f"seed{seed}"
-        logs[arm.name] = read_log(run / LOG)
-        if not (run / METRICS).exists():
+        run = folder.run(arm.name, seed)
+        logs[arm.name] = run.read_log()
+        if not run.metrics.exists():
             continue
-        model, config = load_model(run / CHECKPOINT, registry)
+        model, config = load_model(run.checkpoint, registry)
         if batch is None:
             mean, std = config["mean"], config["std"]
-            test = open_split(study, study.data.test_split, eval_transform(study.data.image_size, mean, std))
+            test = open_split(study, study.data.test_split, eval_transform(study.data.image_size, mean, std), registry)
             batch = collate([test[i] for i in range(min(study.figure_images, len(test)))])
-        _, maps = predict_maps(model, batch["images"], batch["labels"], study.training.protocol)
+        _, maps = predict_maps(model, batch["images"], batch["labels"], protocol)
         maps = maps.cpu().numpy() if isinstance(maps, torch.Tensor) else maps
-        panels[arm.name] = {"maps": maps, "threshold": read_json(run / METRICS)["cam_threshold"]}
-        with torch.no_grad():  # with labels, heads build their guidance masks (eval mode: no dropout)
+        panels[arm.name] = {"maps": maps, "threshold": run.read_metrics()["cam_threshold"]}
+        with torch.no_grad():  # with labels, heads build their guidance (eval mode: no dropout)
             out = model(batch["images"], batch["labels"])
-        seeds = {k: v for head in out.heads.values() for k, v in head.extras.items() if k.startswith("seed_")}
-        if seeds:
-            path = figures / f"seeds_{arm.name}.png"
-            seed_mask_figure(seeds, batch, mean, std, path)
+        visuals = {f"{name}: {key}" if len(out.heads) > 1 else key: v for name, head in out.heads.items() for key, v in head.visuals.items()}
+        if visuals:
+            path = folder.figures / f"heads_{arm.name}.png"
+            visuals_figure(visuals, batch, mean, std, path)
             written.append(path)
     if panels:
-        overlay_figure(panels, batch, mean, std, figures / "overlays.png", study.training.protocol)
-        written.append(figures / "overlays.png")
+        overlay_figure(panels, batch, mean, std, folder.figures / "overlays.png", protocol)
+        written.append(folder.figures / "overlays.png")
     if any(logs.values()):
-        curves_figure(logs, figures / "curves.png")
-        written.append(figures / "curves.png")
+        curves_figure(logs, folder.figures / "curves.png")
+        written.append(folder.figures / "curves.png")
     return written

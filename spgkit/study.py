@@ -1,191 +1,37 @@
-"""Declared experiments: a :class:`Study` of :class:`Arm` s, loaded from a Python file and run.
-
-A study file defines one module-level ``STUDY``::
-
-    from spgkit.study import Arm, Data, Study, Training
-    from spgkit.model import HeadSpec
-
-    STUDY = Study(
-        name="my_study",
-        data=Data("synthwsol", {"num_images": 2000}, image_size=64),
-        arms=(Arm("cam"), Arm("spg", (HeadSpec("spg_b"), HeadSpec("spg_c")))),
-        training=Training(epochs=10, batch_size=32),
-        seeds=(0, 1),
-    )
+"""Load a study file, check it whole before anything trains, change any of its fields, and run it.
 
 ``spgkit run my_study.py`` trains every arm for every seed into ``<out>/<study>/<arm>/seed<k>/``
-and writes the results table and figures into ``<out>/<study>/``.
+and writes the results table and figures into ``<out>/<study>/`` (see :mod:`spgkit.runs`). The
+declarations themselves live in :mod:`spgkit.config`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import sys
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from spgkit.model import HeadSpec
+import torch
 
-
-@dataclass(frozen=True)
-class LocalData:
-    """A dataset folder found when the study runs, not when it is declared.
-
-    Looked up in order: the environment variable ``env`` (a folder); the shared archive
-    ``archive`` (under ``$SPGKIT_SHARED_DATA``, default ``<repo>/../shared/data``) extracted once
-    into ``$SPGKIT_CACHE`` (default ``~/.cache/spgkit``). Where neither exists, the error shows
-    ``instructions``: what to download and where to point ``env``.
-    """
-
-    env: str
-    archive: str
-    folder: str
-    instructions: str
-
-    def resolve(self) -> str:
-        """The dataset folder: ``$env``, else the shared archive extracted into the cache, else a
-        :class:`StudyError` with the download instructions."""
-        import os
-
-        from spgkit.data.archive import extract
-
-        if os.environ.get(self.env):
-            path = Path(os.environ[self.env])
-            if not path.is_dir():
-                raise StudyError(f"${self.env} = {path} is not a folder")
-            return str(path)
-        shared = Path(os.environ.get("SPGKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-        if (shared / self.archive).is_file():
-            cache = Path(os.environ.get("SPGKIT_CACHE", Path.home() / ".cache" / "spgkit"))
-            return str(extract(shared / self.archive, cache) / self.folder)
-        raise StudyError(f"dataset not found: set ${self.env} to its folder. {self.instructions}")
-
-
-@dataclass(frozen=True)
-class Data:
-    """Where the images come from.
-
-    Attributes:
-        name: a key of :data:`spgkit.data.DATASETS` (``synthwsol``, ``cub``, ``tiny_imagenet``, ...).
-        args: constructor arguments of that reader shared by every split (``root``, ...); a
-            :class:`LocalData` value is resolved to a folder when the study runs.
-        image_size: training crop and evaluation resize.
-        train_split: split the model learns from.
-        select_split: split on which the CAM threshold is chosen (the benchmark's held-out
-            ``train-fullsup``); ``None`` carves ``holdout`` images out of ``train_split`` instead.
-        test_split: split reported in the results table; never used for any choice.
-        holdout: images carved out of the training split when ``select_split`` is ``None``.
-        max_train, max_eval: cap the number of images used (0 = all); for quick runs.
-    """
-
-    name: str
-    args: Mapping[str, Any] = field(default_factory=dict)
-    image_size: int = 224
-    train_split: str = "train"
-    select_split: str | None = "val"
-    test_split: str = "test"
-    holdout: int = 0
-    max_train: int = 0
-    max_eval: int = 0
-
-
-@dataclass(frozen=True)
-class Training:
-    """How every arm is trained (the WSOL benchmark's defaults unless stated).
-
-    Attributes:
-        epochs, batch_size: as named.
-        lr: learning rate of the (pretrained) backbone.
-        new_layer_lr_mult: the classifier and heads train at ``lr * new_layer_lr_mult``; 10 when the
-            backbone is pretrained, 1 when everything is trained from scratch.
-        momentum, nesterov, weight_decay: SGD settings.
-        schedule: ``"step"`` (x ``gamma`` every ``step_epochs``) or ``"cosine"``.
-        device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        bf16: bfloat16 autocast on CUDA.
-        channels_last: channels-last memory format (faster convolutions on CUDA and on most CPUs).
-        frozen_bn: keep the backbone's batch-norm layers in eval mode (running statistics, no
-            updates): the usual choice when fine-tuning with small per-GPU batches, and what makes
-            a multi-process CPU run match the 1-process run exactly (SyncBatchNorm needs CUDA).
-        num_workers: data-loading processes.
-        eval_every: validate on the selection split every this many epochs (0: only at the end).
-        thresholds: number of CAM thresholds in [0, 1) for every evaluation (the benchmark
-            reports with 100).
-        protocol: how every evaluation defines its maps, boxes and metrics: ``"benchmark"`` (the
-            WSOL benchmark's definitions end to end, comparable with its published tables) or
-            ``"float"`` (see :data:`spgkit.localization.PROTOCOLS`).
-        log_every: steps between loss checks and progress updates.
-    """
-
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 0.01
-    new_layer_lr_mult: float = 10.0
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-4
-    schedule: str = "step"
-    step_epochs: int = 30
-    gamma: float = 0.1
-    device: str = "auto"
-    bf16: bool = False
-    channels_last: bool = False
-    frozen_bn: bool = False
-    num_workers: int = 0
-    eval_every: int = 1
-    thresholds: int = 100
-    protocol: str = "benchmark"
-    log_every: int = 10
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One compared method: a name and the heads it adds to the CAM classifier (none: plain CAM)."""
-
-    name: str
-    heads: tuple[HeadSpec, ...] = ()
-
-
-@dataclass(frozen=True)
-class Study:
-    """A declared experiment: every arm, trained under one protocol, for every seed.
-
-    Attributes:
-        name: the output folder's name.
-        data, training: see :class:`Data`, :class:`Training`.
-        arms: the methods compared; the first is the baseline the results table compares every
-            other arm with, seed by seed (conventionally ``Arm("cam")``).
-        backbone, backbone_args: a registered backbone and its arguments (``pretrained``,
-            ``weights``...).
-        classifier_width: A3 filters (1024 in SPG).
-        dropout: the CAM classifier's dropout; ``None`` (default) takes each arm's reference value:
-            0.5 (the benchmark's CAM and SPG models), 0 in an arm with ACoL (its model has none).
-        seeds: one run of every arm per seed; the table reports mean and spread.
-        figure_images: evaluation images drawn in the overlay figures.
-    """
-
-    name: str
-    data: Data
-    arms: tuple[Arm, ...]
-    backbone: str = "inception_v3"
-    backbone_args: Mapping[str, Any] = field(default_factory=dict)
-    classifier_width: int = 1024
-    dropout: float | None = None
-    training: Training = field(default_factory=Training)
-    seeds: tuple[int, ...] = (0,)
-    figure_images: int = 6
-
-    def __post_init__(self):
-        names = [arm.name for arm in self.arms]
-        if not names:
-            raise ValueError(f"study {self.name!r} has no arms")
-        if len(set(names)) != len(names):
-            raise ValueError(f"study {self.name!r}: arm names repeat: {names}")
+from spgkit.backbones import check_pretrained
+from spgkit.config import Arm, ConfigError, LocalData, Study, conforms
+from spgkit.data import resolve_local
+from spgkit.distributed import Dist
+from spgkit.model import build_model, check_arguments
+from spgkit.plugins import Registry
+from spgkit.report import write_figures, write_tables
+from spgkit.runs import StudyFolder
+from spgkit.train import resolve_device, train_arm
 
 
 class StudyError(ValueError):
-    """A study file that cannot be loaded; the message names the file."""
+    """A study that cannot be loaded, changed or run as declared; the message names the file, the
+    arm and the field at fault."""
 
 
 def load_study(path: str | Path) -> Study:
@@ -209,58 +55,182 @@ def load_study(path: str | Path) -> Study:
                 line = tb.tb_lineno
             tb = tb.tb_next
         where = f"{path}:{line}" if line else str(path)
-        raise StudyError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        kind = "" if isinstance(exc, ConfigError) else f"{type(exc).__name__}: "
+        raise StudyError(f"{where}: {kind}{exc}") from exc
     study = getattr(module, "STUDY", None)
     if not isinstance(study, Study):
         raise StudyError(f"{path}: defines no module-level STUDY = Study(...)")
     return study
 
 
-def override(study: Study, **changes: Any) -> Study:
-    """A copy of ``study`` with the usual knobs changed; ``None`` values are left alone.
-
-    Knobs: ``epochs``, ``batch_size``, ``lr``, ``device``, ``num_workers``, ``bf16``, ``protocol`` (training);
-    ``image_size``, ``max_train``, ``max_eval`` (data); ``seeds``; ``arms`` (names to keep);
-    ``data_root`` (``data.args["root"]``).
-    """
-    changes = {k: v for k, v in changes.items() if v is not None}
-    training = {k: changes.pop(k) for k in ("epochs", "batch_size", "lr", "device", "num_workers", "bf16", "protocol") if k in changes}
-    data = {k: changes.pop(k) for k in ("image_size", "max_train", "max_eval") if k in changes}
-    if "data_root" in changes:
-        data["args"] = {**study.data.args, "root": str(changes.pop("data_root"))}
-    top: dict[str, Any] = {}
-    if "seeds" in changes:
-        top["seeds"] = tuple(changes.pop("seeds"))
-    if "arms" in changes:
-        keep = list(changes.pop("arms"))
-        known = [arm.name for arm in study.arms]
-        unknown = [a for a in keep if a not in known]
-        if unknown:
-            raise StudyError(f"study {study.name!r} has no arm(s) {unknown}; its arms: {known}")
-        top["arms"] = tuple(arm for arm in study.arms if arm.name in keep)
-    if changes:
-        raise TypeError(f"unknown override(s): {sorted(changes)}")
-    return dataclasses.replace(
-        study,
-        training=dataclasses.replace(study.training, **training),
-        data=dataclasses.replace(study.data, **data),
-        **top,
-    )
+# --------------------------------------------------------------------------- checking
 
 
-def run_study(study: Study, out: str | Path = "runs", *, registry=None, progress: bool = True) -> Path:
-    """Train every arm for every seed (skipping finished runs, resuming interrupted ones), then
-    write ``results.csv``, ``results.md`` and ``figures/`` under ``<out>/<study.name>``."""
-    from spgkit.plugins import Registry
-    from spgkit.report import write_figures, write_tables
-    from spgkit.train import Dist, resolve_device, train_arm
+def check_study(study: Study, registry: Registry, where: str = "") -> None:
+    """Check everything that can be checked before training, so that no arm fails after others
+    trained: the dataset's name and arguments and its folders, the backbone's name, arguments and
+    weights, the device, and for every arm a model built without weights on the meta device
+    (head names, head arguments bound to their constructors, needs, feature roles) that runs a
+    forward pass at the study's image size. The first error is raised as :class:`StudyError`
+    naming ``where`` (the file), the arm and the field."""
+    prefix = f"{where}: " if where else ""
 
-    root = Path(out) / study.name
+    def fail(field: str, exc: Exception) -> StudyError:
+        return StudyError(f"{prefix}{field}: {exc}")
+
+    data = study.data
+    try:
+        reader = registry.dataset(data.name)
+        check_arguments(reader, {"split": data.train_split, "transform": None, **data.args}, f"dataset {data.name!r}")
+        for value in data.args.values():
+            if isinstance(value, LocalData):
+                resolve_local(value)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise fail("data", exc) from None
+    try:
+        factory = registry.backbone(study.backbone)
+        check_arguments(factory, study.backbone_args, f"backbone {study.backbone!r}")
+        check_pretrained(study.backbone, study.backbone_args)
+    except (ValueError, TypeError, RuntimeError, ImportError, FileNotFoundError) as exc:
+        raise fail("backbone", exc) from None
+    try:
+        resolve_device(study.training.device)
+    except ValueError as exc:
+        raise fail("training.device", exc) from None
+    offline = {k: v for k, v in study.backbone_args.items() if k not in ("pretrained", "weights")}
+    size = data.image_size
+    for arm in study.arms:
+        try:
+            with torch.device("meta"):
+                model = build_model(
+                    2, list(arm.heads), backbone=study.backbone, backbone_args=offline,
+                    classifier_width=study.classifier_width, dropout=study.dropout, registry=registry,
+                )  # fmt: skip
+                model.eval()(torch.empty(2, 3, size, size))
+        except RuntimeError as exc:  # raised by the forward pass: the image is too small
+            message = str(exc).strip().splitlines()[0]
+            raise fail(f"arm {arm.name!r}", f"image size {size} is too small for backbone {study.backbone!r} ({message})") from None
+        except (ValueError, TypeError) as exc:
+            raise fail(f"arm {arm.name!r}", exc) from None
+
+
+# --------------------------------------------------------------------------- changing
+
+
+#: Command-line shorthands for study fields: ``--epochs 3`` is ``--set training.epochs=3``.
+SHORTHANDS = {
+    "epochs": "training.epochs",
+    "batch_size": "training.batch_size",
+    "lr": "training.lr",
+    "device": "training.device",
+    "bf16": "training.bf16",
+    "num_workers": "training.num_workers",
+    "image_size": "data.image_size",
+    "max_train": "data.max_train",
+    "max_eval": "data.max_eval",
+    "data_root": "data.args.root",
+    "protocol": "evaluation.protocol",
+    "seeds": "seeds",
+}
+
+
+def field_type(path: str) -> Any:
+    """The declared type of the field a dotted path names inside a :class:`Study` (``Any`` inside
+    a mapping such as ``data.args``); StudyError for an unknown field."""
+    hint: Any = Study
+    for part in path.split("."):
+        origin = typing.get_origin(hint)
+        if origin is tuple:
+            hint = typing.get_args(hint)[0]
+            continue  # a tuple of named declarations: this part is the name
+        if origin is Mapping or hint is Any:
+            return Any
+        fields = {f.name for f in dataclasses.fields(hint)}
+        if part not in fields:
+            raise StudyError(f"{hint.__name__} has no field {part!r} (in {path!r}); its fields: {', '.join(sorted(fields))}")
+        hint = typing.get_type_hints(hint)[part]
+    return hint
+
+
+def parse_value(text: str, hint: Any) -> Any:
+    """A command-line value for a field of type ``hint``: JSON (``3``, ``0.5``, ``true``,
+    ``null``, ``[1, 2]``, ``{"a": 1}``), ``none`` for None, ``1,2,3`` for a tuple, else the text."""
+    if text.strip().lower() == "none" and conforms(None, hint):
+        return None
+    if typing.get_origin(hint) is tuple and not text.strip().startswith("["):
+        return tuple(parse_value(t, typing.get_args(hint)[0]) for t in text.replace(",", " ").split())
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    if isinstance(value, list) and typing.get_origin(hint) is tuple:
+        value = tuple(value)
+    return value if conforms(value, hint) else text
+
+
+def override(study: Study, settings: Mapping[str, Any]) -> Study:
+    """A copy of ``study`` with fields changed by dotted path, e.g. ``{"training.epochs": 3,
+    "data.args.num_images": 500, "arms.spg.heads.spg_b.args.width": 64}`` (arms and heads by
+    name). Every value is checked against the field's declared type; an unknown field or a
+    wrong value is a :class:`StudyError` naming the path."""
+    for path, value in settings.items():
+        hint = field_type(path)
+        if isinstance(value, str) and hint is not str:
+            value = parse_value(value, hint)
+        if not conforms(value, hint):
+            raise StudyError(f"--set {path}: expected {getattr(hint, '__name__', hint)}, not {value!r}")
+        try:
+            study = _replace(study, path.split("."), value, path)
+        except ConfigError as exc:
+            raise StudyError(f"--set {path}: {exc}") from None
+    return study
+
+
+def _replace(obj: Any, parts: list[str], value: Any, path: str) -> Any:
+    if not parts:
+        return value
+    head, rest = parts[0], parts[1:]
+    if isinstance(obj, tuple):  # arms or heads, by name
+        names = [item.name for item in obj]
+        if head not in names:
+            raise StudyError(f"--set {path}: no {head!r} here; there are {names}")
+        return tuple(_replace(item, rest, value, path) if item.name == head else item for item in obj)
+    if isinstance(obj, Mapping):
+        if not rest:
+            return {**obj, head: value}
+        return {**obj, head: _replace(obj.get(head, {}), rest, value, path)}
+    return dataclasses.replace(obj, **{head: _replace(getattr(obj, head), rest, value, path)})
+
+
+def select_arms(study: Study, names: list[str]) -> Study:
+    """The study with only the named arms, in the study's order."""
+    known = [arm.name for arm in study.arms]
+    unknown = [a for a in names if a not in known]
+    if unknown:
+        raise StudyError(f"study {study.name!r} has no arm(s) {unknown}; its arms: {known}")
+    return dataclasses.replace(study, arms=tuple(arm for arm in study.arms if arm.name in names))
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_study(
+    study: Study, out: str | Path = "runs", *, registry: Registry | None = None, progress: bool = True, retrain: bool = False, where: str = ""
+) -> StudyFolder:
+    """Check the whole study, train every arm for every seed (reusing finished runs of the same
+    configuration, resuming interrupted ones), then write ``results.csv``, ``results.md``,
+    ``differences.csv`` and ``figures/`` under ``<out>/<study.name>``."""
     registry = registry if registry is not None else Registry()
+    check_study(study, registry, where)
+    folder = StudyFolder(out, study)
     for arm in study.arms:
         for seed in study.seeds:
-            train_arm(study, arm, seed, root / arm.name / f"seed{seed}", registry=registry, progress=progress)
-    if Dist.from_env(resolve_device(study.training.device)).main:
-        write_tables(study, root)
-        write_figures(study, root, registry)
-    return root
+            train_arm(study, arm, seed, folder.run(arm.name, seed), registry=registry, progress=progress, retrain=retrain)
+    if Dist.from_env(resolve_device(study.training.device))[0].main:
+        folder.clear_reports()
+        write_tables(study, folder)
+        write_figures(study, folder, registry)
+    return folder
+
+
+__all__ = ["Arm", "StudyError", "check_study", "load_study", "override", "run_study", "select_arms"]

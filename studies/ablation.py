@@ -7,8 +7,7 @@ this backbone, so it is reported once, as ``cam``), + SPG-B unshared, + SPG-B sh
     spgkit run studies/ablation.py --device cuda --bf16
 """
 
-from spgkit.model import HeadSpec
-from spgkit.study import Arm, Data, Study, Training
+from spgkit import Arm, Data, HeadSpec, Study, Training
 
 STUDY = Study(
     name="ablation",

@@ -18,8 +18,7 @@ images.tar.gz and annotations.tar.gz unpacked side by side), or the 3-class samp
 
 import os
 
-from spgkit.model import HeadSpec
-from spgkit.study import Arm, Data, LocalData, Study, Training
+from spgkit import Arm, Data, HeadSpec, LocalData, Study, Training
 
 INCEPTION = os.environ.get("SPGKIT_INCEPTION_WEIGHTS")
 

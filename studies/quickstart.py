@@ -13,8 +13,7 @@ split and everything is reported on ``test``.
     spgkit run studies/quickstart.py
 """
 
-from spgkit.model import HeadSpec
-from spgkit.study import Arm, Data, Study, Training
+from spgkit import Arm, Data, HeadSpec, Study, Training
 
 SPG_B = HeadSpec("spg_b", {"width": 128})
 

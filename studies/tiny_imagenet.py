@@ -15,8 +15,7 @@ Data: ``$SPGKIT_TINY_IMAGENET`` = the ``tiny-imagenet-200`` folder
 
 import os
 
-from spgkit.model import HeadSpec
-from spgkit.study import Arm, Data, LocalData, Study, Training
+from spgkit import Arm, Data, HeadSpec, LocalData, Study, Training
 
 INCEPTION = os.environ.get("SPGKIT_INCEPTION_WEIGHTS")
 

@@ -67,7 +67,7 @@ arrow(86, 39.5, 72, 31.5)
 ax.text(85.3, 31.2, "HeadContext: features,\nCAM, labels, earlier\nheads' outputs", ha="center", va="center", fontsize=7, color="#333333")
 
 # Losses.
-box(82, 4, 17, 12, "loss = CE(logits, labels)\n+ sum of\nloss_weight x head losses", LOSS, size=7.5)
+box(82, 4, 17, 12, "loss = CE(logits, labels)\n+ sum of\nweight x head losses", LOSS, size=7.5)
 arrow(93, 39.5, 93, 16.5, "logits", offset=(3, 0))
 arrow(76.5, 20, 81.5, 12, "head\nlosses", offset=(-3.5, -4.5))
 box(1, 19, 20, 11, "masks are targets:\nbuilt under no_grad,\nno gradient flows\nthrough them", DATA, size=7.5)

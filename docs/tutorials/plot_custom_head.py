@@ -79,8 +79,8 @@ class HideAndSeek(GuidanceHead):
 
     name = "has"
 
-    def __init__(self, spec: ModelSpec, *, grid: int = 4, hide_prob: float = 0.5, loss_weight: float = 1.0):
-        super().__init__(spec, loss_weight=loss_weight)
+    def __init__(self, spec: ModelSpec, *, grid: int = 4, hide_prob: float = 0.5):
+        super().__init__(spec)
         if grid < 1:
             raise ValueError(f"grid must be at least 1, not {grid}")
         if not 0.0 <= hide_prob < 1.0:
@@ -198,7 +198,8 @@ for name, entry in sorted(registry.heads.items()):
 # model itself calls it only in ``train()`` mode).
 
 from spgkit.data import SynthWSOL, collate, eval_transform  # noqa: E402
-from spgkit.model import HeadSpec, build_model  # noqa: E402
+from spgkit import HeadSpec  # noqa: E402
+from spgkit.model import build_model  # noqa: E402
 
 torch.set_num_threads(2)  # the tutorials are sized for a 2-core CPU
 SIZE = 40  # SynthWSOL needs at least 40 px to fit its objects at the default part size
@@ -241,7 +242,8 @@ plt.show()
 # The CAM threshold is chosen on SynthWSOL's ``val`` split and everything is reported on
 # ``test``.
 
-from spgkit.study import Arm, Data, Study, Training, run_study  # noqa: E402
+from spgkit import Arm, Data, Evaluation, Study, Training  # noqa: E402
+from spgkit.study import run_study  # noqa: E402
 
 SPG_B = HeadSpec("spg_b", {"width": 16})
 HAS = HeadSpec("has", {"grid": 4})
@@ -255,6 +257,7 @@ study = Study(
         Arm("spg_b", (SPG_B,)),
         Arm("spg_b+has", (SPG_B, HAS)),
     ),
+    backbone_args={"large_feature_map": True},  # 5 x 5 maps at 40 px (2 x 2 with the extra pool)
     classifier_width=16,
     training=Training(
         epochs=2,
@@ -264,21 +267,22 @@ study = Study(
         schedule="cosine",
         device="cpu",
         eval_every=0,
-        thresholds=50,
     ),
+    evaluation=Evaluation(thresholds=50),
     figure_images=4,
 )
 
 start = time.perf_counter()
 results = run_study(study, root / "runs", registry=registry, progress=False)
 print(f"4 arms trained and evaluated in {time.perf_counter() - start:.0f} s\n")
-print((results / "results.md").read_text())
+print(results.results_md.read_text())
 
 # %%
 # ``run_study`` also drew the figures: each arm's localization map and boxes on the same test
-# images (ground truth green, prediction red), the SPG-B seed masks, and the training curves.
+# images (ground truth green, prediction red), what SPG-B offers figures (its maps and seed
+# masks), and the training curves.
 
-overlays = plt.imread(results / "figures" / "overlays.png")
+overlays = plt.imread(results.figures / "overlays.png")
 fig, ax = plt.subplots(figsize=(8, 8 * overlays.shape[0] / overlays.shape[1]))
 ax.imshow(overlays)
 ax.axis("off")

@@ -36,11 +36,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from spgkit import Arm, Data, Evaluation, HeadSpec, Study, Training
 from spgkit.data import SynthWSOL, collate, eval_transform
-from spgkit.localization import box_iou, largest_region_box
-from spgkit.model import HeadSpec
-from spgkit.study import Arm, Data, Study, Training
-from spgkit.train import load_model, predict_maps, train_arm
+from spgkit.evaluate import predict_maps
+from spgkit.localization import box_iou, largest_region_box, resize_gt_boxes
+from spgkit.runs import RunFolder, load_model
+from spgkit.train import train_arm
 
 torch.set_num_threads(2)  # the tutorials are sized for a 2-core CPU
 
@@ -51,6 +52,7 @@ study = Study(
     data=Data("synthwsol", SYNTH, image_size=48, max_eval=64),
     arms=(Arm("spg", (HeadSpec("spg_b", {"width": 32}), HeadSpec("spg_c", {"width": 32}))),),
     backbone="inception_v3",  # with SPG's stride surgery: 48 px in, 6 x 6 maps out
+    backbone_args={"large_feature_map": True},  # the benchmark's extra pool would leave 3 x 3
     classifier_width=32,  # A3 filters (1024 in the paper)
     training=Training(
         epochs=2,
@@ -60,24 +62,26 @@ study = Study(
         schedule="cosine",
         device="cpu",
         eval_every=0,  # no validation between epochs, only the final evaluation
-        thresholds=50,
     ),
+    evaluation=Evaluation(thresholds=50),  # the WSOL benchmark's protocol, 50 thresholds
 )
 
 # %%
 # Train
 # -----
 #
-# ``train_arm`` writes ``checkpoint.pt`` after every epoch (so an interrupted run resumes),
-# ``log.csv``, and, once finished, ``metrics.json``. It then picks the CAM threshold on the
-# ``val`` split and reports every metric on the ``test`` split.
+# ``train_arm`` writes into a :class:`~spgkit.runs.RunFolder`: ``config.json`` (what the run
+# computes, so a later run of another configuration is refused instead of reported), then
+# ``checkpoint.pt`` after every epoch (so an interrupted run resumes), ``log.csv``, and, once
+# finished, ``metrics.json``. It picks the CAM threshold on the ``val`` split and reports every
+# metric on the ``test`` split.
 
 workdir = tempfile.TemporaryDirectory(prefix="spgkit-localize-")
-run_dir = Path(workdir.name) / "spg" / "seed0"
+run = RunFolder(Path(workdir.name) / "spg" / "seed0")
 
 start = time.perf_counter()
-metrics = train_arm(study, study.arms[0], seed=0, out_dir=run_dir, progress=False)
-print(f"trained in {time.perf_counter() - start:.0f} s; files: {sorted(p.name for p in run_dir.iterdir())}")
+metrics = train_arm(study, study.arms[0], seed=0, run=run, progress=False)
+print(f"trained in {time.perf_counter() - start:.0f} s; files: {sorted(p.name for p in run.path.iterdir() if p.name != '.lock')}")
 for key in ("top1_acc", "gt_known_loc", "maxboxacc", "maxboxaccv2", "pxap", "cam_threshold"):
     print(f"{key:>14}: {metrics[key]:6.2f}")
 
@@ -85,11 +89,11 @@ for key in ("top1_acc", "gt_known_loc", "maxboxacc", "maxboxaccv2", "pxap", "cam
 # Load the checkpoint
 # -------------------
 #
-# :func:`spgkit.train.load_model` rebuilds the model from the configuration stored in the
+# :func:`spgkit.runs.load_model` rebuilds the model from the configuration stored in the
 # checkpoint (backbone, heads and their arguments, number of classes) and loads the weights. The
 # model comes back in ``eval()`` mode: dropout off, and no head transforms its input.
 
-model, config = load_model(run_dir / "checkpoint.pt")
+model, config = load_model(run.checkpoint)
 print("heads:", list(model.heads), "| classes:", config["class_names"], "| input:", config["image_size"], "px")
 
 # %%
@@ -97,9 +101,10 @@ print("heads:", list(model.heads), "| classes:", config["class_names"], "| input
 # ---------------------
 #
 # The evaluation transform resizes to the training size and normalises with the statistics the
-# backbone expects (stored in the checkpoint's config). :func:`spgkit.train.predict_maps` returns
-# the logits and the localization maps at image resolution, min-max normalised to [0, 1]. Without
-# ``classes`` it maps the predicted class; here we ask for the ground-truth class, as the
+# backbone expects (stored in the checkpoint's config). :func:`spgkit.evaluate.predict_maps`
+# returns the logits and the localization maps at image resolution, in [0, 1], made as the
+# evaluation protocol says (the WSOL benchmark's by default: bicubic resize, then min-max).
+# Without ``classes`` it maps the predicted class; here we ask for the ground-truth class, as the
 # GT-known metrics do.
 
 transform = eval_transform(config["image_size"], config["mean"], config["std"])
@@ -118,17 +123,17 @@ print("predicted:", [names[i] for i in predicted])
 # -------------------
 #
 # Given labels, SPG-B and SPG-C build their seed masks even in ``eval()`` mode (that is how the
-# study's ``seeds_<arm>.png`` figure is drawn). Each head returns them in the ``extras`` of its
-# :class:`~spgkit.heads.HeadOutput`, as uint8 masks with 1 = object, 0 = background and 255 =
-# ignored:
+# study's ``heads_<arm>.png`` figure is drawn). Each head offers them to figures in the
+# ``visuals`` of its :class:`~spgkit.heads.HeadOutput`, beside its maps, as uint8 masks with
+# 1 = object, 0 = background and 255 = ignored:
 #
-# - ``seed_b2``: from the classifier's CAM of the true class, supervises branch B2;
-# - ``seed_b1``: from sigmoid(B2), supervises branch B1;
-# - ``seed_c``: from the average of sigmoid(B1) and sigmoid(B2), supervises SPG-C.
+# - ``seed b2``: from the classifier's CAM of the true class, supervises branch B2;
+# - ``seed b1``: from sigmoid(B2), supervises branch B1;
+# - ``seed c``: from the average of sigmoid(B1) and sigmoid(B2), supervises SPG-C.
 
 with torch.no_grad():
     guided = model(images, labels)
-seeds = {key: value for head in guided.heads.values() for key, value in head.extras.items() if key.startswith("seed_")}
+seeds = {key: value for head in guided.heads.values() for key, value in head.visuals.items() if key.startswith("seed")}
 for key, seed in seeds.items():
     shares = [100 * (seed == value).float().mean().item() for value in (1, 0, 255)]
     print(f"{key}: {tuple(seed.shape)} {seed.dtype}, object {shares[0]:.0f}%, background {shares[1]:.0f}%, ignored {shares[2]:.0f}%")
@@ -144,15 +149,16 @@ for key, seed in seeds.items():
 #
 # A box comes from thresholding the map at the CAM threshold chosen on the ``val`` split and
 # taking the largest connected region: :func:`spgkit.localization.largest_region_box` returns its
-# inclusive pixel corners, or ``None`` when no pixel passes. The dataset's boxes exclude their
-# right and bottom edges, so we subtract one before comparing with
-# :func:`spgkit.localization.box_iou`, which uses the WSOL benchmark's inclusive convention.
+# inclusive pixel corners (in the benchmark's protocol always a box: ``(0, 0, 0, 0)`` when no
+# pixel passes). :func:`spgkit.localization.resize_gt_boxes` turns the dataset's boxes (right and
+# bottom edges excluded, original image pixels) into the benchmark's inclusive corners on the
+# resized image, as :func:`spgkit.localization.box_iou` wants them.
 
 threshold = metrics["cam_threshold"]
 boxes, ious = [], []
 for i in range(len(labels)):
     box = largest_region_box(maps[i], threshold)
-    gt = batch["boxes"][i].numpy() - np.array([0, 0, 1, 1])
+    gt = resize_gt_boxes(batch["original_boxes"][i], batch["original_size"][i], tuple(images.shape[-2:]))
     boxes.append(box)
     ious.append(0.0 if box is None else float(box_iou(np.array([box]), gt).max()))
 print("IoU with the ground truth:", [f"{v:.2f}" for v in ious])
@@ -197,7 +203,7 @@ for row in range(len(labels)):
         a.set_xticks([])
         a.set_yticks([])
 for a, title in zip(axes[0], columns):
-    a.set_title(title.replace("seed_", "seed ").upper() if title.startswith("seed_") else title, fontsize=9)
+    a.set_title(title, fontsize=9)
 fig.tight_layout()
 plt.show()
 

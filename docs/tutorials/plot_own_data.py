@@ -101,14 +101,14 @@ plt.show()
 # Declare and run the study
 # -------------------------
 #
-# A study names its dataset by a key of :data:`spgkit.data.DATASETS` (``folder_csv`` here) and
-# builds each split as ``DATASETS[name](split=..., transform=..., **data.args)``.
+# A study names its dataset by its registered name (``folder_csv`` here; ``spgkit datasets`` lists
+# them) and builds each split as ``reader(split=..., transform=..., **data.args)``.
 # Two arms: plain CAM and SPG-B. There is no separate validation CSV, so ``select_split=None``
 # holds 32 training images out of training to choose the CAM threshold on; ``test.csv`` is used
 # only for the reported numbers.
 
-from spgkit.model import HeadSpec  # noqa: E402
-from spgkit.study import Arm, Data, Study, Training, run_study  # noqa: E402
+from spgkit import Arm, Data, Evaluation, HeadSpec, Study, Training  # noqa: E402
+from spgkit.study import run_study  # noqa: E402
 
 study = Study(
     name="my_study",
@@ -122,6 +122,7 @@ study = Study(
         test_split="test",
     ),
     arms=(Arm("cam"), Arm("spg_b", (HeadSpec("spg_b", {"width": 32}),))),
+    backbone_args={"large_feature_map": True},  # 6 x 6 maps at 48 px (3 x 3 with the extra pool)
     classifier_width=32,
     training=Training(
         epochs=2,
@@ -131,20 +132,20 @@ study = Study(
         schedule="cosine",
         device="cpu",
         eval_every=0,
-        thresholds=50,
     ),
+    evaluation=Evaluation(thresholds=50),
     figure_images=4,
 )
 
 start = time.perf_counter()
 results = run_study(study, Path(workdir.name) / "runs", progress=False)
 print(f"trained and evaluated in {time.perf_counter() - start:.0f} s\n")
-print((results / "results.md").read_text())
+print(results.results_md.read_text())
 
 # %%
 # The overlay figure: each arm's map on the same test images, ground truth green, prediction red.
 
-overlays = plt.imread(results / "figures" / "overlays.png")
+overlays = plt.imread(results.figures / "overlays.png")
 fig, ax = plt.subplots(figsize=(5, 5 * overlays.shape[0] / overlays.shape[1]))
 ax.imshow(overlays)
 ax.axis("off")
@@ -158,11 +159,13 @@ plt.show()
 #   (``backbone_args={"pretrained": True}``, or ``{"weights": "path/to/state_dict.pth"}``
 #   offline), the full image size, more epochs and several seeds.
 # - Put the study in a file (``STUDY = Study(...)``) and run it with ``spgkit run my_study.py``;
-#   ``--data-root`` changes ``data.args["root"]`` from the command line, and
+#   ``--data-root`` changes ``data.args["root"]`` from the command line (``--set FIELD=VALUE``
+#   any other field), and
 #   ``spgkit evaluate CHECKPOINT --data folder_csv --root my_dataset --split test`` scores a
 #   trained model on any split.
 # - A layout of your own (say, masks beside the images) is a small reader: a ``Dataset`` that
-#   returns :class:`~spgkit.data.Sample` dicts, added to ``DATASETS`` under a name of yours.
+#   returns :class:`~spgkit.data.Sample` dicts, registered by a plugin through the
+#   ``spgkit_register_datasets`` hook under a name of yours, as heads are.
 # - A folder with pixel masks, or one of the published layouts (CUB, ImageNet, Tiny ImageNet,
 #   Oxford-IIIT Pet, the WSOL benchmark's metadata), has a reader of its own in
 #   :mod:`spgkit.data`.

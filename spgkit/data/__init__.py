@@ -1,6 +1,7 @@
 """Datasets for WSOL: readers of the real formats, and SynthWSOL, a built-in synthetic benchmark.
 
-Every dataset returns :class:`Sample` dicts (image, label, boxes, mask, ignore, image_id), takes a
+Readers register through the ``spgkit_register_datasets`` hook, as heads and backbones do; a
+plugin adds a format the same way. Every dataset returns :class:`Sample` dicts (image, label, boxes, mask, ignore, image_id), takes a
 ``transform`` applied to the whole dict, and has ``num_classes`` and ``class_names``. Batch with
 :func:`collate`; preprocess with :func:`train_transform` / :func:`eval_transform`. Bad input raises
 :class:`DataError` naming the file and line, or, with ``on_error="skip"``, is skipped, counted in
@@ -9,7 +10,7 @@ Every dataset returns :class:`Sample` dicts (image, label, boxes, mask, ignore, 
 
 from __future__ import annotations
 
-from spgkit.data.archive import extract
+from spgkit.data.archive import extract, resolve_local
 from spgkit.data.cub import CUB
 from spgkit.data.folder_csv import FolderCSV
 from spgkit.data.imagenet import ImageNet
@@ -20,20 +21,26 @@ from spgkit.data.tiny_imagenet import TinyImageNet
 from spgkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from spgkit.data.wsol_metadata import WSOLMetadata
 
-DATASETS: dict[str, type] = {
-    "synthwsol": SynthWSOL,
-    "cub": CUB,
-    "imagenet": ImageNet,
-    "wsol_metadata": WSOLMetadata,
-    "tiny_imagenet": TinyImageNet,
-    "pets": OxfordPets,
-    "folder_csv": FolderCSV,
-}
-"""Short names of the dataset classes, for study files and the command line."""
+from spgkit.hookspecs import hookimpl  # noqa: E402
+
+
+@hookimpl
+def spgkit_register_datasets(register):
+    """The core's readers and SynthWSOL."""
+    for name, reader in (
+        ("synthwsol", SynthWSOL),
+        ("cub", CUB),
+        ("imagenet", ImageNet),
+        ("wsol_metadata", WSOLMetadata),
+        ("tiny_imagenet", TinyImageNet),
+        ("pets", OxfordPets),
+        ("folder_csv", FolderCSV),
+    ):
+        register(reader, name=name)
+
 
 __all__ = [
     "CUB",
-    "DATASETS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "DataError",
@@ -48,6 +55,7 @@ __all__ = [
     "collate",
     "eval_transform",
     "extract",
+    "resolve_local",
     "make_sample",
     "train_transform",
 ]

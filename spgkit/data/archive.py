@@ -65,3 +65,18 @@ def _stem(name: str) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return f"{name}.extracted"
+
+
+def resolve_local(spec) -> str:
+    """The folder of a :class:`~spgkit.config.LocalData` declaration: ``$env``, else the shared
+    archive extracted into the cache, else a :class:`DataError` with the download instructions."""
+    if os.environ.get(spec.env):
+        path = Path(os.environ[spec.env])
+        if not path.is_dir():
+            raise DataError(f"${spec.env}", f"{path} is not a folder")
+        return str(path)
+    shared = Path(os.environ.get("SPGKIT_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    if (shared / spec.archive).is_file():
+        cache = Path(os.environ.get("SPGKIT_CACHE", Path.home() / ".cache" / "spgkit"))
+        return str(extract(shared / spec.archive, cache) / spec.folder)
+    raise DataError(f"dataset not found: set ${spec.env} to its folder. {spec.instructions}")

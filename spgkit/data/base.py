@@ -100,7 +100,7 @@ class Line:
 def read_lines(path: Path) -> Iterator[Line]:
     """Yield the non-blank lines of a text annotation file, numbered from 1."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark is not text
             for lineno, text in enumerate(handle, start=1):
                 if text.strip():
                     yield Line(path, lineno, text.rstrip("\r\n"))
@@ -205,12 +205,25 @@ def read_size(path: Path) -> Size:
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to uint8 RGB (H, W, 3); grayscale, palette and alpha images included."""
+    """Decode an image file to uint8 RGB (H, W, 3); grayscale, palette, alpha and high-depth
+    images included (16-bit, 32-bit integer and float grayscale are scaled to 8 bits, where
+    ``convert("RGB")`` would clip every value above 255 to white)."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            if not (image.mode.startswith("I") or image.mode == "F"):
+                return np.asarray(image.convert("RGB"))
+            values = np.asarray(image, dtype=np.float64)
+    except FileNotFoundError:
+        raise DataError(str(path), "image file not found") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(str(path), f"cannot decode image ({error})") from error
+        raise DataError(str(path), f"cannot decode image ({error})") from None
+    peak = values.max(initial=0)
+    if image.mode.startswith("I;16") or peak > 255:
+        depth = 65535.0
+    else:
+        depth = 1.0 if image.mode == "F" and peak <= 1 else 255.0
+    gray = np.clip(np.rint(values / depth * 255), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
 
 
 def load_label_map(path: Path) -> np.ndarray:

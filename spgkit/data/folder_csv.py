@@ -105,7 +105,7 @@ def _default_classes(root: Path, csv_path: Path, rows: list[tuple[Line, str, str
     """classes.txt, else the labels of train.csv, else those of ``rows`` (read from ``csv_path``)."""
     listed = root / "classes.txt"
     if listed.is_file():
-        return [name.strip() for name in listed.read_text(encoding="utf-8").splitlines() if name.strip()]
+        return [name.strip() for name in listed.read_text(encoding="utf-8-sig").splitlines() if name.strip()]
     train = root / "train.csv"
     # Reading train.csv itself, its rows are already at hand. Otherwise its problems are reported
     # when the train split is read, not here.
@@ -117,7 +117,7 @@ def _default_classes(root: Path, csv_path: Path, rows: list[tuple[Line, str, str
 def _read_rows(path: Path, problems: Problems) -> list[tuple[Line, str, str, list[str]]]:
     """``(line, image, label, [x0, y0, x1, y1])`` of each well-formed row."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # spreadsheets write a byte-order mark
             reader = csv.reader(handle)
             header = [name.strip() for name in next(reader, [])]
             missing = [name for name in COLUMNS if name not in header]

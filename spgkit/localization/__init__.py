@@ -11,11 +11,10 @@
 """
 
 from spgkit.localization.evaluator import LocalizationEvaluator, box_iou, resize_gt_boxes
-from spgkit.localization.maps import PROTOCOLS, normalize_maps, resize_maps, score_maps
+from spgkit.localization.maps import normalize_maps, resize_maps, score_maps
 from spgkit.localization.regions import ThresholdBoxes, largest_region_box, threshold_boxes, threshold_grid
 
 __all__ = [
-    "PROTOCOLS",
     "LocalizationEvaluator",
     "ThresholdBoxes",
     "box_iou",

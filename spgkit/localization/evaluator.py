@@ -25,7 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from spgkit.localization.maps import as_float_maps, check_protocol, min_max
+from spgkit.guidance import minmax_normalize
+from spgkit.localization.maps import as_float_maps, check_protocol
 from spgkit.localization.regions import check_thresholds, regions_at_thresholds
 
 _STATE = (
@@ -100,7 +101,7 @@ class LocalizationEvaluator:
             ``[1, 2)``, scores below the first threshold left out). ``"float"``: the foreground of
             ``tau`` is ``map >= tau`` on the float map, regions are 8-connected components with
             tight boxes, the largest has the most pixels. See
-            :data:`~spgkit.localization.maps.PROTOCOLS` for the map pipeline before this.
+            :data:`~spgkit.config.PROTOCOLS` for the map pipeline before this.
         backend: ``"numpy"`` (one component tree per image on the CPU), ``"torch"`` (batched label
             propagation on the maps' device, float protocol only) or ``"auto"``: torch for CUDA
             tensors in the float protocol, numpy otherwise. Both give identical counts.
@@ -232,7 +233,7 @@ class LocalizationEvaluator:
         if self._use_torch(maps):
             from spgkit.localization.torch_eval import batched_region_ious
 
-            normalized = min_max(torch.as_tensor(maps))
+            normalized = minmax_normalize(torch.as_tensor(maps))
             largest_iou, best_iou = batched_region_ious(normalized, boxes, self._all_thresholds)
             if masks is not None:
                 self._count_pixels(normalized.cpu().numpy(), masks, ignore)
@@ -253,7 +254,7 @@ class LocalizationEvaluator:
         largest_iou = np.zeros((n, len(self._all_thresholds)))
         best_iou = np.zeros((n, len(self._all_thresholds)))
         for i in range(n):
-            normalized = min_max(maps[i : i + 1])
+            normalized = minmax_normalize(maps[i : i + 1])
             regions, cut_of = regions_at_thresholds(normalized[0], self._all_thresholds, self.benchmark)
             iou = box_iou(regions.boxes, boxes[i]).max(axis=1)
             best = np.zeros(len(regions.cuts))

@@ -10,19 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from spgkit.config import PROTOCOLS
+from spgkit.guidance import minmax_normalize, upsample
 
 Array = np.ndarray | torch.Tensor
-
-#: The evaluation protocols: how a map at feature resolution becomes boxes and pixel scores.
-PROTOCOLS = {
-    "benchmark": "the WSOL benchmark's definitions end to end: the map resized with cv2.INTER_CUBIC, "
-    "min-max normalised (NaN or flat maps become zeros), uint8 thresholds int(tau * max), OpenCV "
-    "contours, +1 IoU, GT boxes resized by int() truncation, its PxAP",
-    "float": "spgkit's float definitions: the map resized bilinearly, min-max normalised, foreground "
-    "map >= tau on the float map, tight boxes of 8-connected regions, +1 IoU, PxAP over every recall step",
-}
-
 
 def check_protocol(protocol: str) -> str:
     """``protocol`` if it names one of :data:`PROTOCOLS`; ValueError otherwise."""
@@ -66,38 +58,19 @@ def normalize_maps(maps: Array) -> Array:
     so it never produces NaN. NaN or infinite inputs raise ValueError.
     """
     maps = maps if isinstance(maps, torch.Tensor) else np.asarray(maps)
-    out = min_max(as_float_maps(maps))
+    out = minmax_normalize(as_float_maps(maps))
     return out[0] if maps.ndim == 2 else out
 
 
-def min_max(maps: Array) -> Array:
-    """:func:`normalize_maps` of a checked float (N, H, W) batch, without the checks."""
-    if isinstance(maps, torch.Tensor):
-        low = maps.amin(dim=(1, 2), keepdim=True)
-        span = maps.amax(dim=(1, 2), keepdim=True) - low
-        flat = span == 0
-        out = (maps - low) / torch.where(flat, torch.ones_like(span), span)
-        return torch.where(flat, torch.zeros_like(out), out)
-    low = maps.min(axis=(1, 2), keepdims=True)
-    span = maps.max(axis=(1, 2), keepdims=True) - low
-    flat = span == 0
-    out = (maps - low) / np.where(flat, 1, span).astype(maps.dtype)
-    if flat.any():
-        out[flat[:, 0, 0]] = 0
-    return out
-
-
 def resize_maps(maps: Array, size: tuple[int, int]) -> Array:
-    """Resize a (N, H, W) or (H, W) batch of maps to ``size = (height, width)``, bilinearly.
-
-    Uses ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``; numpy in, numpy
-    out. Resize raw maps before normalising them: interpolation does not preserve min and max.
-    """
+    """Resize a (N, H, W) or (H, W) batch of maps to ``size = (height, width)``, bilinearly
+    (:func:`spgkit.guidance.upsample`); numpy in, numpy out. Resize raw maps before normalising
+    them: interpolation does not preserve min and max."""
     is_numpy = not isinstance(maps, torch.Tensor)
     maps = np.asarray(maps) if is_numpy else maps
     squeeze = maps.ndim == 2
     tensor = torch.from_numpy(np.ascontiguousarray(as_float_maps(maps))) if is_numpy else as_float_maps(maps)
-    out = F.interpolate(tensor[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    out = upsample(tensor, tuple(size))
     out = out.numpy() if is_numpy else out
     return out[0] if squeeze else out
 
@@ -112,7 +85,7 @@ def score_maps(maps: Array, size: tuple[int, int], protocol: str = "benchmark") 
     on its device).
     """
     if check_protocol(protocol) == "float":
-        return min_max(as_float_maps(resize_maps(maps, size)))
+        return minmax_normalize(as_float_maps(resize_maps(maps, size)))
     import cv2  # the benchmark's own interpolation; torch's bicubic differs in the last bits
 
     maps = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
@@ -121,7 +94,7 @@ def score_maps(maps: Array, size: tuple[int, int], protocol: str = "benchmark") 
     out = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_CUBIC) for m in maps.reshape(-1, *maps.shape[-2:])])
     nan = np.isnan(out).any(axis=(1, 2))
     out[nan] = 0
-    return min_max(out)
+    return minmax_normalize(out)
 
 
 def benchmark_uint8(normalized: np.ndarray) -> np.ndarray:

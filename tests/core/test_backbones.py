@@ -117,3 +117,20 @@ def test_lite0_classifies_a_pet_as_cat_or_dog(shared_data):
     # ImageNet-1k: 151..268 are dog breeds, 281..285 domestic cats.
     assert 281 <= top1[0] <= 285 and 281 <= top1[1] <= 285, top1
     assert 151 <= top1[2] <= 268, top1
+
+
+def test_pretrained_fails_at_once_when_the_hub_is_out_of_reach(monkeypatch):
+    # Without HF_HUB_OFFLINE timm would retry the hub for most of a minute; one 3-second probe
+    # decides instead (here it fails at once).
+    import socket
+    import time
+
+    def unreachable(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="the hub cannot be reached and no copy is cached. Offline, pass weights="):
+        InceptionV3Backbone(pretrained=True)
+    assert time.perf_counter() - start < 5

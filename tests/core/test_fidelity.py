@@ -10,7 +10,7 @@ from torch import nn
 
 from spgkit.guidance import IGNORE, minmax_normalize, seed_mask
 from spgkit.model import Classifier, HeadSpec, build_model
-from spgkit.train import predict_maps
+from spgkit.evaluate import predict_maps
 
 SMALL = dict(classifier_width=32, backbone="inception_v3", backbone_args={"large_feature_map": True})
 
@@ -49,10 +49,10 @@ def test_b1_seed_takes_the_sigmoid_after_upsampling(registry):
     logits = torch.tensor([-6.0, -6.0, 2.0, 2.0]).repeat(1, 1, 4, 1)
     model = _spg_b_with_b2_logits(registry, logits)
     out = model(torch.randn(1, 3, 32, 32), torch.tensor([0]))
-    seed = out.heads["spg_b"].extras["seed_b1"][0]
+    seed = out.heads["spg_b"].visuals["seed b1"][0]
     expected_row = [0] * 15 + [IGNORE] * 3 + [1] * 14
     assert seed[0].tolist() == expected_row and bool((seed == seed[0]).all())
-    assert out.heads["spg_b"].extras["b2"][0, 0, 13].item() == pytest.approx(1 / (1 + math.exp(4.5)), rel=1e-5)
+    assert out.heads["spg_b"].visuals["b2"][0, 0, 13].item() == pytest.approx(1 / (1 + math.exp(4.5)), rel=1e-5)
 
 
 def test_b2_thresholds_presets_name_their_source(registry):

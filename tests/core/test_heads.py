@@ -36,7 +36,7 @@ def test_acol_zeroes_exactly_the_positions_at_or_above_delta(registry):
     assert 0 < erased.sum() < erased.numel()  # the case is not trivial
     expected = feats * (~erased)[:, None]
     assert torch.equal(seen["x"], expected)
-    assert torch.equal(out.heads["acol"].extras["erased"], erased)
+    assert torch.equal(out.heads["acol"].visuals["erased"], erased.to(torch.uint8))
     # Localization fuses by element-wise max of the two normalised maps.
     cam_b = out.heads["acol"].map[torch.arange(2), labels]
     nb = (cam_b - cam_b.amin((1, 2), keepdim=True)) / (cam_b.amax((1, 2), keepdim=True) - cam_b.amin((1, 2), keepdim=True))
@@ -50,16 +50,16 @@ def test_spg_masks_and_supervision_chain(registry):
     assert list(model.heads) == ["spg_b", "spg_c"]  # ordered by declared needs
     images, labels = torch.randn(2, 3, 48, 48), torch.tensor([1, 2])
     out = model(images, labels)
-    b = out.heads["spg_b"].extras
-    for key in ("seed_b1", "seed_b2"):
+    b = out.heads["spg_b"].visuals
+    for key in ("seed b1", "seed b2"):
         assert b[key].shape == (2, 48, 48) and set(b[key].unique().tolist()) <= {0, 1, 255}
-        assert not b[key].requires_grad
-    # SPG-C's seed is built from SPG-B's fused map with (0.7, 0.1).
+        assert b[key].dtype == torch.uint8 and not b[key].requires_grad
+    # SPG-C's seed is built from SPG-B's fused map, which SPG-B exports, with (0.7, 0.1).
     fused = (b["b1"] + b["b2"]) / 2
-    assert torch.allclose(b["fused"], fused)
+    assert torch.allclose(out.heads["spg_b"].exports["fused"], fused)
     from spgkit.guidance import seed_mask
 
-    assert torch.equal(out.heads["spg_c"].extras["seed_c"], seed_mask(fused, 0.7, 0.1))
+    assert torch.equal(out.heads["spg_c"].visuals["seed c"], seed_mask(fused, 0.7, 0.1))
     losses = model.losses(out, labels)
     assert set(losses) == {"ce", "spg_b.b1", "spg_b.b2", "spg_c.c"}
 
@@ -81,7 +81,7 @@ def test_order_heads_detects_cycles():
 
 
 def test_bad_head_arguments_name_the_head(registry):
-    with pytest.raises(TypeError, match="head 'spg_b': bad arguments"):
+    with pytest.raises(TypeError, match="head 'spg_b': got an unexpected keyword argument 'sharred'; it takes shared, width"):
         build_model(3, [HeadSpec("spg_b", {"sharred": True})], registry=registry, **TINY)
 
 
@@ -163,10 +163,11 @@ def test_spg_normalize_scores_always_leaves_background_seeds(registry):
         with torch.no_grad():
             model.heads["spg_b"].b2_out.bias.fill_(3.0)
         out = model(images, labels)
-        b = out.heads["spg_b"].extras
+        b = out.heads["spg_b"].visuals
         assert b["b2"].min() > 0.5
-        seeds[normalize] = (b["seed_b1"], out.heads["spg_c"].extras["seed_c"])
-        fused = minmax_normalize(b["fused"]) if normalize else b["fused"]
+        seeds[normalize] = (b["seed b1"], out.heads["spg_c"].visuals["seed c"])
+        fused = out.heads["spg_b"].exports["fused"]
+        fused = minmax_normalize(fused) if normalize else fused
         assert torch.equal(seeds[normalize][1], seed_mask(fused, 0.7, 0.1))
     assert not (seeds[False][0] == 0).any()
     assert (seeds[True][0] == 0).any() and (seeds[True][0] == 1).any()

@@ -11,6 +11,7 @@ import spgkit
 from spgkit.guidance import class_maps, masked_bce, minmax_normalize, seed_mask, upsample
 from spgkit.heads import GuidanceHead, HeadOutput
 from spgkit.model import HeadSpec, build_model
+from spgkit.train import train_step
 from spgkit.plugins import PluginError, Registry, get_plugin_manager
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,11 +21,10 @@ class Objectness(GuidanceHead):
     """A third-party head: a 1x1 conv on the high stage that learns the CAM's seed mask."""
 
     name = "objectness"
-    needs_features = ("high",)
 
-    def __init__(self, spec, *, loss_weight=1.0):
-        super().__init__(spec, loss_weight=loss_weight)
-        self.conv = nn.Conv2d(spec.stages["high"].channels, 1, 1)
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.conv = nn.Conv2d(spec.stage("high").channels, 1, 1)
 
     def forward(self, ctx):
         logits = self.conv(ctx.features["high"])
@@ -54,11 +54,8 @@ def test_third_party_head_trains_beside_spg_b(plugin_manager):
     images, labels = torch.randn(8, 3, 48, 48), torch.arange(8) % 2
     history = []
     for _ in range(30):
-        losses = model.losses(model(images, labels), labels)
-        history.append(sum(losses.values()).item())
-        opt.zero_grad()
-        sum(losses.values()).backward()
-        opt.step()
+        losses = train_step(model, model, opt, images, labels)
+        history.append(losses["loss"].item())
     assert "spg_b.b1" in losses and "spg_b.b2" in losses
     assert not torch.equal(before, model.heads["objectness"].conv.weight)
     assert history[-1] < 0.3 * history[0], history
@@ -136,6 +133,21 @@ def test_entry_point_discovery_end_to_end(tmp_path, monkeypatch):
     assert registry.heads["spg_b"].plugin == "spg (spgkit-spg)"
     assert registry.heads["acol"].plugin == "acol (spgkit-acol)"
     sys.modules.pop("tiny_head_plugin", None)
+
+
+def test_misspelled_hook_in_an_installed_plugin_is_a_plugin_error(tmp_path, monkeypatch):
+    body = """
+        import spgkit
+
+        @spgkit.hookimpl
+        def spgkit_register_head(register):  # missing "s"
+            pass
+        """
+    _fake_distribution(tmp_path, "spgkit-typo", "typo_plugin", body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError, match=r"plugin 'typo_plugin \(spgkit-typo\)' implements unknown hook 'spgkit_register_head'; spgkit's hooks: .*spgkit_register_heads"):
+        get_plugin_manager(autoload=True)
+    sys.modules.pop("typo_plugin", None)
 
 
 def test_plugin_that_fails_to_import_is_named(tmp_path, monkeypatch):

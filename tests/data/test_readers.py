@@ -10,7 +10,6 @@ from torchvision import tv_tensors
 
 from spgkit.data import (
     CUB,
-    DATASETS,
     DataError,
     FolderCSV,
     ImageNet,
@@ -262,8 +261,8 @@ def test_decoded_pixels_match_the_file(folder_csv, write_image):
     assert torch.equal(image, torch.from_numpy(pixels).permute(2, 0, 1))
 
 
-def test_datasets_registry_names_every_reader():
-    assert DATASETS == {
+def test_datasets_register_through_the_hook_like_heads(registry):
+    assert {name: entry.obj for name, entry in registry.datasets.items()} == {
         "synthwsol": SynthWSOL,
         "cub": CUB,
         "imagenet": ImageNet,
@@ -272,3 +271,28 @@ def test_datasets_registry_names_every_reader():
         "pets": OxfordPets,
         "folder_csv": FolderCSV,
     }
+    assert {entry.plugin for entry in registry.datasets.values()} == {"spgkit (core datasets)"}
+
+
+def test_sixteen_bit_png_is_read_at_its_depth(tmp_path):
+    from spgkit.data.base import load_rgb
+
+    # 16-bit grayscale (PIL mode I;16): convert("RGB") would clip 1000, 32768 and 65535 to 255.
+    values = np.array([[0, 1000, 32768, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    rgb = load_rgb(tmp_path / "deep.png")
+    assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
+    assert rgb[0, :, 0].tolist() == [0, 4, 128, 255]  # round(v / 65535 * 255)
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+    # 8-bit images are unchanged.
+    Image.fromarray(np.array([[0, 7, 255]], dtype=np.uint8)).save(tmp_path / "plain.png")
+    assert load_rgb(tmp_path / "plain.png")[0, :, 1].tolist() == [0, 7, 255]
+
+
+def test_csv_with_a_byte_order_mark(tmp_path, write_image):
+    root = tmp_path / "photos"
+    write_image(root / "birds/1.png", 30, 20)
+    # What a spreadsheet writes: a UTF-8 byte-order mark before the header.
+    (root / "train.csv").write_bytes("\ufeffimage,label,x0,y0,x1,y1\nbirds/1.png,sparrow,1,2,10,12\n".encode("utf-8"))
+    sample = FolderCSV(root, split="train")[0]
+    assert sample["label"] == 0 and sample["boxes"].tolist() == [[1.0, 2.0, 10.0, 12.0]]

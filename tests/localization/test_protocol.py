@@ -10,7 +10,7 @@ import torch
 from spgkit.data import SynthWSOL, eval_transform
 from spgkit.localization import resize_gt_boxes, score_maps, threshold_grid
 from spgkit.model import build_model
-from spgkit.train import evaluate
+from spgkit.evaluate import evaluate
 
 
 def test_benchmark_maps_are_cv2_cubic_then_normalize_scoremap():

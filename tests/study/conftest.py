@@ -3,8 +3,7 @@ import textwrap
 import pytest
 
 TINY_STUDY = """
-from spgkit.model import HeadSpec
-from spgkit.study import Arm, Data, Study, Training
+from spgkit import Arm, Data, Evaluation, HeadSpec, Study, Training
 
 STUDY = Study(
     name="tiny",
@@ -14,7 +13,8 @@ STUDY = Study(
         Arm("spg", (HeadSpec("spg_b", {{"width": 8}}), HeadSpec("spg_c", {{"width": 8}}))),
     ),
     classifier_width=16,
-    training=Training(epochs={epochs}, batch_size=8, lr=0.02, new_layer_lr_mult=1.0, device="cpu", thresholds=20, log_every=2),
+    training=Training(epochs={epochs}, batch_size=8, lr=0.02, new_layer_lr_mult=1.0, device="cpu", log_every=2),
+    evaluation=Evaluation(thresholds=20),
     seeds=(0,),
     figure_images=3,
 )

@@ -30,9 +30,27 @@ def test_help_lists_every_command():
     assert result.returncode == 0
     for command in ("run", "heads", "backbones", "evaluate", "localize"):
         assert command in result.stdout
-    run_help = run_cli("run", "--help").stdout
-    for flag in ("--epochs", "--batch-size", "--image-size", "--device", "--out", "--seeds", "--arms"):
+    run_help = " ".join(run_cli("run", "--help").stdout.split())
+    for flag in ("--epochs", "--batch-size", "--image-size", "--device", "--out", "--seeds", "--arms", "--set", "--retrain"):
         assert flag in run_help
+    # The protocol switch is documented where it is set.
+    assert "--protocol {benchmark,float}" in run_help and "sets evaluation.protocol" in run_help
+    assert "cv2.INTER_CUBIC" in run_help and "uint8 thresholds" in run_help
+    eval_help = " ".join(run_cli("evaluate", "--help").stdout.split())
+    assert "--protocol {benchmark,float}" in eval_help and "default: benchmark" in eval_help
+
+
+def test_device_without_cuda_is_one_line(tiny_study_file, tmp_path):
+    if __import__("torch").cuda.is_available():
+        pytest.skip("CUDA is here")
+    result = run_cli("run", tiny_study_file(), "--out", tmp_path, "--device", "cuda")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("training.device: device 'cuda' asked for, but CUDA is not available here; use --device cpu")
+
+
+def test_set_from_the_command_line_is_checked(tiny_study_file, tmp_path):
+    result = run_cli("run", tiny_study_file(), "--out", tmp_path, "--set", "training.weight_decy=0.1")
+    assert result.returncode == 2 and "Training has no field 'weight_decy'" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_heads_and_backbones_name_their_distributions(autoload, capsys):
@@ -42,6 +60,9 @@ def test_heads_and_backbones_name_their_distributions(autoload, capsys):
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
     assert "inception_v3" in out and "tf_efficientnet_lite0" in out and "spgkit (core)" in out
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "synthwsol" in out and "folder_csv" in out and "from spgkit (core datasets)" in out
 
 
 def test_wrong_study_path_is_one_line_without_traceback():
@@ -96,12 +117,26 @@ def test_run_evaluate_and_localize(trained, tmp_path, capsys):
         assert (out / f"{path.rsplit('/', 1)[1][:-4]}_overlay.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_localize_keeps_images_of_the_same_name_apart(trained, tmp_path):
+    paths = []
+    for folder, colour in (("a", (200, 20, 20)), ("b", (20, 20, 200))):
+        path = tmp_path / folder / "photo.png"
+        path.parent.mkdir()
+        Image.new("RGB", (40, 40), colour).save(path)
+        paths.append(str(path))
+    out = tmp_path / "loc"
+    assert main(["localize", str(trained), *paths, "--out", str(out)]) == 0
+    boxes = json.loads((out / "boxes.json").read_text())
+    assert [boxes[p]["overlay"] for p in paths] == [str(out / "photo_overlay.png"), str(out / "photo-2_overlay.png")]
+    assert (out / "photo_overlay.png").read_bytes() != (out / "photo-2_overlay.png").read_bytes()
+
+
 def test_localize_rejects_a_non_image(trained, tmp_path, capsys):
     bogus = tmp_path / "notes.png"
     bogus.write_text("not an image")
     assert main(["localize", str(trained), str(bogus), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"spgkit localize: error: {bogus}: not a readable image")
+    assert err.startswith(f"spgkit localize: error: {bogus}: cannot decode image")
 
 
 def test_evaluate_rejects_a_checkpoint_with_other_classes(trained, capsys):

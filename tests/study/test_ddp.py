@@ -10,7 +10,7 @@ import pytest
 from spgkit.io import load_checkpoint
 
 STUDY = """
-from spgkit.study import Arm, Data, Study, Training
+from spgkit import Arm, Data, Evaluation, Study, Training
 
 STUDY = Study(
     name="ddp",
@@ -25,7 +25,8 @@ STUDY = Study(
     # lr 3e-4: with Xavier-initialised layers (the references' init) this tiny set-up diverges at
     # 0.01, and at 1e-3 a 1e-7 relative change of the weights already moves the losses of steps
     # 3-8 by ~1e-3 (chaotic, not a DDP effect); at 3e-4 it moves them by under 1e-4.
-    training=Training(epochs=2, batch_size=16, lr=0.0003, new_layer_lr_mult=1.0, device="cpu", thresholds=20, log_every=1, frozen_bn=True),
+    training=Training(epochs=2, batch_size=16, lr=0.0003, new_layer_lr_mult=1.0, device="cpu", log_every=1, frozen_bn=True),
+    evaluation=Evaluation(thresholds=20),
     seeds=(0,),
     figure_images=2,
 )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spgkit.study import StudyError, load_study, override, run_study
+from spgkit.study import StudyError, load_study, override, run_study, select_arms
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
@@ -18,12 +18,13 @@ def test_real_data_study_runs_shrunk(name, has_masks, shared_data, registry, tmp
     monkeypatch.setenv("SPGKIT_SHARED_DATA", str(shared_data))
     monkeypatch.setenv("SPGKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SPGKIT_INCEPTION_WEIGHTS", raising=False)
-    study = override(
-        load_study(STUDIES / f"{name}.py"),
-        epochs=1, image_size=64, batch_size=8, max_train=16, max_eval=8, seeds=[0], arms=["cam", "spg"], device="cpu", num_workers=0,
-    )  # fmt: skip
+    settings = {
+        "training.epochs": 1, "data.image_size": 64, "training.batch_size": 8, "data.max_train": 16, "data.max_eval": 8,
+        "seeds": (0,), "training.device": "cpu", "training.num_workers": 0,
+    }  # fmt: skip
+    study = select_arms(override(load_study(STUDIES / f"{name}.py"), settings), ["cam", "spg"])
     assert study.backbone == "tf_efficientnet_lite0" and study.backbone_args == {"pretrained": True}
-    root = run_study(study, tmp_path / "runs", registry=registry, progress=False)
+    root = run_study(study, tmp_path / "runs", registry=registry, progress=False).path
     for arm in ("cam", "spg"):
         metrics = json.loads((root / arm / "seed0" / "metrics.json").read_text())
         assert metrics["test_images"] == 8 and metrics["train_images"] == 16

@@ -13,9 +13,10 @@ import torch
 import spgkit
 from spgkit.heads import GuidanceHead, HeadOutput
 from spgkit.io import load_checkpoint
-from spgkit.model import HeadSpec
+from spgkit import Arm, HeadSpec
 from spgkit.plugins import Registry
-from spgkit.study import Arm, load_study, run_study
+from spgkit.runs import RunFolder
+from spgkit.study import load_study
 from spgkit.train import TrainingDiverged, train_arm
 
 
@@ -63,8 +64,8 @@ class Explode(GuidanceHead):
 
     name = "explode"
 
-    def __init__(self, spec, *, after=4, loss_weight=1.0):
-        super().__init__(spec, loss_weight=loss_weight)
+    def __init__(self, spec, *, after=4):
+        super().__init__(spec)
         self.after = after
         self.calls = 0
 
@@ -89,7 +90,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_study
     arm = Arm("boom", (HeadSpec("explode", {"after": 4}),))
     out = tmp_path / "boom"
     with pytest.raises(TrainingDiverged, match=r"tiny/boom/seed0: loss is nan at epoch 2.*after epoch 1\) is kept"):
-        train_arm(study, arm, 0, out, registry=registry, progress=False)
+        train_arm(study, arm, 0, RunFolder(out), registry=registry, progress=False)
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["epoch"] == 0
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())

@@ -4,10 +4,11 @@ import math
 
 import pytest
 
-from spgkit.model import HeadSpec
-from spgkit.study import Arm, Data, Study, StudyError, load_study, override, run_study
-from spgkit.train import make_optimizer
+from spgkit import Arm, Data, HeadSpec, Study
 from spgkit.model import build_model
+from spgkit.runs import StudyFolder
+from spgkit.study import StudyError, load_study, override, run_study, select_arms
+from spgkit.train import make_optimizer
 
 REPO_STUDIES = __import__("pathlib").Path(__file__).resolve().parents[2] / "studies"
 
@@ -30,15 +31,61 @@ def test_every_shipped_study_loads():
         assert isinstance(load_study(path), Study), path
 
 
-def test_override_changes_only_the_named_knobs():
+def test_override_changes_only_the_named_fields():
     study = load_study(REPO_STUDIES / "quickstart.py")
-    small = override(study, epochs=1, batch_size=4, image_size=32, seeds=[3, 4], arms=["cam", "spg"], device=None)
+    small = select_arms(override(study, {"training.epochs": 1, "training.batch_size": 4, "data.image_size": 32, "seeds": (3, 4)}), ["cam", "spg"])
     assert small.training.epochs == 1 and small.training.batch_size == 4
     assert small.training.lr == study.training.lr and small.training.device == study.training.device
     assert small.data.image_size == 32 and small.seeds == (3, 4)
     assert [a.name for a in small.arms] == ["cam", "spg"]
     with pytest.raises(StudyError, match=r"no arm\(s\) \['spg_x'\]"):
-        override(study, arms=["spg_x"])
+        select_arms(study, ["spg_x"])
+
+
+def test_set_any_field_from_text_checked_against_its_type():
+    study = load_study(REPO_STUDIES / "quickstart.py")
+    changed = override(
+        study,
+        {
+            "training.weight_decay": "5e-4",  # float
+            "training.nesterov": "false",  # bool
+            "data.select_split": "none",  # str | None
+            "seeds": "0,1,2",  # tuple[int, ...]
+            "data.args.num_images": "640",  # inside a mapping
+            "arms.spg.heads.spg_c.args.width": "32",  # an arm's head, by name
+            "arms.spg.heads.spg_b.weight": "0.5",
+        },
+    )
+    assert changed.training.weight_decay == 5e-4 and changed.training.nesterov is False
+    assert changed.data.select_split is None and changed.seeds == (0, 1, 2)
+    assert changed.data.args["num_images"] == 640 and changed.data.args["image_size"] == study.data.args["image_size"]
+    spg = {a.name: a for a in changed.arms}["spg"]
+    assert {h.name: dict(h.args) for h in spg.heads}["spg_c"]["width"] == 32
+    assert {h.name: h.weight for h in spg.heads}["spg_b"] == 0.5
+    assert {a.name: a for a in changed.arms}["spg_b"].heads == {a.name: a for a in study.arms}["spg_b"].heads
+    with pytest.raises(StudyError, match="Training has no field 'weight_decy'.*weight_decay"):
+        override(study, {"training.weight_decy": "1"})
+    with pytest.raises(StudyError, match="--set training.epochs: expected int, not 'many'"):
+        override(study, {"training.epochs": "many"})
+    with pytest.raises(StudyError, match="--set training.epochs: Training.epochs must be positive, not -1"):
+        override(study, {"training.epochs": "-1"})
+    with pytest.raises(StudyError, match=r"--set arms.spgg.name: no 'spgg' here; there are \['cam'"):
+        override(study, {"arms.spgg.name": "x"})
+
+
+def test_declarations_are_checked_when_built():
+    from spgkit.config import ConfigError, Training
+
+    with pytest.raises(ConfigError, match=r"arm 'x': heads must be a tuple of HeadSpec, not one HeadSpec; write heads=\(HeadSpec"):
+        Arm("x", HeadSpec("spg_b"))
+    with pytest.raises(ConfigError, match="Training.epochs must be positive, not -3"):
+        Training(epochs=-3)
+    with pytest.raises(ConfigError, match="Training.lr must be float, not '0.1'"):
+        Training(lr="0.1")
+    with pytest.raises(ConfigError, match="Training.schedule must be one of 'step', 'cosine', not 'linear'"):
+        Training(schedule="linear")
+    with pytest.raises(ConfigError, match="arm 'x': a head is listed twice"):
+        Arm("x", (HeadSpec("spg_b"), HeadSpec("spg_b")))
 
 
 def test_arm_names_must_be_unique():
@@ -60,10 +107,9 @@ def test_new_layers_land_in_the_10x_group(registry):
 
 
 def test_quickstart_shrunk_end_to_end(tmp_path, registry):
-    study = override(
-        load_study(REPO_STUDIES / "quickstart.py"), epochs=1, image_size=32, batch_size=8, max_train=16, max_eval=8, device="cpu"
-    )
-    root = run_study(study, tmp_path, registry=registry, progress=False)
+    settings = {"training.epochs": 1, "data.image_size": 32, "training.batch_size": 8, "data.max_train": 16, "data.max_eval": 8, "training.device": "cpu"}
+    study = override(load_study(REPO_STUDIES / "quickstart.py"), settings)
+    root = run_study(study, tmp_path, registry=registry, progress=False).path
     with open(root / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["arm"] for r in rows] == ["cam", "acol", "spg_b", "spg"]
@@ -73,15 +119,15 @@ def test_quickstart_shrunk_end_to_end(tmp_path, registry):
             assert math.isfinite(value) and 0 <= value <= 100, (row["arm"], key, value)
     table = (root / "results.md").read_text()
     assert "| spg | 1 |" in table and "MaxBoxAccV2" in table and "PxAP" in table
-    for name in ("overlays.png", "curves.png", "seeds_spg.png", "seeds_spg_b.png"):
+    for name in ("overlays.png", "curves.png", "heads_spg.png", "heads_spg_b.png", "heads_acol.png"):
         data = (root / "figures" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
-    assert not (root / "figures" / "seeds_cam.png").exists()  # CAM alone builds no guidance
+    assert not (root / "figures" / "heads_cam.png").exists()  # CAM alone builds no guidance
     metrics = json.loads((root / "spg" / "seed0" / "metrics.json").read_text())
     assert metrics["train_images"] == 16 and metrics["test_images"] == 8
 
 
-def test_max_train_draws_across_classes_not_the_first_images():
+def test_max_train_draws_across_classes_not_the_first_images(registry):
     # Real splits are often sorted by class; a cap must not keep the first classes only.
     from spgkit.train import make_datasets
 
@@ -92,10 +138,10 @@ def test_max_train_draws_across_classes_not_the_first_images():
                   select_split=None, holdout=40, max_train=40, max_eval=20),
         arms=(Arm("cam"),),
     )
-    train, select, test = make_datasets(study, class_sorted, (0.5,) * 3, (0.5,) * 3)
+    train, select, test = make_datasets(study, registry, class_sorted, (0.5,) * 3, (0.5,) * 3)
     assert (len(train), len(select), len(test)) == (40, 20, 20)
     assert {train[i]["label"] for i in range(len(train))} == {0, 1, 2, 3}
-    again, _, _ = make_datasets(study, class_sorted, (0.5,) * 3, (0.5,) * 3)
+    again, _, _ = make_datasets(study, registry, class_sorted, (0.5,) * 3, (0.5,) * 3)
     assert [again[i]["label"] for i in range(40)] == [train[i]["label"] for i in range(40)]  # same draw every run
 
 
@@ -107,12 +153,12 @@ def test_paired_differences_by_seed_with_hand_numbers(tmp_path):
     numbers = {"cam": {0: 50.0, 1: 60.0, 2: 55.0}, "x": {0: 53.0, 1: 59.0, 2: 61.0}, "lonely": {}}
     for arm, by_seed in numbers.items():
         for seed, value in by_seed.items():
-            write_json(tmp_path / arm / f"seed{seed}" / "metrics.json", {"seed": seed, "maxboxaccv2": value, "top1_acc": 90.0, "protocol": "benchmark"})
-    text = write_tables(study, tmp_path)
+            write_json(tmp_path / "s" / arm / f"seed{seed}" / "metrics.json", {"seed": seed, "maxboxaccv2": value, "top1_acc": 90.0, "protocol": "benchmark"})
+    text = write_tables(study, StudyFolder(tmp_path, study))
     # x - cam = +3, -1, +6: mean 2.667, sample std sqrt(((1/3)^2 + (11/3)^2 + (10/3)^2) / 2) = 3.512
     assert "| x | 3 | +0.0 ± 0.0 (0/3) | +2.7 ± 3.5 (2/3) |" in text
     assert "lonely" not in text.split("Difference from cam")[1]
-    with open(tmp_path / "differences.csv") as handle:
+    with open(tmp_path / "s" / "differences.csv") as handle:
         (row,) = csv.DictReader(handle)
     assert row["arm"] == "x" and math.isclose(float(row["maxboxaccv2"]), 8 / 3) and row["maxboxaccv2_ahead"] == "2"
     assert math.isclose(float(row["maxboxaccv2_std"]), 3.5118845842842, rel_tol=1e-9)
@@ -125,10 +171,10 @@ def test_one_seed_shows_no_spread(tmp_path):
 
     study = Study(name="s", data=Data("synthwsol"), arms=(Arm("cam"), Arm("x")), seeds=(0,))
     for arm, value in (("cam", 50.0), ("x", 52.5)):
-        write_json(tmp_path / arm / "seed0" / "metrics.json", {"seed": 0, "maxboxaccv2": value, "protocol": "float"})
-    text = write_tables(study, tmp_path)
+        write_json(tmp_path / "s" / arm / "seed0" / "metrics.json", {"seed": 0, "maxboxaccv2": value, "protocol": "float"})
+    text = write_tables(study, StudyFolder(tmp_path, study))
     assert "| cam | 1 | 50.0 |" in text and "| x | 1 | +2.5 (1/1) |" in text
     assert "±" not in text and "One seed per arm" in text and "in the `float` protocol" in text
-    with open(tmp_path / "results.csv") as handle:
+    with open(tmp_path / "s" / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert rows[0]["maxboxaccv2"] == "50.0" and "maxboxaccv2_std" not in rows[0] and rows[0]["protocol"] == "float"

@@ -36,7 +36,6 @@ class ACoL(GuidanceHead):
     """
 
     name = "acol"
-    needs_features = ("high",)
     classifier_dropout = 0.0
 
     def __init__(
@@ -46,23 +45,19 @@ class ACoL(GuidanceHead):
         delta: float = 0.7,
         width: int | None = None,
         dropout: float = 0.0,
-        loss_weight: float = 1.0,
     ):
-        super().__init__(spec, loss_weight=loss_weight)
+        super().__init__(spec)
         self.delta = delta
-        self.classifier_b = Classifier(
-            spec.stages["high"].channels, spec.num_classes, width or spec.classifier_channels, dropout
-        )
+        self.classifier_b = Classifier(spec.stage("high").channels, spec.num_classes, width or spec.classifier_channels, dropout)
 
     def forward(self, ctx: HeadContext) -> HeadOutput:
         with torch.no_grad():
             keep = minmax_normalize(class_maps(ctx.classifier.cams, ctx.classes)) < self.delta
         # A's CAMs come from the same ``high`` features, so the mask matches them position for position.
         out_b = self.classifier_b(ctx.features["high"] * keep[:, None])
-        extras = {"erased": ~keep}
-        if ctx.labels is None:
-            return HeadOutput(map=out_b.cams, extras=extras)
-        return HeadOutput(losses={"ce_b": F.cross_entropy(out_b.logits, ctx.labels)}, map=out_b.cams, extras=extras)
+        visuals = {"erased": (~keep).to(torch.uint8)}  # 1 where A's region was erased for B
+        losses = {} if ctx.labels is None else {"ce_b": F.cross_entropy(out_b.logits, ctx.labels)}
+        return HeadOutput(losses=losses, map=out_b.cams, visuals=visuals)
 
 
 @spgkit.hookimpl

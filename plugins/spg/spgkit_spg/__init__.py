@@ -60,7 +60,6 @@ class SPGB(GuidanceHead):
     """
 
     name = "spg_b"
-    needs_features = ("mid", "late")
 
     def __init__(
         self,
@@ -73,15 +72,14 @@ class SPGB(GuidanceHead):
         b1_role: str = "mid",
         b2_role: str = "late",
         normalize_scores: bool = False,
-        loss_weight: float = 1.0,
     ):
-        super().__init__(spec, loss_weight=loss_weight)
+        super().__init__(spec)
         self.shared = shared
         self.normalize_scores = normalize_scores
         self.b1_role, self.b2_role = b1_role, b2_role
         self.b2_thresholds, self.b1_thresholds = _thresholds(b2_thresholds), _thresholds(b1_thresholds)
-        self.b1_first = _conv_relu(spec.stages[b1_role].channels, width)
-        self.b2_first = _conv_relu(spec.stages[b2_role].channels, width)
+        self.b1_first = _conv_relu(spec.stage(b1_role).channels, width)
+        self.b2_first = _conv_relu(spec.stage(b2_role).channels, width)
         self.b1_second, self.b1_out = _conv_relu(width, width), nn.Conv2d(width, 1, 1)
         if shared:
             self.b2_second, self.b2_out = self.b1_second, self.b1_out
@@ -99,9 +97,10 @@ class SPGB(GuidanceHead):
         cam = upsample(class_maps(ctx.classifier.cams.detach(), ctx.labels), size)
         seed_b2 = seed_mask(minmax_normalize(cam, flat=float("nan")), *self.b2_thresholds)
         seed_b1 = seed_mask(minmax_normalize(prob2) if self.normalize_scores else prob2, *self.b1_thresholds)
-        extras = {"b1": prob1, "b2": prob2, "fused": (prob1 + prob2) / 2, "seed_b2": seed_b2, "seed_b1": seed_b1}
+        fused = (prob1 + prob2) / 2
         losses = {"b1": masked_bce(b1, seed_b1), "b2": masked_bce(b2, seed_b2)}
-        return HeadOutput(losses=losses, extras=extras)
+        visuals = {"b2": prob2, "seed b2": seed_b2, "b1": prob1, "seed b1": seed_b1}
+        return HeadOutput(losses=losses, exports={"fused": fused}, visuals=visuals)
 
 
 class SPGC(GuidanceHead):
@@ -128,9 +127,8 @@ class SPGC(GuidanceHead):
         depth: int = 1,
         thresholds: tuple[float, float] = (0.7, 0.1),
         normalize_scores: bool = False,
-        loss_weight: float = 1.0,
     ):
-        super().__init__(spec, loss_weight=loss_weight)
+        super().__init__(spec)
         if depth < 1:
             raise ValueError(f"spg_c depth must be at least 1, not {depth}")
         self.thresholds = _thresholds(thresholds)
@@ -143,10 +141,10 @@ class SPGC(GuidanceHead):
         if ctx.labels is None:
             return HeadOutput()
         logits = upsample(self.layers(ctx.classifier.features), ctx.image_size)
-        fused = ctx.outputs["spg_b"].extras["fused"]
+        fused = ctx.outputs["spg_b"].exports["fused"]
         seed = seed_mask(minmax_normalize(fused) if self.normalize_scores else fused, *self.thresholds)
-        extras = {"c": torch.sigmoid(logits.detach())[:, 0], "seed_c": seed}
-        return HeadOutput(losses={"c": masked_bce(logits, seed)}, extras=extras)
+        visuals = {"fused b": fused, "seed c": seed, "c": torch.sigmoid(logits.detach())[:, 0]}
+        return HeadOutput(losses={"c": masked_bce(logits, seed)}, visuals=visuals)
 
 
 @spgkit.hookimpl

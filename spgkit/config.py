@@ -1,0 +1,286 @@
+"""The declarations of a study: frozen dataclasses, each field typed, documented and checked when
+the object is built. This module imports nothing of spgkit (and no torch), so a study file loads in
+an instant and every other module may import it.
+
+A study file defines one module-level ``STUDY``::
+
+    from spgkit import Arm, Data, HeadSpec, Study, Training
+
+    STUDY = Study(
+        name="my_study",
+        data=Data("synthwsol", {"num_images": 2000}, image_size=64),
+        arms=(Arm("cam"), Arm("spg", (HeadSpec("spg_b"), HeadSpec("spg_c")))),
+        training=Training(epochs=10, batch_size=32),
+        seeds=(0, 1),
+    )
+
+Names (datasets, backbones, heads) are checked against the plugin registry, and head arguments
+against the heads' constructors, before anything trains (:func:`spgkit.study.check_study`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from collections.abc import Mapping
+from typing import Any, Callable
+
+#: The evaluation protocols: how a map at feature resolution becomes boxes and pixel scores.
+PROTOCOLS = {
+    "benchmark": "the WSOL benchmark's definitions end to end: the map resized with cv2.INTER_CUBIC, "
+    "min-max normalised (NaN or flat maps become zeros), uint8 thresholds int(tau * max), OpenCV "
+    "contours, +1 IoU, GT boxes resized by int() truncation, its PxAP",
+    "float": "spgkit's float definitions: the map resized bilinearly, min-max normalised, foreground "
+    "map >= tau on the float map, tight boxes of 8-connected regions, +1 IoU, PxAP over every recall step",
+}
+
+
+class ConfigError(ValueError):
+    """A declaration with a wrong type or value; the message names the class and the field."""
+
+
+# --------------------------------------------------------------------------- field checks
+
+
+def _at_least(low: float) -> dict:
+    return {"check": (lambda v: v >= low, f"at least {low:g}")}
+
+
+def _positive() -> dict:
+    return {"check": (lambda v: v > 0, "positive")}
+
+
+def _one_of(*choices: str) -> dict:
+    return {"check": (lambda v: v in choices, f"one of {', '.join(map(repr, choices))}")}
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the type ``hint`` (the few kinds declarations use)."""
+    origin, params = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, p) for p in params)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(conforms(v, params[0]) for v in value)
+    if origin is Mapping or hint is Mapping:
+        return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def check_fields(obj: Any, where: str) -> None:
+    """Check every field of the dataclass ``obj`` against its type and its ``check`` metadata;
+    ConfigError names ``where`` and the field."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if not conforms(value, hints[f.name]):
+            raise ConfigError(f"{where}.{f.name} must be {_type_name(hints[f.name])}, not {value!r}")
+        test: tuple[Callable[[Any], bool], str] | None = f.metadata.get("check")
+        if test is not None and value is not None and not test[0](value):
+            raise ConfigError(f"{where}.{f.name} must be {test[1]}, not {value!r}")
+
+
+class _Checked:
+    """Dataclasses that check their fields when built."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, type(self).__name__)
+
+
+# --------------------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class HeadSpec(_Checked):
+    """A guidance head in an arm: its registry name, its constructor arguments, and the weight of
+    its losses in the total loss (1 in the published methods)."""
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    weight: float = field(default=1.0, metadata=_at_least(0))
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """A dataset folder found when the study runs, not when it is declared.
+
+    Looked up in order: the environment variable ``env`` (a folder); the shared archive
+    ``archive`` (under ``$SPGKIT_SHARED_DATA``, default ``<repo>/../shared/data``) extracted once
+    into ``$SPGKIT_CACHE`` (default ``~/.cache/spgkit``). Where neither exists, the error shows
+    ``instructions``: what to download and where to point ``env``.
+    """
+
+    env: str
+    archive: str
+    folder: str
+    instructions: str
+
+
+@dataclass(frozen=True)
+class Data(_Checked):
+    """Where the images come from.
+
+    Attributes:
+        name: a registered dataset (``synthwsol``, ``cub``, ``tiny_imagenet``, ...; ``spgkit
+            datasets`` lists them).
+        args: constructor arguments of that reader shared by every split (``root``, ...); a
+            :class:`LocalData` value is resolved to a folder when the study runs.
+        image_size: training crop and evaluation resize.
+        train_split: split the model learns from.
+        select_split: split on which the CAM threshold is chosen (the benchmark's held-out
+            ``train-fullsup``); ``None`` carves ``holdout`` images out of ``train_split`` instead.
+        test_split: split reported in the results table; never used for any choice.
+        holdout: images carved out of the training split when ``select_split`` is ``None``.
+        max_train, max_eval: cap the number of images used (0 = all); for quick runs.
+    """
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    image_size: int = field(default=224, metadata=_positive())
+    train_split: str = "train"
+    select_split: str | None = "val"
+    test_split: str = "test"
+    holdout: int = field(default=0, metadata=_at_least(0))
+    max_train: int = field(default=0, metadata=_at_least(0))
+    max_eval: int = field(default=0, metadata=_at_least(0))
+
+
+@dataclass(frozen=True)
+class Training(_Checked):
+    """How every arm is trained (the WSOL benchmark's defaults unless stated).
+
+    Attributes:
+        epochs, batch_size: as named (the global batch, split over processes under torchrun).
+        lr: learning rate of the (pretrained) backbone.
+        new_layer_lr_mult: the classifier and heads train at ``lr * new_layer_lr_mult``; 10 when the
+            backbone is pretrained, 1 when everything is trained from scratch.
+        momentum, nesterov, weight_decay: SGD settings.
+        schedule: ``"step"`` (x ``gamma`` every ``step_epochs``) or ``"cosine"``.
+        device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        bf16: bfloat16 autocast on CUDA.
+        channels_last: channels-last memory format (faster convolutions on CUDA and on most CPUs).
+        frozen_bn: keep the backbone's batch-norm layers in eval mode (running statistics, no
+            updates): the usual choice when fine-tuning with small per-GPU batches, and what makes
+            a multi-process CPU run match the 1-process run exactly (SyncBatchNorm needs CUDA).
+        num_workers: data-loading processes.
+        eval_every: validate on the selection split every this many epochs (0: only at the end).
+        log_every: steps between loss checks and progress updates.
+
+    ``device``, ``num_workers``, ``eval_every`` and ``log_every`` say how a run executes, not what
+    it computes; a finished run is reused whatever their values.
+    """
+
+    epochs: int = field(default=40, metadata=_positive())
+    batch_size: int = field(default=64, metadata=_positive())
+    lr: float = field(default=0.01, metadata=_positive())
+    new_layer_lr_mult: float = field(default=10.0, metadata=_positive())
+    momentum: float = field(default=0.9, metadata=_at_least(0))
+    nesterov: bool = True
+    weight_decay: float = field(default=1e-4, metadata=_at_least(0))
+    schedule: str = field(default="step", metadata=_one_of("step", "cosine"))
+    step_epochs: int = field(default=30, metadata=_positive())
+    gamma: float = field(default=0.1, metadata=_positive())
+    device: str = "auto"
+    bf16: bool = False
+    channels_last: bool = False
+    frozen_bn: bool = False
+    num_workers: int = field(default=0, metadata=_at_least(0))
+    eval_every: int = field(default=1, metadata=_at_least(0))
+    log_every: int = field(default=10, metadata=_positive())
+
+
+#: Training fields that do not change what a run computes.
+EXECUTION_FIELDS = ("device", "num_workers", "eval_every", "log_every")
+
+
+@dataclass(frozen=True)
+class Evaluation(_Checked):
+    """How every evaluation defines its maps, boxes and metrics.
+
+    Attributes:
+        protocol: ``"benchmark"`` (the WSOL benchmark's definitions end to end, comparable with
+            its published tables) or ``"float"``; see :data:`PROTOCOLS`.
+        thresholds: number of CAM thresholds in [0, 1), ``np.arange(0, 1, 1 / thresholds)`` (the
+            benchmark reports with 100).
+    """
+
+    protocol: str = field(default="benchmark", metadata=_one_of(*PROTOCOLS))
+    thresholds: int = field(default=100, metadata=_positive())
+
+
+@dataclass(frozen=True)
+class Arm(_Checked):
+    """One compared method: a name and the heads it adds to the CAM classifier (none: plain CAM)."""
+
+    name: str
+    heads: tuple[HeadSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.heads, HeadSpec):
+            raise ConfigError(
+                f"arm {self.name!r}: heads must be a tuple of HeadSpec, not one HeadSpec; "
+                f"write heads=({self.heads!r},) with the trailing comma"
+            )
+        check_fields(self, f"arm {self.name!r}: Arm")
+        names = [h.name for h in self.heads]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"arm {self.name!r}: a head is listed twice: {names}")
+
+
+@dataclass(frozen=True)
+class Study(_Checked):
+    """A declared experiment: every arm, trained under one protocol, for every seed.
+
+    Attributes:
+        name: the output folder's name.
+        data, training, evaluation: see :class:`Data`, :class:`Training`, :class:`Evaluation`.
+        arms: the methods compared; the first is the baseline the results table compares every
+            other arm with, seed by seed (conventionally ``Arm("cam")``).
+        backbone, backbone_args: a registered backbone and its arguments (``pretrained``,
+            ``weights``...).
+        classifier_width: A3 filters (1024 in SPG).
+        dropout: the CAM classifier's dropout; ``None`` (default) takes each arm's reference value:
+            0.5 (the benchmark's CAM and SPG models), 0 in an arm with ACoL (its model has none).
+        seeds: one run of every arm per seed; the table reports mean and spread.
+        figure_images: evaluation images drawn in the overlay figures.
+    """
+
+    name: str
+    data: Data
+    arms: tuple[Arm, ...]
+    backbone: str = "inception_v3"
+    backbone_args: Mapping[str, Any] = field(default_factory=dict)
+    classifier_width: int = field(default=1024, metadata=_positive())
+    dropout: float | None = field(default=None, metadata={"check": (lambda v: 0 <= v < 1, "in [0, 1)")})
+    training: Training = field(default_factory=Training)
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    seeds: tuple[int, ...] = (0,)
+    figure_images: int = field(default=6, metadata=_at_least(0))
+
+    def __post_init__(self) -> None:
+        check_fields(self, f"study {self.name!r}: Study")
+        names = [arm.name for arm in self.arms]
+        if not names:
+            raise ConfigError(f"study {self.name!r} has no arms")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"study {self.name!r}: arm names repeat: {names}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"study {self.name!r}: seeds must be distinct and at least one, not {self.seeds}")

@@ -1,0 +1,135 @@
+"""Runs know their configuration: a result is never reported for another configuration than the
+one asked for, a study is checked whole before anything trains, and two processes stay apart."""
+
+import errno
+import json
+
+import pytest
+import torch
+
+import spgkit
+from spgkit.distributed import Dist, reduce_device
+from spgkit.plugins import PluginError, Registry, get_plugin_manager
+from spgkit.runs import RunConflict, RunFolder, StudyFolder
+from spgkit.study import StudyError, load_study, override, run_study, select_arms
+
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".lock")
+
+
+def test_changed_configuration_is_refused_retrained_or_reevaluated(tiny_study_file, registry, tmp_path):
+    study = select_arms(load_study(tiny_study_file(epochs=1)), ["cam"])
+    run_study(study, tmp_path, registry=registry, progress=False)
+    run = StudyFolder(tmp_path, study).run("cam", 0)
+    first = run.read_metrics()
+    weights = run.checkpoint.read_bytes()
+    # More epochs: the old numbers must not come back as the answer.
+    longer = override(study, {"training.epochs": 2})
+    with pytest.raises(RunConflict, match=r"cam/seed0 was trained with another configuration \(training\.epochs: 1 -> 2\).*--retrain"):
+        run_study(longer, tmp_path, registry=registry, progress=False)
+    assert run.read_metrics() == first and run.checkpoint.read_bytes() == weights  # nothing lost
+    # Only how it is scored changed: evaluated again from the same checkpoint, not retrained.
+    floats = override(study, {"evaluation.protocol": "float"})
+    run_study(floats, tmp_path, registry=registry, progress=False)
+    assert run.checkpoint.read_bytes() == weights
+    again = run.read_metrics()
+    assert again["protocol"] == "float" and first["protocol"] == "benchmark" and again["top1_acc"] == first["top1_acc"]
+    assert "`float` protocol" in StudyFolder(tmp_path, study).results_md.read_text()
+    # Asked to, it trains the longer run in place.
+    run_study(longer, tmp_path, registry=registry, progress=False, retrain=True)
+    assert len(run.read_log()) == 2 and json.loads(run.config.read_text())["training"]["training"]["epochs"] == 2
+
+
+def test_folder_without_a_recorded_configuration_is_refused(tmp_path):
+    run = RunFolder(tmp_path / "old")
+    run.path.mkdir()
+    run.metrics.write_text('{"maxboxaccv2": 99.0}')
+    with pytest.raises(RunConflict, match="no config.json: made by an older spgkit"):
+        run.prepare({"training": {}, "evaluation": {}})
+
+
+def test_a_bad_argument_in_the_last_arm_fails_before_anything_is_written(tiny_study_file, registry, tmp_path):
+    path = tiny_study_file(epochs=1)
+    path.write_text(path.read_text().replace('HeadSpec("spg_c", {"width": 8})', 'HeadSpec("spg_c", {"widht": 8})'))
+    with pytest.raises(StudyError, match=rf"{path}: arm 'spg': head 'spg_c': got an unexpected keyword argument 'widht'; it takes width, depth"):
+        run_study(load_study(path), tmp_path / "out", registry=registry, progress=False, where=str(path))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"data.image_size": 8}, "arm 'cam': image size 8 is too small for backbone 'inception_v3'"),
+        ({"training.device": "cuda:0"} if not torch.cuda.is_available() else {"training.device": "tpu"}, "training.device: "),
+        ({"data.name": "synthwsool"}, "data: unknown dataset 'synthwsool'. Known datasets: cub (from spgkit (core datasets))"),
+        ({"data.args.num_imgs": 8}, "data: dataset 'synthwsol': got an unexpected keyword argument 'num_imgs'"),
+        ({"backbone_args.weights": "/nowhere/w.pth"}, "backbone: weight file not found: /nowhere/w.pth"),
+        ({"backbone_args.pretrained": True}, "backbone: pretrained 'inception_v3' weights: the hub cannot be reached"),
+    ],
+)
+def test_study_is_checked_whole_before_training(setting, message, tiny_study_file, registry, tmp_path):
+    study = override(load_study(tiny_study_file()), setting)
+    with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_study(study, tmp_path, registry=registry, progress=False, where="s.py")
+    assert not tmp_path.joinpath("tiny").exists()
+
+
+def test_arms_subset_leaves_no_stale_reports(tiny_study_file, registry, tmp_path):
+    study = load_study(tiny_study_file(epochs=1))
+    folder = run_study(study, tmp_path, registry=registry, progress=False)
+    assert folder.differences_csv.exists() and (folder.figures / "heads_spg.png").exists()
+    run_study(select_arms(study, ["cam"]), tmp_path, registry=registry, progress=False)
+    assert not folder.differences_csv.exists() and not (folder.figures / "heads_spg.png").exists()
+    assert "| spg |" not in folder.results_md.read_text() and (folder.figures / "overlays.png").exists()
+
+
+def test_lock_keeps_a_second_process_out(tmp_path):
+    run = RunFolder(tmp_path / "r")
+    with run.lock():
+        with pytest.raises(RunConflict, match="another spgkit process is running this run"):
+            with RunFolder(tmp_path / "r").lock():
+                pass
+    with run.lock():  # released
+        pass
+
+
+def test_nccl_reductions_run_on_the_process_gpu(monkeypatch):
+    # No GPU here: the choice of device is pinned, and the reduction is shown to use it.
+    assert reduce_device("nccl", torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert reduce_device("gloo", torch.device("cuda", 1)) == torch.device("cpu")
+    seen = {}
+
+    def fake_all_reduce(tensor):
+        seen["device"] = tensor.device
+        tensor.mul_(2)  # two ranks holding the same values
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", fake_all_reduce)
+    total = Dist(rank=0, world=2, device=torch.device("cpu")).sum(torch.tensor([1.0, 2.5]).numpy())
+    assert seen["device"] == torch.device("cpu") and total.tolist() == [2.0, 5.0]
+
+
+def test_a_hook_that_raises_names_the_plugin():
+    class Raises:
+        @spgkit.hookimpl
+        def spgkit_register_heads(self, register):
+            raise KeyError("oops")
+
+    pm = get_plugin_manager(autoload=False)
+    pm.register(Raises(), name="broken (test)")
+    with pytest.raises(PluginError, match=r"plugin 'broken \(test\)' failed in spgkit_register_heads: KeyError"):
+        Registry(pm)
+
+
+def test_a_full_disk_is_one_line(tiny_study_file, tmp_path, monkeypatch, capsys):
+    from spgkit import io
+    from spgkit.cli import main
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setenv("SPGKIT_DISABLE_PLUGIN_AUTOLOAD", "0")
+    monkeypatch.setattr(io, "atomic_write_bytes", full)
+    assert main(["run", str(tiny_study_file(epochs=1)), "--out", str(tmp_path), "--arms", "cam", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "config.json" in err
