@@ -324,16 +324,19 @@ def check_pretrained(name: str, args: dict) -> None:
 
 
 def _timm_factory(model_name: str):
-    roles, output_stride = _TIMM_ROLES[model_name]
+    default_roles, output_stride = _TIMM_ROLES[model_name]
 
-    def factory(pretrained: bool = False, weights=None, **kwargs) -> TimmBackbone:
+    def factory(pretrained: bool = False, weights=None, roles: dict[str, int] | None = None, **kwargs) -> TimmBackbone:
         if model_name == "tf_efficientnet_lite0" and pretrained and weights is None:
             weights = efficientnet_lite0_weights()  # offline ImageNet weights; no hub needed
         kwargs.setdefault("output_stride", output_stride)
-        return TimmBackbone(model_name, roles, pretrained=pretrained, weights=weights, **kwargs)
+        return TimmBackbone(model_name, roles or default_roles, pretrained=pretrained, weights=weights, **kwargs)
 
     factory.name = model_name
-    factory.__doc__ = f"timm ``{model_name}`` through :class:`TimmBackbone` (roles {roles})."
+    factory.__doc__ = (
+        f"timm ``{model_name}`` through :class:`TimmBackbone`: roles {default_roles} (indices into timm's "
+        f"``feature_info``; ``roles=`` maps others), output stride {output_stride or 'native'}."
+    )
     return factory
 
 

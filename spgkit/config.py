@@ -173,7 +173,10 @@ class Training(_Checked):
         new_layer_lr_mult: the classifier and heads train at ``lr * new_layer_lr_mult``; 10 when the
             backbone is pretrained, 1 when everything is trained from scratch.
         momentum, nesterov, weight_decay: SGD settings.
-        schedule: ``"step"`` (x ``gamma`` every ``step_epochs``) or ``"cosine"``.
+        schedule: ``"step"`` (x ``gamma`` every ``step_epochs``), ``"cosine"`` (per epoch) or
+            ``"onecycle"`` (per step: a warm-up over the first ``warmup`` of all steps, then cosine
+            annealing; what short runs from Xavier-initialised layers need to stay stable).
+        warmup: the share of all steps ``"onecycle"`` warms up over.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         bf16: bfloat16 autocast on CUDA.
         channels_last: channels-last memory format (faster convolutions on CUDA and on most CPUs).
@@ -195,9 +198,10 @@ class Training(_Checked):
     momentum: float = field(default=0.9, metadata=_at_least(0))
     nesterov: bool = True
     weight_decay: float = field(default=1e-4, metadata=_at_least(0))
-    schedule: str = field(default="step", metadata=_one_of("step", "cosine"))
+    schedule: str = field(default="step", metadata=_one_of("step", "cosine", "onecycle"))
     step_epochs: int = field(default=30, metadata=_positive())
     gamma: float = field(default=0.1, metadata=_positive())
+    warmup: float = field(default=0.3, metadata={"check": (lambda v: 0 < v < 1, "in (0, 1)")})
     device: str = "auto"
     bf16: bool = False
     channels_last: bool = False

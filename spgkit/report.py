@@ -32,6 +32,9 @@ COLUMNS = {
     "maxboxacc": "MaxBoxAcc",
     "maxboxaccv2": "MaxBoxAccV2",
     "pxap": "PxAP",
+    "part_maxboxaccv2": "Part MaxBoxAccV2",
+    "on_part": "On part",
+    "object_covered": "Object covered",
     "cam_threshold": "CAM thr.",
 }
 
@@ -69,7 +72,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 #: Metrics compared with the baseline arm seed by seed.
-PAIRED = ("top1_acc", "gt_known_loc", "maxboxaccv2", "pxap")
+PAIRED = ("top1_acc", "gt_known_loc", "maxboxaccv2", "pxap", "object_covered")
 
 
 def paired_differences(runs: dict[str, list[dict[str, Any]]], baseline: str) -> list[dict[str, Any]]:
@@ -191,7 +194,8 @@ def _draw_box(ax, box, color: str) -> None:
 
 def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, path: Path, protocol: str = "benchmark") -> None:
     """Images (rows) by arm (columns): the localization map over the image, GT boxes in green
-    and the predicted box (largest region at the arm's CAM threshold, in ``protocol``) in red."""
+    (a dataset's part boxes, where it has them, in yellow) and the predicted box (largest region
+    at the arm's CAM threshold, in ``protocol``) in red."""
     n = len(batch["labels"])
     fig, axes = plt.subplots(n, len(panels), figsize=(2.2 * len(panels), 2.2 * n), squeeze=False)
     for col, (arm, panel) in enumerate(panels.items()):
@@ -199,8 +203,9 @@ def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, pa
             ax = axes[row, col]
             _show_image(ax, batch["images"][row], mean, std)
             ax.imshow(panel["maps"][row], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            for box in batch["boxes"][row]:
-                _draw_box(ax, box, "lime")
+            for key, colour in (("boxes", "lime"), ("part_box", "yellow")):
+                for box in batch[key][row] if batch.get(key) is not None else ():
+                    _draw_box(ax, box, colour)
             box = largest_region_box(panel["maps"][row], panel["threshold"], protocol=protocol)
             if box is not None:
                 x0, y0, x1, y1 = box

@@ -133,13 +133,24 @@ def make_optimizer(model: WSOLModel, study: Study) -> torch.optim.Optimizer:
     )
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, study: Study) -> torch.optim.lr_scheduler.LRScheduler:
-    """The per-epoch learning-rate schedule: ``step`` (``gamma`` every ``step_epochs``) or ``cosine``."""
+#: Schedules that step after every batch rather than every epoch.
+PER_STEP = ("onecycle",)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, study: Study, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule: per epoch ``step`` (``gamma`` every ``step_epochs``) or ``cosine``;
+    per step ``onecycle`` (a warm-up over ``warmup`` of the steps to each group's rate, then cosine
+    annealing; momentum stays as declared)."""
     t = study.training
     if t.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.step_epochs, gamma=t.gamma)
     if t.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(t.epochs, 1))
+    if t.schedule == "onecycle":
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=peaks, total_steps=t.epochs * steps_per_epoch, pct_start=t.warmup, cycle_momentum=False
+        )
     raise ValueError(f"unknown schedule {t.schedule!r}")  # Training checks it when declared
 
 
@@ -218,8 +229,16 @@ def setup(study: Study, arm: Arm, seed: int, run: RunFolder, registry: Registry,
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
+    # The same sampler for 1 or N processes: N ranks split exactly the 1-process global batches.
+    sampler = DistributedSampler(augmented, num_replicas=dist_info.world, rank=dist_info.rank, shuffle=True, seed=seed, drop_last=True)
+    loader = DataLoader(
+        augmented, batch_size=t.batch_size // dist_info.world, sampler=sampler, collate_fn=collate,
+        num_workers=t.num_workers, drop_last=True, pin_memory=device.type == "cuda",
+    )  # fmt: skip
+    if len(loader) == 0:
+        raise ValueError(f"{len(train_ds)} training images do not fill one batch of {t.batch_size}")
     optimizer = make_optimizer(model, study)
-    scheduler = make_scheduler(optimizer, study)
+    scheduler = make_scheduler(optimizer, study, len(loader))
     start, history = 0, []
     if run.checkpoint.exists():
         state = run.load_checkpoint()
@@ -232,14 +251,6 @@ def setup(study: Study, arm: Arm, seed: int, run: RunFolder, registry: Registry,
         if device.type == "cuda" and not t.frozen_bn:  # batch statistics over the global batch, as in 1 process
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    # The same sampler for 1 or N processes: N ranks split exactly the 1-process global batches.
-    sampler = DistributedSampler(augmented, num_replicas=dist_info.world, rank=dist_info.rank, shuffle=True, seed=seed, drop_last=True)
-    loader = DataLoader(
-        augmented, batch_size=t.batch_size // dist_info.world, sampler=sampler, collate_fn=collate,
-        num_workers=t.num_workers, drop_last=True, pin_memory=device.type == "cuda",
-    )  # fmt: skip
-    if len(loader) == 0:
-        raise ValueError(f"{len(train_ds)} training images do not fill one batch of {t.batch_size}")
     return Session(
         study, arm, seed, run, device, dist_info, model, net, optimizer, scheduler, augmented, sampler, loader,
         select_ds, test_ds, config, start, history, progress,
@@ -267,14 +278,17 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
             images = images.contiguous(memory_format=torch.channels_last)
         for key, value in train_step(s.net, s.model, s.optimizer, images, labels, autocast).items():
             sums[key] = sums.get(key, 0) + value.float()
+        if t.schedule in PER_STEP:
+            s.scheduler.step()
         if step % t.log_every == 0 or step == len(s.loader):
             running = sums["loss"].item() / step  # one host sync per log interval, not per step
             if not math.isfinite(running):
                 kept = f"The last good checkpoint ({s.run.checkpoint}, after epoch {epoch}) is kept." if epoch else "No checkpoint was written yet."
                 raise TrainingDiverged(f"{s.study.name}/{s.arm.name}/seed{s.seed}: loss is {running} at epoch {epoch + 1}, step {step}; stopped. {kept}")
             bar.set_postfix(loss=f"{running:.3f}")
-    lr = s.optimizer.param_groups[0]["lr"]  # the rate this epoch trained at
-    s.scheduler.step()
+    lr = s.optimizer.param_groups[0]["lr"]  # the rate this epoch trained at (ended at, per step)
+    if t.schedule not in PER_STEP:
+        s.scheduler.step()
     means = s.dist.sum(np.array([v.item() for v in sums.values()])) / (len(s.loader) * s.dist.world)
     return {"epoch": epoch + 1, **dict(zip(sums, means)), "lr": lr}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,11 +44,16 @@ def train_transform(
 
 
 def keep_original_boxes(sample: dict) -> dict:
-    """Add ``original_boxes`` (numpy, the sample's convention) and ``original_size`` ``(H, W)``:
-    the evaluator resizes ground-truth boxes from these, in the evaluation protocol's arithmetic
-    (the WSOL benchmark truncates the scaled corners to integers)."""
-    boxes = sample["boxes"]
-    return {**sample, "original_boxes": boxes.as_subclass(torch.Tensor).numpy().copy(), "original_size": tuple(boxes.canvas_size)}
+    """Add ``original_<key>`` (numpy, the sample's convention) for every box entry (``boxes``, and
+    SynthWSOL's ``part_box``) and ``original_size`` ``(H, W)``: the evaluator resizes ground-truth
+    boxes from these, in the evaluation protocol's arithmetic (the WSOL benchmark truncates the
+    scaled corners to integers)."""
+    kept = {
+        f"original_{key}": value.as_subclass(torch.Tensor).numpy().copy()
+        for key, value in sample.items()
+        if isinstance(value, tv_tensors.BoundingBoxes)
+    }
+    return {**sample, **kept, "original_size": tuple(sample["boxes"].canvas_size)}
 
 
 def eval_transform(

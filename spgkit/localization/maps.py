@@ -97,16 +97,27 @@ def score_maps(maps: Array, size: tuple[int, int], protocol: str = "benchmark") 
     return minmax_normalize(out)
 
 
+def foreground(maps: np.ndarray, threshold: float, protocol: str = "benchmark") -> np.ndarray:
+    """The pixels a threshold keeps of normalised (N, H, W) maps, as the protocol defines them:
+    ``uint8 map > int(threshold * max(uint8 map))`` (benchmark) or ``map >= threshold`` (float)."""
+    maps = np.asarray(maps)
+    if check_protocol(protocol) == "float":
+        return maps >= threshold
+    levels = benchmark_uint8(maps)
+    cuts = benchmark_cuts(threshold, levels.reshape(len(levels), -1).max(axis=1))
+    return levels > cuts[:, None, None]
+
+
 def benchmark_uint8(normalized: np.ndarray) -> np.ndarray:
     """The WSOL benchmark's uint8 image of a normalised map: ``(map * 255).astype(uint8)``
     (truncation, in the map's dtype)."""
     return (normalized * 255).astype(np.uint8)
 
 
-def benchmark_cuts(thresholds: np.ndarray, uint8_max: int) -> np.ndarray:
+def benchmark_cuts(thresholds, uint8_max) -> np.ndarray:
     """Integer cut of each threshold in the WSOL benchmark: ``int(tau * max(uint8 map))``; the
-    foreground is then ``uint8 map > cut`` (cv2.THRESH_BINARY)."""
-    return np.floor(np.asarray(thresholds, dtype=np.float64) * np.float64(uint8_max)).astype(np.int64)
+    foreground is then ``uint8 map > cut`` (cv2.THRESH_BINARY). Either argument may be an array."""
+    return np.floor(np.asarray(thresholds, dtype=np.float64) * np.asarray(uint8_max, dtype=np.float64)).astype(np.int64)
 
 
 def threshold_levels(normalized: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -134,3 +134,13 @@ def test_pretrained_fails_at_once_when_the_hub_is_out_of_reach(monkeypatch):
     with pytest.raises(RuntimeError, match="the hub cannot be reached and no copy is cached. Offline, pass weights="):
         InceptionV3Backbone(pretrained=True)
     assert time.perf_counter() - start < 5
+
+
+def test_core_timm_backbones_take_other_roles(registry):
+    # Lite0 cut after its stride-8 stage: 40 channels at 12 x 12 for a 96-pixel image, no dilation.
+    net = registry.backbone("tf_efficientnet_lite0")(roles={"low": 1, "mid": 1, "late": 2, "high": 2}, output_stride=None)
+    assert {role: (info.channels, info.stride) for role, info in net.stages.items()} == {
+        "low": (24, 4), "mid": (24, 4), "late": (40, 8), "high": (40, 8),
+    }  # fmt: skip
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 3, 96, 96))["high"].shape == (1, 40, 12, 12)

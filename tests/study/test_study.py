@@ -82,7 +82,7 @@ def test_declarations_are_checked_when_built():
         Training(epochs=-3)
     with pytest.raises(ConfigError, match="Training.lr must be float, not '0.1'"):
         Training(lr="0.1")
-    with pytest.raises(ConfigError, match="Training.schedule must be one of 'step', 'cosine', not 'linear'"):
+    with pytest.raises(ConfigError, match="Training.schedule must be one of 'step', 'cosine', 'onecycle', not 'linear'"):
         Training(schedule="linear")
     with pytest.raises(ConfigError, match="arm 'x': a head is listed twice"):
         Arm("x", (HeadSpec("spg_b"), HeadSpec("spg_b")))
@@ -178,3 +178,24 @@ def test_one_seed_shows_no_spread(tmp_path):
     with open(tmp_path / "s" / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert rows[0]["maxboxaccv2"] == "50.0" and "maxboxaccv2_std" not in rows[0] and rows[0]["protocol"] == "float"
+
+
+def test_onecycle_warms_up_and_anneals_per_step(registry):
+    from spgkit.config import Training
+    from spgkit.train import make_scheduler
+
+    study = Study("s", Data("synthwsol"), (Arm("a"),), training=Training(epochs=2, lr=0.01, new_layer_lr_mult=10, schedule="onecycle", warmup=0.25))
+    model = build_model(3, [], registry=registry, classifier_width=8, backbone_args={"large_feature_map": True})
+    opt = make_optimizer(model, study)
+    sched = make_scheduler(opt, study, steps_per_epoch=4)  # 8 steps, 2 of them warm-up
+    rates = []
+    for _ in range(8):
+        rates.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    # OneCycleLR starts at peak / 25, reaches each group's peak at the end of the warm-up (step
+    # 0.25 * 8 - 1 = 1), then anneals.
+    assert rates[0] == pytest.approx([0.01 / 25, 0.1 / 25])
+    assert rates[1] == pytest.approx([0.01, 0.1])
+    assert rates[7][0] < rates[5][0] < rates[2][0] < rates[1][0]
+    assert all(g["momentum"] == 0.9 for g in opt.param_groups)  # momentum is not cycled
