@@ -70,6 +70,20 @@ def seed_mask(
     return mask.view(scores.shape)
 
 
+@torch.no_grad()
+def seed_stats(name: str, seed: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a seed mask holds, for the training log: the shares of object, background and ignored
+    pixels over the batch (``<name>_object``, ``_background``, ``_ignored``) and the mean of the
+    score map it was taken from (``<name>_score``; NaN scores of flat maps left out). Scalar
+    tensors, so logging them costs no host synchronisation."""
+    return {
+        f"{name}_object": (seed == 1).float().mean(),
+        f"{name}_background": (seed == 0).float().mean(),
+        f"{name}_ignored": (seed == IGNORE).float().mean(),
+        f"{name}_score": scores.float().nanmean(),
+    }
+
+
 def masked_bce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy with logits over the pixels whose mask is not 255.
 

@@ -66,14 +66,18 @@ class HeadOutput:
             the localization map by element-wise max after per-image min-max normalisation.
         exports: tensors later heads read through ``ctx.outputs[name].exports`` (SPG-B's fused map
             that SPG-C learns from).
-        visuals: (N, H, W) maps in [0, 1] (float) or seed masks (uint8: 0 background, 1 object,
-            255 ignored) that figures may draw, by name. Neither exports nor visuals enter a loss.
+        visuals: (N, h, w) maps in [0, 1] (float) or seed masks (uint8: 0 background, 1 object,
+            255 ignored) that figures may draw, by name (any resolution: figures stretch them).
+        stats: scalars to watch in training, by name (SPG: each seed's shares of object,
+            background and ignored pixels); ``log.csv`` records their mean over each epoch as
+            ``<head>.<name>``. None of exports, visuals and stats enters a loss.
     """
 
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     map: torch.Tensor | None = None
     exports: dict[str, torch.Tensor] = field(default_factory=dict)
     visuals: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass

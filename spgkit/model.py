@@ -143,6 +143,11 @@ class WSOLModel(nn.Module):
                 terms[f"{name}.{key}"] = weight * value
         return terms
 
+    @staticmethod
+    def stats(out: ModelOutput) -> dict[str, torch.Tensor]:
+        """Every head's training statistics by name (``<head>.<stat>``)."""
+        return {f"{name}.{key}": value for name, head_out in out.heads.items() for key, value in head_out.stats.items()}
+
     def localization_maps(self, out: ModelOutput, classes: torch.Tensor) -> torch.Tensor:
         """(N, h, w) maps at feature resolution for the given classes: the raw CAM when no head
         contributes a map; otherwise the element-wise max of the min-max normalised CAM and the

@@ -163,7 +163,8 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def train_step(net, model: WSOLModel, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor, autocast=None) -> dict[str, torch.Tensor]:
-    """One SGD step on a batch; returns the total ``loss`` and every weighted term, detached.
+    """One SGD step on a batch; returns the total ``loss``, every weighted term and the heads'
+    statistics, detached.
 
     ``net`` runs the forward pass (``model`` itself, or its DistributedDataParallel wrapper);
     ``model`` names the loss terms.
@@ -175,7 +176,7 @@ def train_step(net, model: WSOLModel, optimizer: torch.optim.Optimizer, images: 
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
-    return {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
+    return {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}, **model.stats(out)}
 
 
 @dataclass

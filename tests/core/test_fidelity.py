@@ -146,3 +146,19 @@ def test_localization_map_is_the_raw_cam_without_a_fusing_head(registry):
         out = model(torch.randn(2, 3, 32, 32))
     labels = torch.tensor([2, 1])
     assert torch.equal(model.localization_maps(out, labels), out.classifier.cams[torch.arange(2), labels])
+
+
+def test_seed_statistics_of_a_hand_built_batch(registry):
+    # The B2 logits of the resolution test: B1's seed is background in columns 0-14, ignored in
+    # 15-17 and object in 18-31 of every row, so its shares are 15/32, 3/32 and 14/32.
+    logits = torch.tensor([-6.0, -6.0, 2.0, 2.0]).repeat(1, 1, 4, 1)
+    model = _spg_b_with_b2_logits(registry, logits)
+    out = model(torch.randn(1, 3, 32, 32), torch.tensor([0]))
+    stats = model.stats(out)
+    assert stats["spg_b.seed_b1_background"].item() == pytest.approx(15 / 32)
+    assert stats["spg_b.seed_b1_ignored"].item() == pytest.approx(3 / 32)
+    assert stats["spg_b.seed_b1_object"].item() == pytest.approx(14 / 32)
+    assert stats["spg_b.seed_b1_score"].item() == pytest.approx(out.heads["spg_b"].visuals["b2"].mean().item())
+    # B2's seed comes from the min-max normalised CAM: its score mean lies in (0, 1), its shares add up.
+    shares = [stats[f"spg_b.seed_b2_{k}"].item() for k in ("object", "background", "ignored")]
+    assert sum(shares) == pytest.approx(1.0) and 0 < stats["spg_b.seed_b2_score"].item() < 1

@@ -125,6 +125,12 @@ def test_quickstart_shrunk_end_to_end(tmp_path, registry):
     assert not (root / "figures" / "heads_cam.png").exists()  # CAM alone builds no guidance
     metrics = json.loads((root / "spg" / "seed0" / "metrics.json").read_text())
     assert metrics["train_images"] == 16 and metrics["test_images"] == 8
+    # The training log follows the guidance: every seed's shares, per epoch.
+    with open(root / "spg" / "seed0" / "log.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    for seed in ("spg_b.seed_b2", "spg_b.seed_b1", "spg_c.seed_c"):
+        shares = [float(row[f"{seed}_{k}"]) for k in ("object", "background", "ignored")]
+        assert math.isclose(sum(shares), 1.0, rel_tol=1e-5) and 0 <= float(row[f"{seed}_score"]) <= 1
 
 
 def test_max_train_draws_across_classes_not_the_first_images(registry):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import spgkit
-from spgkit.guidance import class_maps, masked_bce, minmax_normalize, seed_mask, upsample
+from spgkit.guidance import class_maps, masked_bce, minmax_normalize, seed_mask, seed_stats, upsample
 from spgkit.heads import GuidanceHead, HeadContext, HeadOutput, ModelSpec
 from spgkit.init import xavier_init
 
@@ -94,13 +94,14 @@ class SPGB(GuidanceHead):
         b1 = upsample(self.b1_out(self.b1_second(self.b1_first(ctx.features[self.b1_role]))), size)
         b2 = upsample(self.b2_out(self.b2_second(self.b2_first(ctx.features[self.b2_role]))), size)
         prob1, prob2 = torch.sigmoid(b1.detach())[:, 0], torch.sigmoid(b2.detach())[:, 0]
-        cam = upsample(class_maps(ctx.classifier.cams.detach(), ctx.labels), size)
-        seed_b2 = seed_mask(minmax_normalize(cam, flat=float("nan")), *self.b2_thresholds)
-        seed_b1 = seed_mask(minmax_normalize(prob2) if self.normalize_scores else prob2, *self.b1_thresholds)
+        cam = minmax_normalize(upsample(class_maps(ctx.classifier.cams.detach(), ctx.labels), size), flat=float("nan"))
+        score_b1 = minmax_normalize(prob2) if self.normalize_scores else prob2
+        seed_b2, seed_b1 = seed_mask(cam, *self.b2_thresholds), seed_mask(score_b1, *self.b1_thresholds)
         fused = (prob1 + prob2) / 2
         losses = {"b1": masked_bce(b1, seed_b1), "b2": masked_bce(b2, seed_b2)}
         visuals = {"b2": prob2, "seed b2": seed_b2, "b1": prob1, "seed b1": seed_b1}
-        return HeadOutput(losses=losses, exports={"fused": fused}, visuals=visuals)
+        stats = {**seed_stats("seed_b2", seed_b2, cam), **seed_stats("seed_b1", seed_b1, score_b1)}
+        return HeadOutput(losses=losses, exports={"fused": fused}, visuals=visuals, stats=stats)
 
 
 class SPGC(GuidanceHead):
@@ -142,9 +143,10 @@ class SPGC(GuidanceHead):
             return HeadOutput()
         logits = upsample(self.layers(ctx.classifier.features), ctx.image_size)
         fused = ctx.outputs["spg_b"].exports["fused"]
-        seed = seed_mask(minmax_normalize(fused) if self.normalize_scores else fused, *self.thresholds)
+        score = minmax_normalize(fused) if self.normalize_scores else fused
+        seed = seed_mask(score, *self.thresholds)
         visuals = {"fused b": fused, "seed c": seed, "c": torch.sigmoid(logits.detach())[:, 0]}
-        return HeadOutput(losses={"c": masked_bce(logits, seed)}, visuals=visuals)
+        return HeadOutput(losses={"c": masked_bce(logits, seed)}, visuals=visuals, stats=seed_stats("seed_c", seed, score))
 
 
 @spgkit.hookimpl
