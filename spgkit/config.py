@@ -173,6 +173,9 @@ class Training(_Checked):
         new_layer_lr_mult: the classifier and heads train at ``lr * new_layer_lr_mult``; 10 when the
             backbone is pretrained, 1 when everything is trained from scratch.
         momentum, nesterov, weight_decay: SGD settings.
+        grad_clip: clip the gradients' global norm to this value before each step; 0 (the
+            default, as in the reference codes) never clips. A stabiliser for short runs, where
+            SPG's B2 branch, trained on the few pixels its early seeds do not ignore, can blow up.
         schedule: ``"step"`` (x ``gamma`` every ``step_epochs``), ``"cosine"`` (per epoch) or
             ``"onecycle"`` (per step: a warm-up over the first ``warmup`` of all steps, then cosine
             annealing; what short runs from Xavier-initialised layers need to stay stable).
@@ -198,6 +201,7 @@ class Training(_Checked):
     momentum: float = field(default=0.9, metadata=_at_least(0))
     nesterov: bool = True
     weight_decay: float = field(default=1e-4, metadata=_at_least(0))
+    grad_clip: float = field(default=0.0, metadata=_at_least(0))
     schedule: str = field(default="step", metadata=_one_of("step", "cosine", "onecycle"))
     step_epochs: int = field(default=30, metadata=_positive())
     gamma: float = field(default=0.1, metadata=_positive())

@@ -98,7 +98,9 @@ def masked_bce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     valid = mask != IGNORE
     target = (mask == 1).to(logits.dtype)
     loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    return (loss * valid).sum() / valid.sum().clamp_min(1)
+    # where, not a product: an ignored pixel with an infinite loss must not turn the sum into NaN
+    # (the references leave ignored pixels out by indexing).
+    return torch.where(valid, loss, 0).sum() / valid.sum().clamp_min(1)
 
 
 def class_maps(cams: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,8 @@ COLUMNS = {
 
 
 def collect(study: Study, folder: StudyFolder) -> dict[str, list[dict[str, Any]]]:
-    """Finished runs' metrics by arm (arms or seeds still running are left out)."""
+    """Finished runs' metrics by arm, diverged runs' records included (arms or seeds still
+    running are left out)."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for arm in study.arms:
         for seed in study.seeds:
@@ -48,6 +49,11 @@ def collect(study: Study, folder: StudyFolder) -> dict[str, list[dict[str, Any]]
             if run.metrics.exists():
                 runs.setdefault(arm.name, []).append(run.read_metrics())
     return runs
+
+
+def _scored(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The runs that did not diverge."""
+    return {arm: [m for m in metrics if "diverged" not in m] for arm, metrics in runs.items()}
 
 
 def _add_mean_std(row: dict[str, Any], key: str, values: list[float]) -> None:
@@ -59,10 +65,14 @@ def _add_mean_std(row: dict[str, Any], key: str, values: list[float]) -> None:
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per arm: mean and sample standard deviation (none for one seed) of every column."""
+    """One row per arm: mean and sample standard deviation (none for one seed) of every column
+    over the seeds that did not diverge, and how many did."""
     rows = []
-    for arm, metrics in runs.items():
-        row: dict[str, Any] = {"arm": arm, "seeds": len(metrics), "protocol": "/".join(sorted({m["protocol"] for m in metrics}))}
+    for arm, every in runs.items():
+        metrics = [m for m in every if "diverged" not in m]
+        row: dict[str, Any] = {"arm": arm, "seeds": len(metrics), "protocol": "/".join(sorted({m["protocol"] for m in every}))}
+        if len(metrics) < len(every):
+            row["diverged"] = len(every) - len(metrics)
         for key in COLUMNS:
             values = [m[key] for m in metrics if key in m]
             if values:
@@ -106,7 +116,8 @@ def _markdown(rows: list[dict[str, Any]], headers: dict[str, str], cell) -> str:
     lines.append("|---|---|" + "---|" * len(keys))
     for r in rows:
         cells = [cell(r, k) if k in r else "-" for k in keys]
-        lines.append(f"| {r['arm']} | {r['seeds']} | " + " | ".join(cells) + " |")
+        seeds = f"{r['seeds']}" + (f" (+{r['diverged']} diverged)" if r.get("diverged") else "")
+        lines.append(f"| {r['arm']} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -149,7 +160,7 @@ def write_tables(study: Study, folder: StudyFolder) -> str:
     first arm, its baseline."""
     runs = collect(study, folder)
     rows = summarize(runs)
-    _write_csv(folder.results_csv, rows, ["protocol"] + [k for key in COLUMNS for k in (key, f"{key}_std")])
+    _write_csv(folder.results_csv, rows, ["diverged", "protocol"] + [k for key in COLUMNS for k in (key, f"{key}_std")])
     many = any(row["seeds"] > 1 for row in rows)
     spread = "Mean ± sample std over seeds" if many else "One seed per arm, so no spread: a single run proves nothing"
     protocols = sorted({m["protocol"] for metrics in runs.values() for m in metrics})
@@ -159,7 +170,7 @@ def write_tables(study: Study, folder: StudyFolder) -> str:
         f"{described}.\n\n" + markdown_table(rows)
     )
     baseline = study.arms[0].name
-    differences = paired_differences(runs, baseline)
+    differences = paired_differences(_scored(runs), baseline)
     if differences:
         _write_csv(folder.differences_csv, differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")])
         paired = "mean ± sample std of" if many else "the value of"
@@ -168,8 +179,53 @@ def write_tables(study: Study, folder: StudyFolder) -> str:
             f"the seeds both finished, and in brackets the seeds on which the arm is ahead.\n\n"
             + differences_table(differences)
         )
+    text += reading(rows, differences, baseline)
     write_text(folder.results_md, text)
     return text
+
+
+def reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], baseline: str) -> str:
+    """A few sentences read off the numbers, for data with part annotations: whether the
+    baseline's map sits on the part, which arm covers most of the object and by how much, and how
+    much a difference that rests on few seeds can be trusted. Empty without part scores."""
+    base = next((r for r in rows if r["arm"] == baseline), None)
+    if base is None or "part_maxboxaccv2" not in base:
+        return ""
+    gap = base["part_maxboxaccv2"] - base["maxboxaccv2"]
+    where = "on the part" if gap > 0 else "not on the part"
+    lines = [
+        f"{baseline}'s map sits {where}: its MaxBoxAccV2 is {base['part_maxboxaccv2']:.1f} against the part's box "
+        f"and {base['maxboxaccv2']:.1f} against the object's ({gap:+.1f}); it covers {base['object_covered']:.1f} % "
+        f"of the object, and {base['on_part']:.1f} % of what it keeps lies on the part."
+    ]
+    # An arm that lost its classification has a near-flat map, which "covers" the object by
+    # covering everything: said apart, not ranked.
+    lost = [d for d in differences if d.get("top1_acc", 0) < -20]
+    ranked = sorted((d for d in differences if "object_covered" in d and d not in lost), key=lambda d: -d["object_covered"])
+    if ranked:
+        top = ranked[0]
+        row = next(r for r in rows if r["arm"] == top["arm"])
+        lines.append(
+            f"{top['arm']} covers the most of the object: {row['object_covered']:.1f} %, {top['object_covered']:+.1f} "
+            f"points on {baseline} (ahead on {top['object_covered_ahead']} of {top['seeds']} seeds), at "
+            f"{top['maxboxaccv2']:+.1f} MaxBoxAccV2 and {top['top1_acc']:+.1f} Top-1."
+        )
+    for d in lost:
+        row = next(r for r in rows if r["arm"] == d["arm"])
+        lines.append(
+            f"{d['arm']} lost its classification ({row['top1_acc']:.1f} % Top-1, {d['top1_acc']:+.1f} on {baseline}): "
+            f"its map covers {row['object_covered']:.1f} % of the object because it covers nearly everything."
+        )
+    diverged = [f"{r['arm']} ({r['diverged']} of {r['seeds'] + r['diverged']})" for r in rows if r.get("diverged")]
+    if diverged:
+        lines.append(f"Diverged runs, left out of every number: {', '.join(diverged)}; their log.csv shows how the losses grew.")
+    seeds = min(r["seeds"] for r in rows if r["seeds"]) if any(r["seeds"] for r in rows) else 0
+    lines.append(
+        "One seed proves nothing: run more (--seeds 0 1 2) before reading a difference as a result."
+        if seeds == 1
+        else f"Read a difference as a result only where an arm is ahead on most of the {seeds} seeds and the mean exceeds the spread."
+    )
+    return "\nReading (generated from the numbers above):\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
 
 
 def _save(fig, path: Path) -> None:
@@ -281,7 +337,7 @@ def write_figures(study: Study, folder: StudyFolder, registry: Registry | None =
     for arm in study.arms:
         run = folder.run(arm.name, seed)
         logs[arm.name] = run.read_log()
-        if not run.metrics.exists():
+        if not run.metrics.exists() or "diverged" in run.read_metrics():
             continue
         model, config = load_model(run.checkpoint, registry)
         if batch is None:

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import sys
 import typing
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from spgkit.model import build_model, check_arguments
 from spgkit.plugins import Registry
 from spgkit.report import write_figures, write_tables
 from spgkit.runs import StudyFolder
-from spgkit.train import resolve_device, train_arm
+from spgkit.train import TrainingDiverged, resolve_device, train_arm
 
 
 class StudyError(ValueError):
@@ -219,13 +220,17 @@ def run_study(
 ) -> StudyFolder:
     """Check the whole study, train every arm for every seed (reusing finished runs of the same
     configuration, resuming interrupted ones), then write ``results.csv``, ``results.md``,
-    ``differences.csv`` and ``figures/`` under ``<out>/<study.name>``."""
+    ``differences.csv`` and ``figures/`` under ``<out>/<study.name>``. A run that diverges is
+    warned about and reported as such in the tables; the other runs go on."""
     registry = registry if registry is not None else Registry()
     check_study(study, registry, where)
     folder = StudyFolder(out, study)
     for arm in study.arms:
         for seed in study.seeds:
-            train_arm(study, arm, seed, folder.run(arm.name, seed), registry=registry, progress=progress, retrain=retrain)
+            try:
+                train_arm(study, arm, seed, folder.run(arm.name, seed), registry=registry, progress=progress, retrain=retrain)
+            except TrainingDiverged as exc:  # one diverging run does not cost the others
+                warnings.warn(str(exc), stacklevel=1)
     if Dist.from_env(resolve_device(study.training.device))[0].main:
         folder.clear_reports()
         write_tables(study, folder)

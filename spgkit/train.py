@@ -162,12 +162,14 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def train_step(net, model: WSOLModel, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor, autocast=None) -> dict[str, torch.Tensor]:
+def train_step(
+    net, model: WSOLModel, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor, autocast=None, grad_clip: float = 0.0
+) -> dict[str, torch.Tensor]:
     """One SGD step on a batch; returns the total ``loss``, every weighted term and the heads'
     statistics, detached.
 
     ``net`` runs the forward pass (``model`` itself, or its DistributedDataParallel wrapper);
-    ``model`` names the loss terms.
+    ``model`` names the loss terms. ``grad_clip`` > 0 clips the gradients' global norm.
     """
     with autocast or contextlib.nullcontext():
         out = net(images, labels)
@@ -175,6 +177,8 @@ def train_step(net, model: WSOLModel, optimizer: torch.optim.Optimizer, images: 
     total = sum(terms.values())
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
     optimizer.step()
     return {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}, **model.stats(out)}
 
@@ -277,7 +281,7 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
         images, labels = to_device(batch, s.device)
         if t.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        for key, value in train_step(s.net, s.model, s.optimizer, images, labels, autocast).items():
+        for key, value in train_step(s.net, s.model, s.optimizer, images, labels, autocast, t.grad_clip).items():
             sums[key] = sums.get(key, 0) + value.float()
         if t.schedule in PER_STEP:
             s.scheduler.step()
@@ -328,6 +332,8 @@ def train_arm(study: Study, arm: Arm, seed: int, run: RunFolder, *, registry: Re
     scored otherwise is evaluated again; an interrupted one resumes from its last checkpoint and
     ends with the same result as an uninterrupted run (CPU, same seed). A run folder of another
     configuration is refused (:class:`~spgkit.runs.RunConflict`), or emptied with ``retrain``.
+    A run whose loss diverges raises :class:`TrainingDiverged` and records it in its metrics
+    (``{"diverged": message}``); a re-run of the same configuration returns that record.
     """
     registry = registry if registry is not None else Registry()
     dist_info, device = Dist.from_env(resolve_device(study.training.device))
@@ -337,14 +343,20 @@ def train_arm(study: Study, arm: Arm, seed: int, run: RunFolder, *, registry: Re
             return run.read_metrics()
         s = setup(study, arm, seed, run, registry, device, dist_info, progress)
         select, t = None, study.training
-        for epoch in range(s.start, t.epochs):
-            row = train_epoch(s, epoch)
-            if t.eval_every and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
-                select = s.evaluate(s.select_ds, "select")
-                row.update({f"val_{k}": select[k] for k in ("top1_acc", "gt_known_loc", "maxboxaccv2") if k in select})
-            # Plain floats: checkpoints load with weights_only=True, which refuses numpy scalars.
-            s.history.append({k: v if k == "epoch" else float(v) for k, v in row.items()})
-            checkpoint(s, epoch)
+        try:
+            for epoch in range(s.start, t.epochs):
+                row = train_epoch(s, epoch)
+                if t.eval_every and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
+                    select = s.evaluate(s.select_ds, "select")
+                    row.update({f"val_{k}": select[k] for k in ("top1_acc", "gt_known_loc", "maxboxaccv2") if k in select})
+                # Plain floats: checkpoints load with weights_only=True, which refuses numpy scalars.
+                s.history.append({k: v if k == "epoch" else float(v) for k, v in row.items()})
+                checkpoint(s, epoch)
+        except TrainingDiverged as exc:
+            # Recorded, so that a re-run of this configuration reports it instead of training again.
+            if dist_info.main:
+                run.write_metrics({"study": study.name, "arm": arm.name, "seed": seed, "protocol": study.evaluation.protocol, "diverged": str(exc)})
+            raise
         metrics = select_and_test(s, select)
         if dist_info.main:
             run.write_metrics(metrics)

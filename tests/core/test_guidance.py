@@ -73,3 +73,11 @@ def test_minmax_normalize_per_image_and_flat():
     out = minmax_normalize(maps)
     assert torch.allclose(out[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]))
     assert torch.equal(out[1], torch.zeros(2, 2))
+
+
+def test_masked_bce_leaves_ignored_pixels_out_even_when_infinite():
+    # An ignored pixel whose logit overflowed: inf * 0 would be NaN; left out, the loss is the
+    # valid pixel's alone, log(2) for a logit of 0.
+    logits = torch.tensor([[[[0.0, float("inf")]]]])
+    mask = torch.tensor([[[1, IGNORE]]], dtype=torch.uint8)
+    assert abs(masked_bce(logits, mask).item() - math.log(2)) < 1e-6

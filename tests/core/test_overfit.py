@@ -35,3 +35,21 @@ def test_fixed_batch_is_overfit(arm, registry):
     assert last["ce"] < 0.1  # the batch is memorised
     with torch.no_grad():  # train mode: batch-norm statistics of this batch, dropout is 0
         assert (model(images).logits.argmax(1) == labels).all()
+
+
+def test_grad_clip_bounds_the_global_norm(registry):
+    torch.manual_seed(0)
+    model = build_model(4, [], registry=registry, classifier_width=8, dropout=0.0, backbone_args={"large_feature_map": True})
+    images, labels = torch.randn(4, 3, 48, 48), torch.arange(4)
+    seen = {}
+
+    class Probe(torch.optim.SGD):
+        def step(self, closure=None):  # the norm the optimiser is handed
+            seen["norm"] = torch.norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])).item()
+            return super().step(closure)
+
+    train_step(model, model, Probe(model.parameters(), lr=0.0), images, labels)
+    free = seen["norm"]
+    assert free > 0.5
+    train_step(model, model, Probe(model.parameters(), lr=0.0), images, labels, grad_clip=0.5)
+    assert abs(seen["norm"] - 0.5) < 1e-4

@@ -16,7 +16,7 @@ from spgkit.io import load_checkpoint
 from spgkit import Arm, HeadSpec
 from spgkit.plugins import Registry
 from spgkit.runs import RunFolder
-from spgkit.study import load_study
+from spgkit.study import load_study, run_study
 from spgkit.train import TrainingDiverged, train_arm
 
 
@@ -94,4 +94,26 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_study
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["epoch"] == 0
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
-    assert not (out / "metrics.json").exists()
+    # The divergence is recorded: a re-run of the same configuration reports it, trains nothing.
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["diverged"].startswith("tiny/boom/seed0: loss is nan at epoch 2") and "maxboxaccv2" not in record
+    assert train_arm(study, arm, 0, RunFolder(out), registry=registry, progress=False) == record
+
+
+def test_a_diverging_arm_does_not_stop_the_study(tiny_study_file, plugin_manager, tmp_path):
+    import dataclasses
+
+    class Plugin:
+        @spgkit.hookimpl
+        def spgkit_register_heads(self, register):
+            register(Explode)
+
+    plugin_manager.register(Plugin(), name="explode (test)")
+    study = load_study(tiny_study_file(images=24, epochs=1))
+    study = dataclasses.replace(study, arms=(study.arms[0], Arm("boom", (HeadSpec("explode", {"after": 2}),))))
+    with pytest.warns(UserWarning, match="tiny/boom/seed0: loss is nan at epoch 1"):
+        folder = run_study(study, tmp_path, registry=Registry(plugin_manager), progress=False)
+    table = folder.results_md.read_text()
+    assert "| boom | 0 (+1 diverged) | - |" in table and "| cam | 1 |" in table
+    assert "Diverged runs, left out of every number: boom (1 of 1)" in table
+    assert (folder.figures / "overlays.png").exists()

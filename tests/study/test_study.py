@@ -205,3 +205,24 @@ def test_onecycle_warms_up_and_anneals_per_step(registry):
     assert rates[1] == pytest.approx([0.01, 0.1])
     assert rates[7][0] < rates[5][0] < rates[2][0] < rates[1][0]
     assert all(g["momentum"] == 0.9 for g in opt.param_groups)  # momentum is not cycled
+
+
+def test_reading_is_generated_from_the_numbers(tmp_path):
+    from spgkit.io import write_json
+    from spgkit.report import write_tables
+
+    study = Study(name="s", data=Data("synthwsol"), arms=(Arm("cam"), Arm("acol"), Arm("spg"), Arm("spg_c")), seeds=(0,))
+    numbers = {
+        "cam": {"maxboxaccv2": 30.0, "part_maxboxaccv2": 55.0, "object_covered": 35.0, "on_part": 30.0, "top1_acc": 96.0},
+        "acol": {"maxboxaccv2": 26.0, "part_maxboxaccv2": 54.0, "object_covered": 47.5, "on_part": 20.0, "top1_acc": 94.0},
+        "spg": {"maxboxaccv2": 29.0, "part_maxboxaccv2": 50.0, "object_covered": 40.0, "on_part": 25.0, "top1_acc": 90.0},
+        "spg_c": {"maxboxaccv2": 1.0, "part_maxboxaccv2": 0.1, "object_covered": 91.0, "on_part": 2.0, "top1_acc": 23.0},
+    }
+    for arm, values in numbers.items():
+        write_json(tmp_path / "s" / arm / "seed0" / "metrics.json", {"seed": 0, "protocol": "benchmark", **values})
+    text = write_tables(study, StudyFolder(tmp_path, study))
+    assert "cam's map sits on the part: its MaxBoxAccV2 is 55.0 against the part's box and 30.0 against the object's (+25.0)" in text
+    assert "acol covers the most of the object: 47.5 %, +12.5 points on cam (ahead on 1 of 1 seeds), at -4.0 MaxBoxAccV2 and -2.0 Top-1." in text
+    # A collapsed arm's near-flat map "covers" more of the object than any: said apart, not ranked.
+    assert "spg_c lost its classification (23.0 % Top-1, -73.0 on cam): its map covers 91.0 % of the object" in text
+    assert "One seed proves nothing" in text
