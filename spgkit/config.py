@@ -189,9 +189,13 @@ class Training(_Checked):
         num_workers: data-loading processes.
         eval_every: validate on the selection split every this many epochs (0: only at the end).
         log_every: steps between loss checks and progress updates.
+        snapshot_every: every this many steps (and before the first and after the last), record
+            the CAM and what the heads offer figures (SPG: every seed mask and map) for two fixed
+            training images, for the figure of how the guidance evolves (``evolution_<arm>.png``);
+            0 records none. Recording changes nothing the run computes.
 
-    ``device``, ``num_workers``, ``eval_every`` and ``log_every`` say how a run executes, not what
-    it computes; a finished run is reused whatever their values.
+    ``device``, ``num_workers``, ``eval_every``, ``log_every`` and ``snapshot_every`` say how a run
+    executes, not what it computes; a finished run is reused whatever their values.
     """
 
     epochs: int = field(default=40, metadata=_positive())
@@ -213,10 +217,11 @@ class Training(_Checked):
     num_workers: int = field(default=0, metadata=_at_least(0))
     eval_every: int = field(default=1, metadata=_at_least(0))
     log_every: int = field(default=10, metadata=_positive())
+    snapshot_every: int = field(default=0, metadata=_at_least(0))
 
 
 #: Training fields that do not change what a run computes.
-EXECUTION_FIELDS = ("device", "num_workers", "eval_every", "log_every")
+EXECUTION_FIELDS = ("device", "num_workers", "eval_every", "log_every", "snapshot_every")
 
 
 @dataclass(frozen=True)

@@ -286,6 +286,17 @@ def localize_figure(image: np.ndarray, heat: np.ndarray, box, title: str, path: 
     _save(fig, path)
 
 
+def _show_visual(ax, value: torch.Tensor) -> None:
+    """A map in [0, 1] in colour, or a uint8 seed mask: object white, background black, ignored grey."""
+    shown = value.float()
+    if value.dtype == torch.uint8:
+        ax.imshow(torch.where(shown == IGNORE, 0.5, shown).numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(shown.numpy(), cmap="jet", vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def visuals_figure(visuals: dict[str, torch.Tensor], batch: dict, mean, std, path: Path) -> None:
     """What the heads offer figures, per image: maps in [0, 1] in colour, seed masks with object
     white, background black and ignored pixels grey."""
@@ -295,15 +306,30 @@ def visuals_figure(visuals: dict[str, torch.Tensor], batch: dict, mean, std, pat
     for row in range(n):
         _show_image(axes[row, 0], batch["images"][row], mean, std)
         for col, key in enumerate(keys, 1):
-            shown = visuals[key][row].float()
-            if visuals[key].dtype == torch.uint8:  # a seed mask
-                axes[row, col].imshow(torch.where(shown == IGNORE, 0.5, shown).numpy(), cmap="gray", vmin=0, vmax=1)
-            else:
-                axes[row, col].imshow(shown.numpy(), cmap="jet", vmin=0, vmax=1)
-            axes[row, col].set_xticks([])
-            axes[row, col].set_yticks([])
+            _show_visual(axes[row, col], visuals[key][row])
             if row == 0:
                 axes[row, col].set_title(key, fontsize=9)
+    _save(fig, path)
+
+
+def evolution_figure(recorded: dict, mean, std, path: Path, most: int = 6) -> None:
+    """How the guidance evolves: for each fixed training image (blocks of rows) and at up to
+    ``most`` points of training, evenly spread (rows), the CAM and every map and seed mask the
+    heads offer, as :class:`~spgkit.train.Session` snapshots recorded them."""
+    shots = recorded["shots"]
+    if len(shots) > most:
+        shots = [shots[round(i * (len(shots) - 1) / (most - 1))] for i in range(most)]
+    keys = [k for k in shots[0] if k != "step"]
+    images = recorded["images"]
+    rows = [(i, shot) for i in range(len(images)) for shot in shots]
+    fig, axes = plt.subplots(len(rows), 1 + len(keys), figsize=(1.8 * (1 + len(keys)), 1.8 * len(rows)), squeeze=False)
+    for r, (i, shot) in enumerate(rows):
+        _show_image(axes[r, 0], images[i], mean, std)
+        axes[r, 0].set_ylabel(f"image {i + 1}, step {shot['step']}", fontsize=8)
+        for c, key in enumerate(keys, 1):
+            _show_visual(axes[r, c], shot[key][i])
+            if r == 0:
+                axes[r, c].set_title(key, fontsize=8)
     _save(fig, path)
 
 
@@ -349,6 +375,10 @@ def write_figures(study: Study, folder: StudyFolder, registry: Registry | None =
         panels[arm.name] = {"maps": maps, "threshold": run.read_metrics()["cam_threshold"]}
         with torch.no_grad():  # with labels, heads build their guidance (eval mode: no dropout)
             out = model(batch["images"], batch["labels"])
+        if run.snapshots.exists():
+            path = folder.figures / f"evolution_{arm.name}.png"
+            evolution_figure(run.read_snapshots(), mean, std, path)
+            written.append(path)
         visuals = {f"{name}: {key}" if len(out.heads) > 1 else key: v for name, head in out.heads.items() for key, v in head.visuals.items()}
         if visuals:
             path = folder.figures / f"heads_{arm.name}.png"

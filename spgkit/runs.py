@@ -7,7 +7,7 @@ with the differing fields named (or, when asked, trained again), and one whose e
 alone differ is evaluated again from its checkpoint. A lock keeps two processes out of one folder.
 
     <out>/<study>/results.csv, results.md, differences.csv, figures/
-    <out>/<study>/<arm>/seed<k>/config.json, checkpoint.pt, log.csv, metrics.json, .lock
+    <out>/<study>/<arm>/seed<k>/config.json, checkpoint.pt, log.csv, metrics.json, snapshots.pt, .lock
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ class RunFolder:
         self.checkpoint = self.path / "checkpoint.pt"
         self.log = self.path / "log.csv"
         self.metrics = self.path / "metrics.json"
+        self.snapshots = self.path / "snapshots.pt"
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -184,7 +185,7 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove every result of this run (its lock stays)."""
-        for path in (self.config, self.checkpoint, self.log, self.metrics):
+        for path in (self.config, self.checkpoint, self.log, self.metrics, self.snapshots):
             path.unlink(missing_ok=True)
 
     def save_checkpoint(self, payload: dict) -> None:
@@ -192,6 +193,13 @@ class RunFolder:
 
     def load_checkpoint(self) -> dict:
         return load_checkpoint(self.checkpoint)
+
+    def write_snapshots(self, payload: dict) -> None:
+        """``snapshots.pt``: the fixed images and what was recorded of them during training."""
+        save_checkpoint(self.snapshots, payload)
+
+    def read_snapshots(self) -> dict:
+        return load_checkpoint(self.snapshots)
 
     def read_metrics(self) -> dict[str, Any]:
         return read_json(self.metrics)

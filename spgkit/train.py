@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from spgkit.config import Arm, LocalData, Study
 from spgkit.data import collate, eval_transform, resolve_local, train_transform
 from spgkit.distributed import Dist
 from spgkit.evaluate import evaluate, to_device
+from spgkit.guidance import class_maps, minmax_normalize, upsample
 from spgkit.model import WSOLModel, build_model
 from spgkit.plugins import Registry
 from spgkit.runs import RunFolder, model_config, run_config
@@ -206,6 +207,8 @@ class Session:
     start: int
     history: list[dict[str, float]]
     progress: bool
+    snapshot_batch: dict | None = None  #: fixed training images, when snapshots are asked for
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
 
     def evaluate(self, dataset: Dataset, desc: str, cam_threshold: float = 0.2) -> dict[str, float]:
         e, t = self.study.evaluation, self.study.training
@@ -251,6 +254,11 @@ def setup(study: Study, arm: Arm, seed: int, run: RunFolder, registry: Registry,
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, history = state["epoch"] + 1, list(state["history"])
+    snapshot_batch, snapshots = None, []
+    if t.snapshot_every and dist_info.main:
+        fixed = _Transformed(train_ds, eval_transform(study.data.image_size, mean, std))
+        snapshot_batch = collate([fixed[i] for i in range(min(SNAPSHOT_IMAGES, len(fixed)))])
+        snapshots = run.read_snapshots()["shots"] if start and run.snapshots.exists() else []
     net = model
     if dist_info.world > 1:
         if device.type == "cuda" and not t.frozen_bn:  # batch statistics over the global batch, as in 1 process
@@ -258,7 +266,7 @@ def setup(study: Study, arm: Arm, seed: int, run: RunFolder, registry: Registry,
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     return Session(
         study, arm, seed, run, device, dist_info, model, net, optimizer, scheduler, augmented, sampler, loader,
-        select_ds, test_ds, config, start, history, progress,
+        select_ds, test_ds, config, start, history, progress, snapshot_batch, snapshots,
     )  # fmt: skip
 
 
@@ -270,14 +278,14 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
     torch.manual_seed(_epoch_seed(s.seed, epoch) * s.dist.world + s.dist.rank)
     s.model.train()
     if t.frozen_bn:
-        for module in s.model.backbone.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.eval()
+        _freeze_bn(s.model)
     autocast = torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=t.bf16 and s.device.type == "cuda")
     sums: dict[str, torch.Tensor] = {}
     name = f"{s.arm.name} seed {s.seed} epoch {epoch + 1}/{t.epochs}"
     bar = tqdm(s.loader, desc=name, disable=not (s.progress and s.dist.main), leave=False)
     for step, batch in enumerate(bar, 1):
+        if epoch == 0 and step == 1:
+            snapshot(s, 0)
         images, labels = to_device(batch, s.device)
         if t.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -285,6 +293,9 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
             sums[key] = sums.get(key, 0) + value.float()
         if t.schedule in PER_STEP:
             s.scheduler.step()
+        done = epoch * len(s.loader) + step
+        if t.snapshot_every and (done % t.snapshot_every == 0 or done == t.epochs * len(s.loader)):
+            snapshot(s, done)
         if step % t.log_every == 0 or step == len(s.loader):
             running = sums["loss"].item() / step  # one host sync per log interval, not per step
             if not math.isfinite(running):
@@ -298,6 +309,37 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
     return {"epoch": epoch + 1, **dict(zip(sums, means)), "lr": lr}
 
 
+#: Fixed training images a snapshot records.
+SNAPSHOT_IMAGES = 2
+
+
+@torch.no_grad()
+def snapshot(s: Session, step: int) -> None:
+    """Record, after ``step`` steps, the CAM of the true class (normalised, at image size) and
+    every head's visuals for the fixed training images. In eval mode, so no dropout draw and no
+    batch-norm statistic changes: the run computes the same with snapshots or without."""
+    if s.snapshot_batch is None or any(shot["step"] == step for shot in s.snapshots):
+        return
+    images, labels = to_device(s.snapshot_batch, s.device)
+    s.model.eval()
+    out = s.model(images, labels)
+    cam = minmax_normalize(upsample(class_maps(out.classifier.cams, labels), tuple(images.shape[-2:])))
+    shot = {"step": step, "CAM": cam.half().cpu()}
+    for name, head_out in out.heads.items():
+        for key, value in head_out.visuals.items():
+            shot[f"{name}: {key}"] = (value if value.dtype == torch.uint8 else value.half()).cpu()
+    s.snapshots.append(shot)
+    s.model.train()
+    if s.study.training.frozen_bn:
+        _freeze_bn(s.model)
+
+
+def _freeze_bn(model: WSOLModel) -> None:
+    for module in model.backbone.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def checkpoint(s: Session, epoch: int) -> None:
     """Write the checkpoint and the log, atomically (rank 0 only)."""
     if not s.dist.main:
@@ -309,6 +351,8 @@ def checkpoint(s: Session, epoch: int) -> None:
     }  # fmt: skip
     s.run.save_checkpoint(state)
     s.run.write_log(s.history)
+    if s.snapshots:
+        s.run.write_snapshots({"images": s.snapshot_batch["images"], "labels": s.snapshot_batch["labels"], "shots": s.snapshots})
 
 
 def select_and_test(s: Session, select: dict[str, float] | None) -> dict[str, Any]:

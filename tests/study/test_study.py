@@ -3,6 +3,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from spgkit import Arm, Data, HeadSpec, Study
 from spgkit.model import build_model
@@ -226,3 +227,20 @@ def test_reading_is_generated_from_the_numbers(tmp_path):
     # A collapsed arm's near-flat map "covers" more of the object than any: said apart, not ranked.
     assert "spg_c lost its classification (23.0 % Top-1, -73.0 on cam): its map covers 91.0 % of the object" in text
     assert "One seed proves nothing" in text
+
+
+def test_snapshots_record_the_guidance_without_changing_the_run(tiny_study_file, registry, tmp_path):
+    study = select_arms(load_study(tiny_study_file(images=24, epochs=2)), ["spg"])  # 3 steps an epoch
+    plain = run_study(study, tmp_path / "plain", registry=registry, progress=False)
+    shot = run_study(override(study, {"training.snapshot_every": 2}), tmp_path / "shot", registry=registry, progress=False)
+    run, other = plain.run("spg", 0), shot.run("spg", 0)
+    assert run.metrics.read_bytes() == other.metrics.read_bytes()  # the same numbers, byte for byte
+    assert not run.snapshots.exists()
+    recorded = other.read_snapshots()
+    # Before the first step, every 2 steps, and after the last (6).
+    assert [s["step"] for s in recorded["shots"]] == [0, 2, 4, 6]
+    first = recorded["shots"][0]
+    assert first["CAM"].shape == (2, 40, 40) and first["spg_b: seed b1"].dtype == torch.uint8
+    assert {"spg_b: seed b2", "spg_b: b1", "spg_c: seed c"} <= set(first)
+    figure = (shot.figures / "evolution_spg.png").read_bytes()
+    assert figure[:8] == b"\x89PNG\r\n\x1a\n" and len(figure) > 10000
