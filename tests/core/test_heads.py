@@ -172,3 +172,17 @@ def test_spg_normalize_scores_always_leaves_background_seeds(registry):
     assert not (seeds[False][0] == 0).any()
     assert (seeds[True][0] == 0).any() and (seeds[True][0] == 1).any()
     assert (seeds[True][1] == 0).any()
+
+
+def test_spg_c_without_feedback_leaves_the_trunk_alone(registry):
+    torch.manual_seed(0)
+    images, labels = torch.randn(2, 3, 48, 48), torch.tensor([1, 2])
+    grads = {}
+    for feedback in (True, False):
+        torch.manual_seed(0)
+        model = build_model(3, [HeadSpec("spg_b"), HeadSpec("spg_c", {"feedback": feedback})], registry=registry, **TINY)
+        out = model(images, labels)
+        model.losses(out, labels)["spg_c.c"].backward()
+        grads[feedback] = model.classifier.a3[1].weight.grad
+        assert model.heads["spg_c"].layers[0][0].weight.grad.abs().sum() > 0  # C itself learns either way
+    assert grads[True].abs().sum() > 0 and grads[False] is None

@@ -115,6 +115,9 @@ class SPGC(GuidanceHead):
         thresholds: (delta_h, delta_l) for the seed of SPG-B's fused map.
         normalize_scores: min-max normalise the fused map per image before taking the seed (see
             :class:`SPGB`).
+        feedback: let C's loss flow back into the classifier's A3 features and the trunk, as in
+            both reference codes (the default). False detaches C's input: C still learns its map,
+            but leaves the trunk alone (an ablation of C's pixel-level feedback).
     """
 
     name = "spg_c"
@@ -128,8 +131,10 @@ class SPGC(GuidanceHead):
         depth: int = 1,
         thresholds: tuple[float, float] = (0.7, 0.1),
         normalize_scores: bool = False,
+        feedback: bool = True,
     ):
         super().__init__(spec)
+        self.feedback = feedback
         if depth < 1:
             raise ValueError(f"spg_c depth must be at least 1, not {depth}")
         self.thresholds = _thresholds(thresholds)
@@ -141,7 +146,8 @@ class SPGC(GuidanceHead):
     def forward(self, ctx: HeadContext) -> HeadOutput:
         if ctx.labels is None:
             return HeadOutput()
-        logits = upsample(self.layers(ctx.classifier.features), ctx.image_size)
+        features = ctx.classifier.features if self.feedback else ctx.classifier.features.detach()
+        logits = upsample(self.layers(features), ctx.image_size)
         fused = ctx.outputs["spg_b"].exports["fused"]
         score = minmax_normalize(fused) if self.normalize_scores else fused
         seed = seed_mask(score, *self.thresholds)
