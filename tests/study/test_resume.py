@@ -77,14 +77,21 @@ class Explode(GuidanceHead):
         return HeadOutput(losses={"x": value + (float("nan") if self.calls >= self.after else 0.0)})
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_study_file, plugin_manager, tmp_path):
+@pytest.fixture
+def explode_registry(plugin_manager):
+    """The built-in methods and the exploding head."""
+
     class Plugin:
         @spgkit.hookimpl
         def spgkit_register_heads(self, register):
             register(Explode)
 
     plugin_manager.register(Plugin(), name="explode (test)")
-    registry = Registry(plugin_manager)
+    return Registry(plugin_manager)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_study_file, explode_registry, tmp_path):
+    registry = explode_registry
     study = load_study(tiny_study_file(images=24, epochs=3))
     # 24 images / batch 8 = 3 steps an epoch: epoch 1 is clean, NaN at the 4th step (epoch 2).
     arm = Arm("boom", (HeadSpec("explode", {"after": 4}),))
@@ -100,19 +107,13 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_study
     assert train_arm(study, arm, 0, RunFolder(out), registry=registry, progress=False) == record
 
 
-def test_a_diverging_arm_does_not_stop_the_study(tiny_study_file, plugin_manager, tmp_path):
+def test_a_diverging_arm_does_not_stop_the_study(tiny_study_file, explode_registry, tmp_path):
     import dataclasses
 
-    class Plugin:
-        @spgkit.hookimpl
-        def spgkit_register_heads(self, register):
-            register(Explode)
-
-    plugin_manager.register(Plugin(), name="explode (test)")
     study = load_study(tiny_study_file(images=24, epochs=1))
     study = dataclasses.replace(study, arms=(study.arms[0], Arm("boom", (HeadSpec("explode", {"after": 2}),))))
     with pytest.warns(UserWarning, match="tiny/boom/seed0: loss is nan at epoch 1"):
-        folder = run_study(study, tmp_path, registry=Registry(plugin_manager), progress=False)
+        folder = run_study(study, tmp_path, registry=explode_registry, progress=False)
     table = folder.results_md.read_text()
     assert "| boom | 0 (+1 diverged) | - |" in table and "| cam | 1 |" in table
     assert "Diverged runs, left out of every number: boom (1 of 1)" in table
