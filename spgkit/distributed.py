@@ -38,6 +38,14 @@ class Dist:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         return cls(dist.get_rank(), dist.get_world_size(), reduce_device(dist.get_backend(), device)), device
 
+    def share(self, value):
+        """Rank 0's ``value`` (any picklable object) on every rank."""
+        if self.world == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def sum(self, array: np.ndarray) -> np.ndarray:
         """Element-wise sum of ``array`` over all ranks."""
         if self.world == 1:

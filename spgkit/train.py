@@ -27,7 +27,7 @@ from spgkit.evaluate import evaluate, to_device
 from spgkit.guidance import class_maps, minmax_normalize, upsample
 from spgkit.model import WSOLModel, build_model
 from spgkit.plugins import Registry
-from spgkit.runs import RunFolder, model_config, run_config
+from spgkit.runs import RunConflict, RunFolder, model_config, run_config
 
 
 class TrainingDiverged(RuntimeError):
@@ -382,7 +382,14 @@ def train_arm(study: Study, arm: Arm, seed: int, run: RunFolder, *, registry: Re
     registry = registry if registry is not None else Registry()
     dist_info, device = Dist.from_env(resolve_device(study.training.device))
     with run.lock() if dist_info.main else contextlib.nullcontext():
-        todo = run.prepare(run_config(study, arm, seed), retrain)
+        # Rank 0 alone reads and writes the folder; the others follow its decision (or its error).
+        try:
+            todo = run.prepare(run_config(study, arm, seed), retrain) if dist_info.main else None
+        except RunConflict as exc:
+            todo = exc
+        todo = dist_info.share(todo)
+        if isinstance(todo, RunConflict):
+            raise todo
         if todo == "done":
             return run.read_metrics()
         s = setup(study, arm, seed, run, registry, device, dist_info, progress)
