@@ -1,0 +1,896 @@
+/* Compiled core of spgkit.localization.tree: the regions of a map's level sets at every cut, from
+ * union-find passes over the pixels sorted by level. See tree.py for the definitions and the method.
+ *
+ * Images live on a grid padded by one pixel on every side (index (y + 1) * (W + 2) + x + 1), so that
+ * neighbours need no bounds checks. Levels are stored plus one, the padding at 0: it never joins the
+ * foreground, and when holes are filled it is the frame around the image. Only the Python C API is
+ * used (buffers, bytearrays), so building needs no numpy headers.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int32_t x0, x1;         /* inclusive columns */
+    int32_t first, last;    /* first and last pixels in raster order, as padded indices (which grow
+                               likewise): they give the rows */
+    int32_t size;           /* pixels: the float protocol's largest, union by size in passes without areas */
+    int32_t area;           /* OpenCV contour area in half pixels (benchmark protocol) */
+    int32_t opens;          /* a hole: the level at which it joins the outside */
+    int32_t pos;            /* position in the live list */
+    int32_t row;            /* output row of the region at the current cut */
+} Node;
+
+typedef struct {
+    int32_t *parent; /* padded grid: the parent pixel (>= 0), or -1 - node for a root; before a pixel
+                        is added, its mask (see below) */
+    Node *nodes;
+    int32_t num_nodes;
+    int32_t *live; /* nodes that are roots, in no order */
+    int32_t num_live;
+} Forest;
+
+typedef struct {
+    int64_t *data; /* rows of (cut index, x0, y0, x1, y1) */
+    Py_ssize_t len, cap;
+} Rows;
+
+typedef struct {
+    int H, W, Wp;
+    Py_ssize_t padded;
+    int shift;       /* pixels are packed as y << shift | x */
+    int32_t off[8];  /* neighbours: NW, N, NE, W, E, SW, S, SE */
+} Grid;
+
+/* A pass adds pixels in a fixed order, so which neighbours of a pixel are already in (its mask, bit k
+ * for neighbour off[k]) is known beforehand; it is kept in the pixel's parent entry until the pixel
+ * is added, which saves a memory access per pixel in passes that jump around the image. For each
+ * mask: one neighbour per group of mutually 8-adjacent ones (the count in bits 0-2, then 3 bits per
+ * neighbour; two added neighbours that touch were joined when the later one came, so one find per
+ * group is enough, and smooth maps mostly have one group); and the contour area the pixel adds, in
+ * half pixels: each of its four cells (2x2 pixels) counts half a pixel once three corners are in and
+ * another half with the fourth. Any three corners of a cell are 8-connected, so that area belongs to
+ * the pixel's region. */
+static uint16_t groups8[256];
+static uint8_t area8[256];
+
+static void init_tables(void)
+{
+    static const int dy[8] = {-1, -1, -1, 0, 0, 1, 1, 1}, dx[8] = {-1, 0, 1, -1, 1, -1, 0, 1};
+    /* Each group's find starts from the neighbour added last (E, then the row below, in a descending
+     * pass): its entry is likely still in cache and pointing at the root. */
+    static const int latest[8] = {4, 6, 7, 5, 3, 1, 2, 0};
+    /* The other three corners of each cell around the pixel: NW N W, N NE E, W SW S, E S SE. */
+    static const int cells[4][3] = {{0, 1, 3}, {1, 2, 4}, {3, 5, 6}, {4, 6, 7}};
+    for (int mask = 0; mask < 256; mask++) {
+        int group[8], count = 0;
+        for (int k = 0; k < 8; k++)
+            group[k] = -1;
+        groups8[mask] = 0;
+        for (int i = 0; i < 8; i++) {
+            int k = latest[i];
+            if (!(mask >> k & 1) || group[k] >= 0)
+                continue;
+            int stack[8], top = 0;
+            group[k] = count;
+            stack[top++] = k;
+            while (top) {
+                int a = stack[--top];
+                for (int b = 0; b < 8; b++)
+                    if ((mask >> b & 1) && group[b] < 0 && abs(dy[a] - dy[b]) <= 1 && abs(dx[a] - dx[b]) <= 1) {
+                        group[b] = count;
+                        stack[top++] = b;
+                    }
+            }
+            groups8[mask] |= (uint16_t)(k << (3 + 3 * count));
+            count++;
+        }
+        groups8[mask] |= (uint16_t)count;
+        area8[mask] = 0;
+        for (int c = 0; c < 4; c++) {
+            int in = 1 + (mask >> cells[c][0] & 1) + (mask >> cells[c][1] & 1) + (mask >> cells[c][2] & 1);
+            area8[mask] += in >= 3;
+        }
+    }
+}
+
+/* 1 if a > b, for levels (small non-negative ints): the sign of b - a, branch-free so that the mask
+ * loops vectorise. */
+#define ABOVE(a, b) ((uint32_t)((b) - (a)) >> 31)
+
+/* Masks of a pass that adds pixels by descending level, raster order backwards within a level:
+ * neighbours of a higher level, or of the same level and later in raster order, come first. */
+static void masks_descending(const Grid *g, const int32_t *restrict level, int32_t *restrict mask)
+{
+    for (int y = 1; y <= g->H; y++) {
+        const int32_t *c = level + (Py_ssize_t)y * g->Wp, *up = c - g->Wp, *dn = c + g->Wp;
+        int32_t *m = mask + (Py_ssize_t)y * g->Wp;
+        for (Py_ssize_t x = 1; x <= g->W; x++) { /* not int: -fwrapv (Python's flags) stops vectorising */
+            int32_t v = c[x], w = v - 1; /* a >= v is a > v - 1 */
+            m[x] = (int32_t)(ABOVE(up[x - 1], v) | ABOVE(up[x], v) << 1 | ABOVE(up[x + 1], v) << 2 |
+                             ABOVE(c[x - 1], v) << 3 | ABOVE(c[x + 1], w) << 4 | ABOVE(dn[x - 1], w) << 5 |
+                             ABOVE(dn[x], w) << 6 | ABOVE(dn[x + 1], w) << 7);
+        }
+    }
+}
+
+/* Masks of the hole pass: 4-neighbours N, W, E, S (bits 1, 3, 4, 6 as in off[]) that are in a
+ * depression (fill > level) and come first by ascending level, raster order within a level. */
+static void masks_holes(const Grid *g, const int32_t *restrict level, const int32_t *restrict fill,
+                        int32_t *restrict mask)
+{
+    const Py_ssize_t Wp = g->Wp;
+    for (int y = 1; y <= g->H; y++) {
+        const int32_t *c = level + (Py_ssize_t)y * Wp, *f = fill + (Py_ssize_t)y * Wp;
+        int32_t *m = mask + (Py_ssize_t)y * Wp;
+        for (Py_ssize_t x = 1; x <= g->W; x++) {
+            int32_t v = c[x], w = v + 1; /* a <= v is v + 1 > a */
+            m[x] = (int32_t)((ABOVE(w, c[x - Wp]) & ABOVE(f[x - Wp], c[x - Wp])) << 1 |
+                             (ABOVE(w, c[x - 1]) & ABOVE(f[x - 1], c[x - 1])) << 3 |
+                             (ABOVE(v, c[x + 1]) & ABOVE(f[x + 1], c[x + 1])) << 4 |
+                             (ABOVE(v, c[x + Wp]) & ABOVE(f[x + Wp], c[x + Wp])) << 6);
+        }
+    }
+}
+
+/* The filled image: the lowest level at which each pixel is outside, i.e. joined to the frame (the
+ * padding, at level 0) by a 4-path of pixels at or below that level. It is the image with the holes
+ * of all its upper level sets filled, a grayscale reconstruction by erosion from the frame, computed
+ * as in Vincent's hybrid algorithm: a raster and an anti-raster scan give upper bounds, then the
+ * pixels that can still lower a neighbour seed a propagation. That goes by increasing value with a
+ * bucket queue (values are levels), so that each pixel is lowered at most once: in noisy maps a
+ * first-in first-out queue lowers most of them three times over. entry, link: room for 2 entries a
+ * pixel (seeds, then lowered pixels; stale entries are skipped). */
+/* The scans of fill_holes, one pixel at a time: from above and the left (down), and from below and
+ * the right (up), which tells whether the pixel can still lower a neighbour below or to its right. */
+static inline void step_down(const int32_t *level, int32_t *fill, Py_ssize_t i, Py_ssize_t Wp)
+{
+    int32_t m = fill[i - Wp] < fill[i - 1] ? fill[i - Wp] : fill[i - 1];
+    fill[i] = level[i] > m ? level[i] : m;
+}
+
+static inline int step_up(const int32_t *level, int32_t *fill, Py_ssize_t i, Py_ssize_t Wp)
+{
+    int32_t m = fill[i + Wp] < fill[i + 1] ? fill[i + Wp] : fill[i + 1];
+    m = m < fill[i] ? m : fill[i];
+    int32_t f = level[i] > m ? level[i] : m;
+    fill[i] = f;
+    return ((fill[i + 1] > f) & (fill[i + 1] > level[i + 1])) | ((fill[i + Wp] > f) & (fill[i + Wp] > level[i + Wp]));
+}
+
+/* Each scan takes rows by fours, each row a pixel behind the one it depends on: one row alone is a
+ * chain of dependent minima, four are independent chains that the processor runs side by side. */
+static void scan_down(const Grid *g, const int32_t *level, int32_t *fill)
+{
+    const Py_ssize_t Wp = g->Wp, W = g->W;
+    int y = 1;
+    for (; y + 3 <= g->H; y += 4) {
+        Py_ssize_t row = (Py_ssize_t)y * Wp;
+        for (Py_ssize_t t = 1; t <= W + 3; t++) {
+            if (t >= 4 && t <= W) {
+                step_down(level, fill, row + t, Wp);
+                step_down(level, fill, row + Wp + t - 1, Wp);
+                step_down(level, fill, row + 2 * Wp + t - 2, Wp);
+                step_down(level, fill, row + 3 * Wp + t - 3, Wp);
+            } else {
+                for (int k = 0; k < 4; k++)
+                    if (t - k >= 1 && t - k <= W)
+                        step_down(level, fill, row + k * Wp + t - k, Wp);
+            }
+        }
+    }
+    for (; y <= g->H; y++)
+        for (Py_ssize_t x = 1; x <= W; x++)
+            step_down(level, fill, (Py_ssize_t)y * Wp + x, Wp);
+}
+
+/* Returns the number of seeds, the pixels that can still lower a neighbour, listed in seeds. */
+static int32_t scan_up(const Grid *g, const int32_t *level, int32_t *fill, int32_t *seeds)
+{
+    const Py_ssize_t Wp = g->Wp, W = g->W;
+    int32_t e = 0;
+    int y = g->H;
+    for (; y - 3 >= 1; y -= 4) {
+        Py_ssize_t row = (Py_ssize_t)y * Wp;
+        for (Py_ssize_t t = W; t >= -2; t--) {
+            if (t >= 1 && t <= W - 3) {
+                for (int k = 0; k < 4; k++) { /* unrolled by the compiler */
+                    Py_ssize_t i = row - k * Wp + t + k;
+                    seeds[e] = (int32_t)i;
+                    e += step_up(level, fill, i, Wp);
+                }
+            } else {
+                for (int k = 0; k < 4; k++)
+                    if (t + k >= 1 && t + k <= W) {
+                        Py_ssize_t i = row - k * Wp + t + k;
+                        seeds[e] = (int32_t)i;
+                        e += step_up(level, fill, i, Wp);
+                    }
+            }
+        }
+    }
+    for (; y >= 1; y--)
+        for (Py_ssize_t x = W; x >= 1; x--) {
+            Py_ssize_t i = (Py_ssize_t)y * Wp + x;
+            seeds[e] = (int32_t)i;
+            e += step_up(level, fill, i, Wp);
+        }
+    return e;
+}
+
+static void fill_holes(const Grid *g, const int32_t *level, int32_t *fill, int32_t *entry, int32_t *link)
+{
+    static const int side[4] = {1, 3, 4, 6}; /* N, W, E, S in off[] */
+    scan_down(g, level, fill);
+    int32_t head[258], e = scan_up(g, level, fill, entry);
+    for (int v = 0; v < 258; v++)
+        head[v] = -1;
+    for (int32_t k = 0; k < e; k++) { /* into their buckets, apart: the scan stays free of branches */
+        link[k] = head[fill[entry[k]]];
+        head[fill[entry[k]]] = k;
+    }
+    for (int v = 0; v < 258; v++)
+        while (head[v] >= 0) {
+            int32_t p = entry[head[v]];
+            head[v] = link[head[v]];
+            if (fill[p] != v)
+                continue; /* lowered since: its newer entry came first */
+            for (int k = 0; k < 4; k++) {
+                int32_t q = p + g->off[side[k]], lq = level[q];
+                if (fill[q] > v && fill[q] > lq) {
+                    int32_t to = v > lq ? v : lq; /* at least v: the queue only moves up */
+                    fill[q] = to;
+                    entry[e] = q;
+                    link[e] = head[to];
+                    head[to] = e++;
+                }
+            }
+        }
+}
+
+/* Scratch memory, kept from call to call: fresh pages for every map (which the kernel must map and
+ * zero) cost more than some of the passes. The GIL is held throughout a call, so one arena serves
+ * all; calls take their arrays from it in turn, and one that needed more than KEEP_SCRATCH bytes
+ * gives it back. */
+#define KEEP_SCRATCH ((size_t)64 << 20)
+static char *arena;
+static size_t arena_size, arena_used;
+
+static size_t rounded(size_t size) { return (size + 63) & ~(size_t)63; }
+
+static int scratch_reserve(size_t total)
+{
+    if (total > arena_size) {
+        free(arena);
+        arena = malloc(total);
+        arena_size = arena ? total : 0;
+        if (!arena)
+            return -1;
+    }
+    arena_used = 0;
+    return 0;
+}
+
+static void *scratch(size_t size)
+{
+    void *p = arena + arena_used;
+    arena_used += rounded(size);
+    return p;
+}
+
+static void scratch_release(void)
+{
+    if (arena_size > KEEP_SCRATCH) {
+        free(arena);
+        arena = NULL;
+        arena_size = 0;
+    }
+}
+
+/* Zeroes the padding of a padded grid. */
+static void clear_frame(const Grid *g, int32_t *a)
+{
+    memset(a, 0, sizeof(int32_t) * (size_t)g->Wp);
+    memset(a + g->padded - g->Wp, 0, sizeof(int32_t) * (size_t)g->Wp);
+    for (int y = 1; y <= g->H; y++)
+        a[(Py_ssize_t)y * g->Wp] = a[(Py_ssize_t)y * g->Wp + g->Wp - 1] = 0;
+}
+
+static size_t forest_bytes(const Grid *g, Py_ssize_t max_nodes)
+{
+    return rounded(sizeof(int32_t) * (size_t)g->padded) + rounded(sizeof(Node) * (size_t)max_nodes) +
+           rounded(sizeof(int32_t) * (size_t)max_nodes);
+}
+
+static void forest_init(Forest *f, const Grid *g, Py_ssize_t max_nodes)
+{
+    f->parent = scratch(sizeof(int32_t) * (size_t)g->padded);
+    f->nodes = scratch(sizeof(Node) * (size_t)max_nodes);
+    f->live = scratch(sizeof(int32_t) * (size_t)max_nodes);
+    f->num_nodes = f->num_live = 0;
+}
+
+static inline int32_t find(int32_t *parent, int32_t p)
+{
+    /* Path halving. */
+    int32_t q;
+    while ((q = parent[p]) >= 0) {
+        int32_t r = parent[q];
+        if (r < 0)
+            return q;
+        parent[p] = r;
+        p = r;
+    }
+    return p;
+}
+
+static inline Node *node_of(Forest *f, int32_t root) { return &f->nodes[-1 - f->parent[root]]; }
+
+static inline void live_remove(Forest *f, Node *n)
+{
+    int32_t last = f->live[--f->num_live];
+    f->live[n->pos] = last;
+    f->nodes[last].pos = n->pos;
+}
+
+static inline Node *new_root(Forest *f, int32_t p, int32_t x)
+{
+    int32_t k = f->num_nodes++;
+    Node *n = &f->nodes[k];
+    n->x0 = n->x1 = x;
+    n->last = p;
+    n->size = 1;
+    n->area = 0;
+    n->first = p;
+    n->opens = 0;
+    n->pos = f->num_live;
+    f->live[f->num_live++] = k;
+    f->parent[p] = -1 - k;
+    return n;
+}
+
+/* What a pass keeps up to date per pixel besides sizes (constants at each call, so that every pass
+ * compiles to what it needs). */
+enum { BOXES = 1, FIRST = 2, AREAS = 4, SIZES = 8 };
+
+static inline void grow(Node *n, int32_t p, int32_t x, int what)
+{
+    if (what & BOXES) {
+        n->x0 = x < n->x0 ? x : n->x0;
+        n->x1 = x > n->x1 ? x : n->x1;
+        n->last = p > n->last ? p : n->last;
+    }
+    if (what & (BOXES | FIRST))
+        n->first = p < n->first ? p : n->first;
+    if (what & SIZES)
+        n->size++;
+}
+
+/* Union by size (or by area, which grows alike, where that is what the pass counts) of two roots;
+ * returns the new root. */
+static inline int32_t unite(Forest *f, int32_t a, int32_t b, int what)
+{
+    Node *na = node_of(f, a), *nb = node_of(f, b);
+    if ((what & AREAS) ? na->area < nb->area : na->size < nb->size) {
+        int32_t t = a;
+        a = b;
+        b = t;
+        Node *tn = na;
+        na = nb;
+        nb = tn;
+    }
+    if (nb->x0 < na->x0) na->x0 = nb->x0;
+    if (nb->x1 > na->x1) na->x1 = nb->x1;
+    if (nb->first < na->first) na->first = nb->first;
+    if (nb->last > na->last) na->last = nb->last;
+    if (nb->opens < na->opens) na->opens = nb->opens;
+    na->size += nb->size;
+    na->area += nb->area;
+    live_remove(f, nb);
+    f->parent[b] = a;
+    return a;
+}
+
+/* Adds foreground pixel p (8-connectivity). */
+static inline void add8(Forest *f, const Grid *g, int32_t p, int32_t x, int what)
+{
+    int32_t *parent = f->parent;
+    unsigned mask = (unsigned)parent[p], groups = groups8[mask], count = groups & 7;
+    Node *n;
+    if (!count) {
+        n = new_root(f, p, x);
+    } else {
+        int32_t root = find(parent, p + g->off[groups >> 3 & 7]);
+        for (unsigned j = 1; j < count; j++) {
+            int32_t r = find(parent, p + g->off[groups >> (3 + 3 * j) & 7]);
+            if (r != root)
+                root = unite(f, root, r, what);
+        }
+        parent[p] = root;
+        n = node_of(f, root);
+        grow(n, p, x, what);
+    }
+    if (what & AREAS)
+        n->area += area8[mask];
+}
+
+/* Adds depression pixel p (4-connectivity) to the holes; opens is its filled level. A hole lives
+ * until its lowest filled level: pixels that touch at a cut are in one background region, so a hole
+ * joins the outside all at once. */
+static inline void add_hole(Forest *f, const Grid *g, int32_t p, int32_t x, int32_t opens)
+{
+    int32_t *parent = f->parent;
+    unsigned mask = (unsigned)parent[p];
+    int32_t root = -1;
+    for (; mask; mask &= mask - 1) {
+        int32_t r = find(parent, p + g->off[__builtin_ctz(mask)]);
+        if (root < 0)
+            root = r;
+        else if (r != root)
+            root = unite(f, root, r, BOXES | SIZES);
+    }
+    Node *n;
+    if (root < 0) {
+        n = new_root(f, p, x);
+        n->opens = opens;
+    } else {
+        parent[p] = root;
+        n = node_of(f, root);
+        grow(n, p, x, BOXES | SIZES);
+        n->opens = opens < n->opens ? opens : n->opens;
+    }
+}
+
+static int rows_push(Rows *r, int64_t cut, int64_t x0, int64_t y0, int64_t x1, int64_t y1)
+{
+    if (r->len + 5 > r->cap) {
+        Py_ssize_t cap = r->cap ? 2 * r->cap : 5 * 1024;
+        int64_t *data = realloc(r->data, sizeof(int64_t) * (size_t)cap);
+        if (!data)
+            return -1;
+        r->data = data;
+        r->cap = cap;
+    }
+    int64_t *out = r->data + r->len;
+    out[0] = cut;
+    out[1] = x0;
+    out[2] = y0;
+    out[3] = x1;
+    out[4] = y1;
+    r->len += 5;
+    return 0;
+}
+
+/* Emits the live regions of f at cut s. opencv: boxes as the benchmark makes them from boundingRect
+ * (one pixel wider on the right and at the bottom, clipped). */
+static int emit_regions(Forest *f, const Grid *g, Rows *rows, int64_t s, int opencv)
+{
+    for (int32_t k = 0; k < f->num_live; k++) {
+        Node *n = &f->nodes[f->live[k]];
+        n->row = (int32_t)(rows->len / 5);
+        int64_t x1 = n->x1, y0 = n->first / g->Wp - 1, y1 = n->last / g->Wp - 1;
+        if (opencv) {
+            x1 = x1 + 1 < g->W ? x1 + 1 : g->W - 1;
+            y1 = y1 + 1 < g->H ? y1 + 1 : g->H - 1;
+        }
+        if (rows_push(rows, s, n->x0, y0, x1, y1) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Live node of largest score (area if by_area, else size); ties to the largest first pixel if
+ * last_wins, else the smallest. NULL if none. */
+static Node *largest(Forest *f, int by_area, int last_wins)
+{
+    Node *best = NULL;
+    for (int32_t k = 0; k < f->num_live; k++) {
+        Node *n = &f->nodes[f->live[k]];
+        if (!best) {
+            best = n;
+            continue;
+        }
+        int32_t a = by_area ? n->area : n->size, b = by_area ? best->area : best->size;
+        if (a > b || (a == b && (last_wins ? n->first > best->first : n->first < best->first)))
+            best = n;
+    }
+    return best;
+}
+
+/* Contour area of the filled image's regions at every cut, all together: area[v] is the number of
+ * half pixels that its cells (2x2 pixels) count once the cut is below stored level v, i.e. a cell
+ * counts half a pixel below its second lowest corner and another below its lowest (see area8). */
+static void filled_cell_areas(const Grid *g, const int32_t *fill, int64_t *area)
+{
+    /* Four histograms, by column: neighbouring cells mostly have the same levels, and incrementing
+     * one counter twice in a row waits for the first increment. */
+    int32_t count[4][258] = {{0}};
+    for (int y = 1; y < g->H; y++) {
+        const int32_t *a = fill + (Py_ssize_t)y * g->Wp, *b = a + g->Wp;
+        for (Py_ssize_t x = 1; x < g->W; x++) {
+            int32_t lo1 = a[x] < a[x + 1] ? a[x] : a[x + 1], hi1 = a[x] ^ a[x + 1] ^ lo1;
+            int32_t lo2 = b[x] < b[x + 1] ? b[x] : b[x + 1], hi2 = b[x] ^ b[x + 1] ^ lo2;
+            int32_t lowest = lo1 < lo2 ? lo1 : lo2, other = lo1 ^ lo2 ^ lowest, hi = hi1 < hi2 ? hi1 : hi2;
+            count[x & 3][lowest]++;
+            count[(x + 2) & 3][hi ^ ((other ^ hi) & -(other < hi))]++; /* min, without a branch */
+        }
+    }
+    area[257] = 0;
+    for (int v = 256; v >= 0; v--) /* counted at cuts below v: a sum from the top */
+        area[v] = area[v + 1] + count[0][v] + count[1][v] + count[2][v] + count[3][v];
+}
+
+/* Turns per-level counts into the position of each level's first pixel. */
+static void count_to_start(Py_ssize_t *start, int num_levels)
+{
+    Py_ssize_t total = 0;
+    for (int v = 0; v <= num_levels + 1; v++) {
+        Py_ssize_t count = start[v];
+        start[v] = total;
+        total += count;
+    }
+}
+
+/* Pixels in ascending order of level (1..num_levels on the padded grid), raster order within a
+ * level, packed as y << shift | x. start[v] is the position of the first pixel of level v, so that
+ * bound(c) below is the number of pixels of level <= c + 1, i.e. of original level <= c. With fill,
+ * the pixels of depressions (fill > level) are also sorted on their own into deep, deep_start. */
+static void counting_sort(const Grid *g, const int32_t *level, int num_levels, uint32_t *order, Py_ssize_t *start,
+                          const int32_t *fill, uint32_t *deep, Py_ssize_t *deep_start)
+{
+    memset(start, 0, sizeof(Py_ssize_t) * (size_t)(num_levels + 2));
+    if (fill)
+        memset(deep_start, 0, sizeof(Py_ssize_t) * (size_t)(num_levels + 2));
+    for (int y = 1; y <= g->H; y++) {
+        const int32_t *c = level + (Py_ssize_t)y * g->Wp, *f = fill ? fill + (Py_ssize_t)y * g->Wp : NULL;
+        for (Py_ssize_t x = 1; x <= g->W; x++) {
+            start[c[x]]++;
+            if (f)
+                deep_start[c[x]] += f[x] > c[x];
+        }
+    }
+    count_to_start(start, num_levels);
+    if (fill)
+        count_to_start(deep_start, num_levels);
+    /* start[v] runs to the end of level v here, and back to its beginning below. */
+    for (int y = 1; y <= g->H; y++) {
+        const int32_t *c = level + (Py_ssize_t)y * g->Wp, *f = fill ? fill + (Py_ssize_t)y * g->Wp : NULL;
+        uint32_t row = (uint32_t)(y - 1) << g->shift;
+        for (Py_ssize_t x = 1; x <= g->W; x++) {
+            order[start[c[x]]++] = row | (uint32_t)(x - 1);
+            if (f) { /* without a branch: the others write to a spare slot */
+                int in = f[x] > c[x];
+                uint32_t spare, *to = in ? &deep[deep_start[c[x]]] : &spare;
+                *to = row | (uint32_t)(x - 1);
+                deep_start[c[x]] += in;
+            }
+        }
+    }
+    memmove(start + 1, start, sizeof(Py_ssize_t) * (size_t)(num_levels + 1));
+    start[0] = 0;
+    if (fill) {
+        memmove(deep_start + 1, deep_start, sizeof(Py_ssize_t) * (size_t)(num_levels + 1));
+        deep_start[0] = 0;
+    }
+}
+
+static inline Py_ssize_t bound(const Py_ssize_t *start, int num_levels, int64_t cut)
+{
+    int64_t v = cut + 2;
+    return start[v < 1 ? 1 : v > num_levels + 1 ? num_levels + 1 : v];
+}
+
+static int grid_init(Grid *g, Py_ssize_t H, Py_ssize_t W)
+{
+    /* Padded indices are int32; then the bits of y and x also fit in 32. */
+    if (H < 1 || W < 1 || (double)(H + 2) * (double)(W + 2) >= (double)INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "maps of %zd x %zd pixels are not supported", H, W);
+        return -1;
+    }
+    g->H = (int)H;
+    g->W = (int)W;
+    g->Wp = (int)W + 2;
+    g->padded = (H + 2) * (W + 2);
+    g->shift = 0;
+    while (((Py_ssize_t)1 << g->shift) < W)
+        g->shift++;
+    const int32_t off[8] = {-g->Wp - 1, -g->Wp, -g->Wp + 1, -1, 1, g->Wp - 1, g->Wp, g->Wp + 1};
+    memcpy(g->off, off, sizeof(off));
+    return 0;
+}
+
+static PyObject *result(Rows *rows, int64_t *best, Py_ssize_t num_cuts)
+{
+    PyObject *r = PyByteArray_FromStringAndSize((const char *)rows->data, (Py_ssize_t)sizeof(int64_t) * rows->len);
+    PyObject *b = PyByteArray_FromStringAndSize((const char *)best, (Py_ssize_t)sizeof(int64_t) * num_cuts);
+    if (!r || !b) {
+        Py_XDECREF(r);
+        Py_XDECREF(b);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", r, b);
+}
+
+#define PIXEL(p, y, x, order, k, g)                                                          \
+    uint32_t yx = order[k];                                                                  \
+    int32_t y = (int32_t)(yx >> (g).shift), x = (int32_t)(yx & ((1u << (g).shift) - 1)), \
+            p = (y + 1) * (g).Wp + x + 1
+
+/* Adds the pixels at positions end..*top - 1 of order, from the top, to f. */
+static inline void add_down(Forest *f, const Grid *g, const uint32_t *order, Py_ssize_t *top, Py_ssize_t end, int what)
+{
+    for (Py_ssize_t k = *top - 1; k >= end; k--) {
+        PIXEL(p, y, x, order, k, *g);
+        add8(f, g, p, x, what);
+    }
+    if (end < *top)
+        *top = end;
+}
+
+static const char benchmark_doc[] =
+    "benchmark_regions(image, height, width, cuts) -> (rows, largest)\n\n"
+    "OpenCV's contours of image > cut (image: uint8 bytes, row-major) at every ascending int64 cut:\n"
+    "rows of int64 (cut index, x0, y0, x1, y1) with the benchmark's boxes, and per cut the row of the\n"
+    "largest contour ([0, 0, 0, 0] rows where nothing is left).";
+
+static PyObject *benchmark_regions(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer image, cutbuf;
+    Py_ssize_t H, W;
+    if (!PyArg_ParseTuple(args, "y*nny*", &image, &H, &W, &cutbuf))
+        return NULL;
+    PyObject *out = NULL;
+    Grid g;
+    Forest holes = {0}, fg = {0}, filled = {0};
+    int32_t *level = NULL, *fill = NULL, *entry = NULL, *link = NULL;
+    uint32_t *order = NULL, *hole_order = NULL;
+    Py_ssize_t start[258], hole_start[258], fill_start[258];
+    int64_t *best = NULL;
+    Rows rows = {0}, undecided = {0};
+    Py_ssize_t num_cuts = cutbuf.len / (Py_ssize_t)sizeof(int64_t);
+    const int64_t *cuts = cutbuf.buf;
+    if (grid_init(&g, H, W) < 0)
+        goto done;
+    if (image.len != H * W || num_cuts * (Py_ssize_t)sizeof(int64_t) != cutbuf.len) {
+        PyErr_SetString(PyExc_ValueError, "image or cuts have the wrong size");
+        goto done;
+    }
+    Py_ssize_t n = H * W;
+    size_t P = (size_t)g.padded, N = (size_t)n, C = (size_t)(num_cuts ? num_cuts : 1);
+    if (scratch_reserve(2 * rounded(4 * P) + 2 * rounded(8 * N) + 2 * rounded(4 * N) + rounded(8 * C) +
+                        3 * forest_bytes(&g, n)) < 0)
+        goto nomem;
+    level = scratch(4 * P);
+    fill = scratch(4 * P);
+    entry = scratch(8 * N);
+    link = scratch(8 * N);
+    order = scratch(4 * N);
+    hole_order = scratch(4 * N);
+    best = scratch(8 * C);
+    forest_init(&holes, &g, n);
+    forest_init(&fg, &g, n);
+    forest_init(&filled, &g, n);
+    clear_frame(&g, level);
+    clear_frame(&g, fill);
+    for (int y = 0; y < g.H; y++) {
+        const uint8_t *src = (const uint8_t *)image.buf + (Py_ssize_t)y * W;
+        int32_t *dst = level + (Py_ssize_t)(y + 1) * g.Wp + 1;
+        for (int x = 0; x < g.W; x++)
+            dst[x] = src[x] + 1;
+    }
+
+    /* Holes, cuts ascending. A pixel is in a hole of image > cut exactly when level <= cut < fill:
+     * the holes are the 4-connected regions of such pixels, found by a union-find over the pixels of
+     * depressions (fill > level) in ascending order of level. */
+    fill_holes(&g, level, fill, entry, link);
+    masks_holes(&g, level, fill, holes.parent);
+    counting_sort(&g, level, 256, order, start, fill, hole_order, hole_start);
+    Py_ssize_t k = 0;
+    for (Py_ssize_t s = 0; s < num_cuts; s++) {
+        for (Py_ssize_t end = bound(hole_start, 256, cuts[s]); k < end; k++) {
+            PIXEL(p, y, x, hole_order, k, g);
+            add_hole(&holes, &g, p, x, fill[p]);
+        }
+        for (int32_t j = 0; j < holes.num_live; j++) {
+            Node *h = &holes.nodes[holes.live[j]];
+            if (h->opens <= cuts[s] + 1) { /* outside from this cut on */
+                live_remove(&holes, h);
+                j--;
+                continue;
+            }
+            /* An inner contour runs one pixel outside its hole. */
+            int64_t y0 = h->first / g.Wp - 1, y1 = h->last / g.Wp - 1;
+            int64_t x1 = h->x1 + 2 < g.W ? h->x1 + 2 : g.W - 1, y2 = y1 + 2 < g.H ? y1 + 2 : g.H - 1;
+            if (rows_push(&rows, s, h->x0 - 1, y0 - 1, x1, y2) < 0)
+                goto nomem;
+        }
+    }
+
+    /* Regions, cuts descending, with boxes, first pixels and the area of their own cells. OpenCV lists
+     * contours depth first, later-found siblings first, and a contour's area is at least that of
+     * anything inside it: the largest contour is that of an outermost region (one surrounded by the
+     * outside, as the pixel above its first pixel tells), ties to the last found, i.e. the one whose
+     * first pixel comes last. Its area is that of the region with its holes filled: its own cells'
+     * area plus at most the cut's excess, the filled image's cell area less the outermost regions'
+     * own. Where the best region's own area beats every other's by more than the excess, the holes
+     * cannot change the answer; elsewhere (rarely) a pass over the filled image decides. */
+    int64_t filled_area[258];
+    filled_cell_areas(&g, fill, filled_area);
+    masks_descending(&g, level, fg.parent);
+    Py_ssize_t top = n;
+    for (Py_ssize_t s = num_cuts - 1; s >= 0; s--) {
+        add_down(&fg, &g, order, &top, bound(start, 256, cuts[s]), BOXES | AREAS);
+        if (emit_regions(&fg, &g, &rows, s, 1) < 0)
+            goto nomem;
+        if (!fg.num_live) {
+            best[s] = rows.len / 5;
+            if (rows_push(&rows, s, 0, 0, 0, 0) < 0)
+                goto nomem;
+            continue;
+        }
+        int64_t excess = filled_area[cuts[s] + 2 < 0 ? 0 : cuts[s] + 2 > 257 ? 257 : cuts[s] + 2];
+        Node *b = NULL;
+        int32_t second = -1;
+        for (int32_t j = 0; j < fg.num_live; j++) {
+            Node *r = &fg.nodes[fg.live[j]];
+            if (fill[r->first - g.Wp] > cuts[s] + 1)
+                continue; /* an island in a hole */
+            excess -= r->area;
+            if (!b || r->area > b->area || (r->area == b->area && r->first > b->first)) {
+                second = b && b->area > second ? b->area : second;
+                b = r;
+            } else if (r->area > second) {
+                second = r->area;
+            }
+        }
+        if (excess == 0 || b->area > second + excess) {
+            best[s] = b->row;
+            continue;
+        }
+        best[s] = -1; /* undecided: keep (cut, first pixel, row) of the outermost regions */
+        for (int32_t j = 0; j < fg.num_live; j++) {
+            Node *r = &fg.nodes[fg.live[j]];
+            if (fill[r->first - g.Wp] <= cuts[s] + 1 &&
+                rows_push(&undecided, s, r->first, r->row, 0, 0) < 0)
+                goto nomem;
+        }
+    }
+    if (undecided.len) {
+        /* The regions of the filled image are the outermost regions with their holes filled, and
+         * hold their first pixels. */
+        uint32_t *fill_order = (uint32_t *)entry; /* the queue is done with */
+        counting_sort(&g, fill, 256, fill_order, fill_start, NULL, NULL, NULL);
+        masks_descending(&g, fill, filled.parent);
+        Py_ssize_t fill_top = n;
+        for (Py_ssize_t s = num_cuts - 1; s >= 0; s--) {
+            add_down(&filled, &g, fill_order, &fill_top, bound(fill_start, 256, cuts[s]), FIRST | AREAS);
+            if (best[s] >= 0)
+                continue;
+            Node *b = largest(&filled, 1, 1);
+            for (Py_ssize_t j = 0; j < undecided.len; j += 5)
+                if (undecided.data[j] == s && undecided.data[j + 1] == b->first)
+                    best[s] = undecided.data[j + 2];
+        }
+    }
+    out = result(&rows, best, num_cuts);
+    goto done;
+nomem:
+    PyErr_NoMemory();
+done:
+    scratch_release();
+    free(rows.data);
+    free(undecided.data);
+    PyBuffer_Release(&image);
+    PyBuffer_Release(&cutbuf);
+    return out;
+}
+
+static const char float_doc[] =
+    "float_regions(scores, itemsize, height, width, thresholds) -> (rows, largest)\n\n"
+    "The 8-connected regions of scores >= t (scores: float32 or float64 bytes, row-major) at every\n"
+    "ascending float64 threshold t: rows of int64 (threshold index, x0, y0, x1, y1) with tight boxes,\n"
+    "and per threshold the row of the region with the most pixels, ties to the one met first in\n"
+    "raster order (-1 where nothing is left).";
+
+static PyObject *float_regions(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer scores, tbuf;
+    Py_ssize_t itemsize, H, W;
+    if (!PyArg_ParseTuple(args, "y*nnny*", &scores, &itemsize, &H, &W, &tbuf))
+        return NULL;
+    PyObject *out = NULL;
+    Grid g;
+    Forest fg = {0};
+    int32_t *level = NULL, *lut = NULL;
+    uint32_t *order = NULL;
+    Py_ssize_t *start = NULL;
+    int64_t *best = NULL;
+    Rows rows = {0};
+    Py_ssize_t T = tbuf.len / (Py_ssize_t)sizeof(double);
+    const double *t = tbuf.buf;
+    if (grid_init(&g, H, W) < 0)
+        goto done;
+    if ((itemsize != 4 && itemsize != 8) || scores.len != H * W * itemsize ||
+        T * (Py_ssize_t)sizeof(double) != tbuf.len || T < 1 || T >= INT32_MAX / 8) {
+        PyErr_SetString(PyExc_ValueError, "scores or thresholds have the wrong size");
+        goto done;
+    }
+    /* Level of a pixel: the number of thresholds at or below its score (it is in the foreground of
+     * threshold j exactly when its level exceeds j). A table over equal bins of [0, 1] gives a
+     * guess that exact comparisons then correct, in a step or two for any grid. */
+    Py_ssize_t bins = 4 * T;
+    size_t P = (size_t)g.padded, N = (size_t)(H * W);
+    if (scratch_reserve(rounded(4 * P) + rounded(4 * (size_t)(bins + 1)) + rounded(4 * N) +
+                        rounded(sizeof(Py_ssize_t) * (size_t)(T + 3)) + rounded(8 * (size_t)T) +
+                        forest_bytes(&g, H * W)) < 0)
+        goto nomem;
+    level = scratch(4 * P);
+    lut = scratch(4 * (size_t)(bins + 1));
+    order = scratch(4 * N);
+    start = scratch(sizeof(Py_ssize_t) * (size_t)(T + 3));
+    best = scratch(8 * (size_t)T);
+    forest_init(&fg, &g, H * W);
+    clear_frame(&g, level);
+    for (Py_ssize_t b = 0, j = 0; b <= bins; b++) {
+        double edge = (double)b / (double)bins;
+        while (j < T && t[j] <= edge)
+            j++;
+        lut[b] = (int32_t)j;
+    }
+    for (int y = 0; y < g.H; y++)
+        for (int x = 0; x < g.W; x++) {
+            Py_ssize_t i = (Py_ssize_t)y * W + x;
+            double v = itemsize == 4 ? (double)((const float *)scores.buf)[i] : ((const double *)scores.buf)[i];
+            double scaled = v * (double)bins;
+            Py_ssize_t b = scaled <= 0 ? 0 : scaled >= (double)bins ? bins : (Py_ssize_t)scaled;
+            int32_t j = lut[b];
+            while (j > 0 && t[j - 1] > v)
+                j--;
+            while (j < T && t[j] <= v)
+                j++;
+            level[(Py_ssize_t)(y + 1) * g.Wp + x + 1] = j + 1;
+        }
+    int num_levels = (int)T + 1;
+    counting_sort(&g, level, num_levels, order, start, NULL, NULL, NULL);
+    masks_descending(&g, level, fg.parent);
+    Py_ssize_t top = H * W;
+    for (Py_ssize_t s = T - 1; s >= 0; s--) {
+        add_down(&fg, &g, order, &top, bound(start, num_levels, s), BOXES | SIZES);
+        if (emit_regions(&fg, &g, &rows, s, 0) < 0)
+            goto nomem;
+        Node *b = largest(&fg, 0, 0);
+        best[s] = b ? b->row : -1;
+    }
+    out = result(&rows, best, T);
+    goto done;
+nomem:
+    PyErr_NoMemory();
+done:
+    scratch_release();
+    free(rows.data);
+    PyBuffer_Release(&scores);
+    PyBuffer_Release(&tbuf);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"benchmark_regions", benchmark_regions, METH_VARARGS, benchmark_doc},
+    {"float_regions", float_regions, METH_VARARGS, float_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_tree", "Compiled core of spgkit.localization.tree.", -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__tree(void)
+{
+    init_tables();
+    return PyModule_Create(&module);
+}
