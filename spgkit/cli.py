@@ -1,4 +1,5 @@
-"""The ``spgkit`` command: run studies, list plugins, evaluate checkpoints, localize images."""
+"""The ``spgkit`` command: run studies, list plugins, evaluate checkpoints, score maps made elsewhere,
+localize images."""
 
 from __future__ import annotations
 
@@ -58,6 +59,21 @@ def _add_shorthands(run: argparse.ArgumentParser) -> None:
             run.add_argument(flag, type=hint if hint in (int, float) else str, help=text)
 
 
+def _add_scoring_arguments(parser: argparse.ArgumentParser, protocol_help: str) -> None:
+    """The flags ``evaluate`` and ``score`` share: the dataset split, the metrics' settings, the outputs."""
+    from spgkit.config import PROTOCOLS
+
+    parser.add_argument("--data", required=True, help="a registered dataset (`spgkit datasets` lists them)")
+    parser.add_argument("--root", type=Path, help="dataset root, for datasets read from files")
+    parser.add_argument("--data-arg", type=_json_value, action="append", default=[], metavar="KEY=VALUE", help="further reader arguments (repeatable)")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--thresholds", type=int, default=100, help="number of CAM thresholds in [0, 1)")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="benchmark", help=protocol_help)
+    parser.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    parser.add_argument("--csv", type=Path, help="also write the metrics to this CSV file (a header row, then one row)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spgkit.config import PROTOCOLS
 
@@ -86,16 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="classification and localization metrics of a checkpoint", epilog=EPILOG)
     ev.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by `spgkit run`")
-    ev.add_argument("--data", required=True, help="a registered dataset (`spgkit datasets` lists them)")
-    ev.add_argument("--root", type=Path, help="dataset root, for datasets read from files")
-    ev.add_argument("--data-arg", type=_json_value, action="append", default=[], metavar="KEY=VALUE", help="further reader arguments (repeatable)")
-    ev.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    ev.add_argument("--batch-size", type=int, default=64)
-    ev.add_argument("--thresholds", type=int, default=100, help="number of CAM thresholds in [0, 1)")
+    _add_scoring_arguments(ev, protocol_help)
     ev.add_argument("--cam-threshold", type=float, help="threshold for GT-known/Top-1 Loc (default: the one chosen in training)")
-    ev.add_argument("--protocol", choices=sorted(PROTOCOLS), default="benchmark", help=protocol_help)
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+
+    sc = sub.add_parser(
+        "score",
+        help="the metrics of `evaluate` for localization maps made by any code, read from .npy/.npz files",
+        description="Score the maps of the ground-truth classes, one 2-D array of any size per image, keyed by the "
+        "dataset's image id (`FOLDER/<image id>.npy`, or the entry <image id> of one .npz), with the metrics and "
+        "protocols of `spgkit evaluate`: each map is resized to --image-size and normalised as the protocol says.",
+        epilog=EPILOG,
+    )  # fmt: skip
+    sc.add_argument("--maps", type=Path, required=True, help="a folder of <image id>.npy files or one .npz file: a 2-D map per image")
+    sc.add_argument("--logits", type=Path, help="class scores stored the same way, one 1-D vector per image: adds top-1/top-5 accuracy and Loc")
+    sc.add_argument("--image-size", type=int, default=224, help="side of the square the images, boxes, masks and maps are resized to (default: 224, the WSOL benchmark's)")
+    _add_scoring_arguments(sc, protocol_help)
+    sc.add_argument("--cam-threshold", type=float, default=0.2, help="threshold for GT-known/Top-1 Loc (default: 0.2)")
 
     loc = sub.add_parser("localize", help="draw maps and boxes for images with a checkpoint", epilog=EPILOG)
     loc.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by `spgkit run`")
@@ -161,22 +184,49 @@ def _trained_threshold(checkpoint: Path) -> float | None:
     return run.read_metrics()["cam_threshold"] if run.metrics.exists() else None
 
 
-def cmd_evaluate(args) -> int:
-    from spgkit.data import eval_transform
-    from spgkit.evaluate import evaluate
+def _open_dataset(args, registry, transform):
+    """The split that ``--data``, ``--root``, ``--data-arg`` and ``--split`` name, read through ``transform``."""
     from spgkit.model import check_arguments
-    from spgkit.runs import load_model
-    from spgkit.train import resolve_device
 
-    registry = _registry()
-    model, config = load_model(args.checkpoint, registry)
     reader = registry.dataset(args.data)
     reader_args = dict(args.data_arg)
     if args.root is not None:
         reader_args["root"] = str(args.root)
     check_arguments(reader, {"split": args.split, "transform": None, **reader_args}, f"dataset {args.data!r}")
-    transform = eval_transform(config["image_size"], config["mean"], config["std"])
-    dataset = reader(split=args.split, transform=transform, **reader_args)
+    return reader(split=args.split, transform=transform, **reader_args)
+
+
+def _report(args, metrics: dict) -> None:
+    """Print the metrics, and write them where ``--json`` and ``--csv`` say."""
+    metrics["protocol"] = args.protocol
+    for key, value in metrics.items():
+        print(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
+    if args.json:
+        from spgkit.io import write_json
+
+        write_json(args.json, metrics)
+    if args.csv:
+        import csv
+        import io
+
+        from spgkit.io import write_text
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(metrics))
+        writer.writeheader()
+        writer.writerow(metrics)
+        write_text(args.csv, buffer.getvalue())
+
+
+def cmd_evaluate(args) -> int:
+    from spgkit.data import eval_transform
+    from spgkit.evaluate import evaluate
+    from spgkit.runs import load_model
+    from spgkit.train import resolve_device
+
+    registry = _registry()
+    model, config = load_model(args.checkpoint, registry)
+    dataset = _open_dataset(args, registry, eval_transform(config["image_size"], config["mean"], config["std"]))
     classes = dataset.num_classes
     if classes != config["num_classes"]:
         raise CLIError(
@@ -195,13 +245,29 @@ def cmd_evaluate(args) -> int:
         protocol=args.protocol,
         progress=True,
     )
-    metrics["protocol"] = args.protocol
-    for key, value in metrics.items():
-        print(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
-    if args.json:
-        from spgkit.io import write_json
+    _report(args, metrics)
+    return 0
 
-        write_json(args.json, metrics)
+
+def cmd_score(args) -> int:
+    from spgkit.data import eval_transform
+    from spgkit.score import score
+
+    # The maps are made already, so no pixel is looked at and any normalisation does: what matters is
+    # the size the images, boxes and masks are resized to.
+    dataset = _open_dataset(args, _registry(), eval_transform(args.image_size))
+    metrics = score(
+        dataset,
+        args.maps,
+        args.logits,
+        what=f"{args.data} split {args.split!r}",
+        batch_size=args.batch_size,
+        thresholds=args.thresholds,
+        cam_threshold=args.cam_threshold,
+        protocol=args.protocol,
+        progress=True,
+    )
+    _report(args, metrics)
     return 0
 
 
@@ -277,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         CLIError, ConfigError, StudyError, PluginError, DataError, RunConflict, TrainingDiverged,
         OSError, ValueError, TypeError, ImportError,
     )  # fmt: skip
-    handlers = {"run": cmd_run, "evaluate": cmd_evaluate, "localize": cmd_localize}
+    handlers = {"run": cmd_run, "evaluate": cmd_evaluate, "score": cmd_score, "localize": cmd_localize}
     try:
         if args.command in ("heads", "backbones", "datasets"):
             return cmd_list(args.command)

@@ -54,6 +54,70 @@ class PartScores:
         return {"on_part": 100.0 * self.sums[0] / self.sums[2], "object_covered": 100.0 * self.sums[1] / self.sums[2]}
 
 
+class Scores:
+    """Every metric :func:`evaluate` reports, accumulated batch by batch from maps that are
+    already made: :func:`evaluate` feeds it a model's maps, ``spgkit score``
+    (:mod:`spgkit.score`) maps written by any code, so both report the same numbers by the same
+    code."""
+
+    def __init__(self, thresholds: int = 100, cam_threshold: float = 0.2, protocol: str = "benchmark"):
+        grid = threshold_grid(thresholds)
+        self.objects = LocalizationEvaluator(thresholds=grid, cam_threshold=cam_threshold, protocol=protocol)
+        self.part_boxes = LocalizationEvaluator(thresholds=grid, cam_threshold=cam_threshold, protocol=protocol)
+        self.part_pixels = PartScores(cam_threshold, protocol)
+        self.protocol = protocol
+        self.correct = np.zeros(3)  # top-1 hits, top-5 hits, images with logits
+
+    def update(self, batch: dict, maps, logits: torch.Tensor | None = None) -> None:
+        """Add a batch of :func:`~spgkit.data.collate` (read through
+        :func:`~spgkit.data.eval_transform`), with the (N, H, W) maps of its ground-truth classes
+        at the images' resolution, made by :func:`~spgkit.localization.score_maps` in this
+        protocol, and its (N, K) logits if any: without them there is no classification accuracy
+        and no Top-1/Top-5 Loc."""
+        top1_ok = top5_ok = None
+        if logits is not None:
+            labels = batch["labels"].to(logits.device)
+            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            top1_ok = (top5[:, 0] == labels).cpu().numpy()
+            top5_ok = (top5 == labels[:, None]).any(1).cpu().numpy()
+            self.correct += (top1_ok.sum(), top5_ok.sum(), len(labels))
+        size = tuple(batch["images"].shape[-2:])
+
+        def boxes(key: str) -> list[np.ndarray]:
+            return [resize_gt_boxes(b, o, size, self.protocol) for b, o in zip(batch[key], batch["original_size"])]
+
+        masks = None if batch["masks"] is None else batch["masks"].numpy()
+        self.objects.update(
+            maps,
+            boxes("original_boxes"),
+            top1_correct=top1_ok,
+            top5_correct=top5_ok,
+            masks=masks,
+            ignore=None if batch["ignore"] is None else batch["ignore"].numpy(),
+        )
+        if "original_part_box" in batch:
+            self.part_boxes.update(maps, boxes("original_part_box"))
+            self.part_pixels.update(maps, batch["part_mask"].numpy(), masks)
+
+    def compute(self, dist_info: Dist | None = None) -> dict[str, float]:
+        """The metrics, in %; under DDP the counts of every rank are summed first."""
+        dist_info = dist_info or Dist()
+        parts = int(self.part_pixels.sums[2]) > 0
+        if dist_info.world > 1:
+            for ev in (self.objects, self.part_boxes) if parts else (self.objects,):
+                ev.load_state_dict({k: dist_info.sum(np.asarray(v)) for k, v in ev.state_dict().items()})
+            self.correct = dist_info.sum(self.correct)
+            self.part_pixels.sums = dist_info.sum(self.part_pixels.sums)
+        metrics = self.objects.compute()
+        if self.correct[2]:
+            metrics["top1_acc"] = 100.0 * self.correct[0] / self.correct[2]
+            metrics["top5_acc"] = 100.0 * self.correct[1] / self.correct[2]
+        if parts:
+            metrics["part_maxboxaccv2"] = self.part_boxes.compute()["maxboxaccv2"]
+            metrics.update(self.part_pixels.compute())
+        return metrics
+
+
 @torch.no_grad()
 def evaluate(
     model: WSOLModel,
@@ -77,51 +141,15 @@ def evaluate(
     (``part_box`` and ``part_mask``, as SynthWSOL does), the maps are also scored against the
     part: ``part_maxboxaccv2`` (MaxBoxAccV2 with the part box as the ground truth), and at
     ``cam_threshold`` ``on_part`` and ``object_covered`` (:class:`PartScores`). Under DDP each
-    rank scores its shard and counts are summed.
+    rank scores its shard and counts are summed. The metrics are counted by :class:`Scores`.
     """
     dist_info = dist_info or Dist()
     model.eval()
     shard = Subset(dataset, range(dist_info.rank, len(dataset), dist_info.world)) if dist_info.world > 1 else dataset
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
-    grid = threshold_grid(thresholds)
-    evaluator = LocalizationEvaluator(thresholds=grid, cam_threshold=cam_threshold, protocol=protocol)
-    part_boxes = LocalizationEvaluator(thresholds=grid, cam_threshold=cam_threshold, protocol=protocol)
-    part_pixels = PartScores(cam_threshold, protocol)
-    correct = np.zeros(3)  # top-1 hits, top-5 hits, images
+    scores = Scores(thresholds, cam_threshold, protocol)
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         images, labels = to_device(batch, device)
         out, maps = predict_maps(model, images, labels, protocol)
-        top5 = out.logits.topk(min(5, out.logits.shape[1]), dim=1).indices
-        top1_ok = (top5[:, 0] == labels).cpu().numpy()
-        top5_ok = (top5 == labels[:, None]).any(1).cpu().numpy()
-        size = tuple(images.shape[-2:])
-
-        def boxes(key: str) -> list[np.ndarray]:
-            return [resize_gt_boxes(b, o, size, protocol) for b, o in zip(batch[key], batch["original_size"])]
-
-        masks = None if batch["masks"] is None else batch["masks"].numpy()
-        evaluator.update(
-            maps,
-            boxes("original_boxes"),
-            top1_correct=top1_ok,
-            top5_correct=top5_ok,
-            masks=masks,
-            ignore=None if batch["ignore"] is None else batch["ignore"].numpy(),
-        )
-        if "original_part_box" in batch:
-            part_boxes.update(maps, boxes("original_part_box"))
-            part_pixels.update(maps, batch["part_mask"].numpy(), masks)
-        correct += (top1_ok.sum(), top5_ok.sum(), len(labels))
-    parts = int(part_pixels.sums[2]) > 0
-    if dist_info.world > 1:
-        for ev in (evaluator, part_boxes) if parts else (evaluator,):
-            ev.load_state_dict({k: dist_info.sum(np.asarray(v)) for k, v in ev.state_dict().items()})
-        correct = dist_info.sum(correct)
-        part_pixels.sums = dist_info.sum(part_pixels.sums)
-    metrics = evaluator.compute()
-    metrics["top1_acc"] = 100.0 * correct[0] / correct[2]
-    metrics["top5_acc"] = 100.0 * correct[1] / correct[2]
-    if parts:
-        metrics["part_maxboxaccv2"] = part_boxes.compute()["maxboxaccv2"]
-        metrics.update(part_pixels.compute())
-    return metrics
+        scores.update(batch, maps, out.logits)
+    return scores.compute(dist_info)

@@ -2,6 +2,8 @@ import textwrap
 
 import pytest
 
+from spgkit.cli import main
+
 TINY_STUDY = """
 from spgkit import Arm, Data, Evaluation, HeadSpec, Study, Training
 
@@ -31,3 +33,17 @@ def tiny_study_file(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def autoload(monkeypatch):
+    """The CLI as installed: plugins come from entry points."""
+    monkeypatch.setenv("SPGKIT_DISABLE_PLUGIN_AUTOLOAD", "0")
+
+
+@pytest.fixture
+def trained(autoload, tmp_path_factory, tiny_study_file):
+    """The checkpoint of a finished tiny CAM run (one epoch of :data:`TINY_STUDY`)."""
+    out = tmp_path_factory.mktemp("trained")
+    assert main(["run", str(tiny_study_file(epochs=1)), "--out", str(out), "--arms", "cam", "--no-progress"]) == 0
+    return out / "tiny" / "cam" / "seed0" / "checkpoint.pt"

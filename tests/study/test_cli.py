@@ -10,12 +10,6 @@ from PIL import Image
 from spgkit.cli import main
 
 
-@pytest.fixture
-def autoload(monkeypatch):
-    """The CLI as installed: plugins come from entry points."""
-    monkeypatch.setenv("SPGKIT_DISABLE_PLUGIN_AUTOLOAD", "0")
-
-
 def run_cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "spgkit", *map(str, args)],
@@ -28,7 +22,7 @@ def run_cli(*args):
 def test_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("run", "heads", "backbones", "evaluate", "localize"):
+    for command in ("run", "heads", "backbones", "evaluate", "score", "localize"):
         assert command in result.stdout
     run_help = " ".join(run_cli("run", "--help").stdout.split())
     for flag in ("--epochs", "--batch-size", "--image-size", "--device", "--out", "--seeds", "--arms", "--set", "--retrain"):
@@ -83,14 +77,6 @@ def test_unknown_head_in_a_study(autoload, tmp_path, capsys, tiny_study_file):
 def test_argparse_errors_exit_nonzero():
     result = run_cli("run", "studies/quickstart.py", "--epochs", "many")
     assert result.returncode == 2 and "invalid int value" in result.stderr and "Traceback" not in result.stderr
-
-
-@pytest.fixture
-def trained(autoload, tmp_path_factory, tiny_study_file):
-    """A finished tiny CAM run: (checkpoint path, output root)."""
-    out = tmp_path_factory.mktemp("trained")
-    assert main(["run", str(tiny_study_file(epochs=1)), "--out", str(out), "--arms", "cam", "--no-progress"]) == 0
-    return out / "tiny" / "cam" / "seed0" / "checkpoint.pt"
 
 
 def test_run_evaluate_and_localize(trained, tmp_path, capsys):
