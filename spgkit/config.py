@@ -181,8 +181,11 @@ class Training(_Checked):
             annealing; what short runs from Xavier-initialised layers need to stay stable).
         warmup: the share of all steps ``"onecycle"`` warms up over.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        bf16: bfloat16 autocast on CUDA.
+        bf16: bfloat16 autocast, on CUDA and on the CPU (fast where the CPU has AVX512-BF16 or
+            AMX, emulated and slow elsewhere). Losses differ from fp32 in the third digit.
         channels_last: channels-last memory format (faster convolutions on CUDA and on most CPUs).
+        compile: compile the forward pass with ``torch.compile`` (fused kernels); the first steps
+            wait for the compiler (minutes for Inception-V3 on a small CPU), so it pays on long runs.
         frozen_bn: keep the backbone's batch-norm layers in eval mode (running statistics, no
             updates): the usual choice when fine-tuning with small per-GPU batches, and what makes
             a multi-process CPU run match the 1-process run exactly (SyncBatchNorm needs CUDA).
@@ -213,6 +216,7 @@ class Training(_Checked):
     device: str = "auto"
     bf16: bool = False
     channels_last: bool = False
+    compile: bool = False
     frozen_bn: bool = False
     num_workers: int = field(default=0, metadata=_at_least(0))
     eval_every: int = field(default=1, metadata=_at_least(0))

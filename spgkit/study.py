@@ -125,6 +125,7 @@ SHORTHANDS = {
     "lr": "training.lr",
     "device": "training.device",
     "bf16": "training.bf16",
+    "compile": "training.compile",
     "num_workers": "training.num_workers",
     "image_size": "data.image_size",
     "max_train": "data.max_train",

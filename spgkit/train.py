@@ -264,6 +264,8 @@ def setup(study: Study, arm: Arm, seed: int, run: RunFolder, registry: Registry,
         if device.type == "cuda" and not t.frozen_bn:  # batch statistics over the global batch, as in 1 process
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.compile:
+        net = torch.compile(net)
     return Session(
         study, arm, seed, run, device, dist_info, model, net, optimizer, scheduler, augmented, sampler, loader,
         select_ds, test_ds, config, start, history, progress, snapshot_batch, snapshots,
@@ -279,7 +281,7 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
     s.model.train()
     if t.frozen_bn:
         _freeze_bn(s.model)
-    autocast = torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=t.bf16 and s.device.type == "cuda")
+    autocast = torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=t.bf16)
     sums: dict[str, torch.Tensor] = {}
     name = f"{s.arm.name} seed {s.seed} epoch {epoch + 1}/{t.epochs}"
     bar = tqdm(s.loader, desc=name, disable=not (s.progress and s.dist.main), leave=False)
