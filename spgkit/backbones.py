@@ -11,11 +11,14 @@ the timm module it taps). Roles used by the built-in heads:
 
 Default: timm ``inception_v3`` with SPG's stride surgery (a 224 input gives 28x28 maps at
 Mixed_6e). Other timm CNNs (``resnet50``, ``vgg16``, ``tf_efficientnet_lite0``) keep their weights and
-use dilation (timm's ``output_stride=16``) so their top maps stay at stride 16.
+use dilation (timm's ``output_stride=16``) so their top maps stay at stride 16. Any other model timm
+knows is the backbone ``timm:<model>`` (:func:`timm_backbone`), vision transformers included.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 import socket
 from dataclasses import dataclass
@@ -57,6 +60,12 @@ def load_weights(module: nn.Module, state_dict: dict[str, torch.Tensor], source:
     Extra keys (a classifier head the backbone dropped) are ignored; a missing key or a shape
     mismatch is an error naming ``source``.
     """
+    own = _check_state_dict(module, state_dict, source)
+    module.load_state_dict({k: state_dict[k] for k in own if k in state_dict}, strict=False)
+
+
+def _check_state_dict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """``module``'s own state dict, once every tensor of it is found in ``state_dict`` with its shape."""
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")]
     if missing:
@@ -67,13 +76,18 @@ def load_weights(module: nn.Module, state_dict: dict[str, torch.Tensor], source:
                 f"weights {source}: {key} has shape {tuple(state_dict[key].shape)}, "
                 f"expected {tuple(tensor.shape)}"
             )
-    module.load_state_dict({k: state_dict[k] for k in own if k in state_dict}, strict=False)
+    return own
 
 
-def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def _weight_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
+    return path
+
+
+def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = _weight_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -87,6 +101,8 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 _OFFLINE_HINT = "Offline, pass weights=<path to a local state dict> in backbone_args."
+#: The prefix of backbone names that name a timm model: ``timm:<model>``.
+TIMM_PREFIX = "timm:"
 
 
 def _hub_reachable() -> bool:
@@ -105,7 +121,8 @@ def _cached_weights(model_name: str) -> str | None:
     """A hub download of ``model_name``'s weights already in the local cache, if any."""
     from huggingface_hub import try_to_load_from_cache
 
-    repo = timm.models.get_pretrained_cfg(model_name).hf_hub_id
+    cfg = timm.models.get_pretrained_cfg(model_name)  # None for a model without published weights
+    repo = cfg.hf_hub_id if cfg else None
     for filename in ("model.safetensors", "pytorch_model.bin"):
         found = try_to_load_from_cache(repo, filename) if repo else None
         if isinstance(found, str):
@@ -113,18 +130,34 @@ def _cached_weights(model_name: str) -> str | None:
     return None
 
 
-def _create_timm(model_name: str, pretrained: bool, **kwargs) -> nn.Module:
-    if pretrained and not _hub_reachable():
-        cached = _cached_weights(model_name)
-        if cached is None:
-            raise RuntimeError(f"pretrained {model_name!r} weights: the hub cannot be reached and no copy is cached. {_OFFLINE_HINT}")
-        kwargs["pretrained_cfg_overlay"] = {"file": cached}
+def _offline_weights(model_name: str) -> str | None:
+    """``None`` where the hub can be asked for ``model_name``'s weights; else the cached copy, and
+    without one a RuntimeError that explains the offline path."""
+    if _hub_reachable():
+        return None
+    cached = _cached_weights(model_name)
+    if cached is None:
+        raise RuntimeError(f"pretrained {model_name!r} weights: the hub cannot be reached and no copy is cached. {_OFFLINE_HINT}")
+    return cached
+
+
+def _create_timm(model_name: str, pretrained: bool, weights: str | Path | None = None, **kwargs) -> nn.Module:
+    """timm's ``model_name`` with the weights of ``weights`` (a local file) where given, else with
+    ``pretrained`` those of the hub or its cache. timm loads them into the whole model before any
+    ``features_only`` wrapper renames its modules, and adapts them as for its own downloads."""
+    if weights is not None:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(_weight_file(weights))}
+        source, hint = f"weights {weights}", ""
+    elif pretrained:
+        if cached := _offline_weights(model_name):
+            kwargs["pretrained_cfg_overlay"] = {"file": cached}
+        source, hint = "pretrained weights", f" {_OFFLINE_HINT}"
+    else:
+        return timm.create_model(model_name, **kwargs)
     try:
-        return timm.create_model(model_name, pretrained=pretrained, **kwargs)
-    except Exception as exc:  # hub error, corrupt cache...
-        if not pretrained:
-            raise
-        raise RuntimeError(f"could not load pretrained {model_name!r} weights through timm ({type(exc).__name__}: {exc}). {_OFFLINE_HINT}") from exc
+        return timm.create_model(model_name, pretrained=True, **kwargs)
+    except Exception as exc:  # hub error, corrupt cache, a file for another model...
+        raise RuntimeError(f"could not load {source} into {model_name!r} through timm ({type(exc).__name__}: {exc}).{hint}") from exc
 
 
 class _InceptionBStride1(nn.Module):
@@ -218,23 +251,69 @@ class InceptionV3Backbone(AttentionBackbone):
         return out
 
 
+def _probe(model_name: str, kwargs: dict) -> tuple[nn.Module, dict]:
+    """``model_name`` without its classifier, built on the meta device (no memory, no
+    initialisation, no weights) to read what timm says of it; and the arguments to build it with:
+    ``kwargs``, plus ``dynamic_img_size=True`` where the model takes it, so that a vision
+    transformer accepts other input sizes than its pretrained one."""
+    dynamic = {**kwargs, "dynamic_img_size": True}
+    with torch.device("meta"):
+        try:
+            return timm.create_model(model_name, num_classes=0, **dynamic), dynamic
+        except TypeError as exc:  # a model without that argument: CNNs
+            if "dynamic_img_size" not in str(exc):
+                raise
+        return timm.create_model(model_name, num_classes=0, **kwargs), kwargs
+
+
+def default_roles(strides: list[int]) -> dict[str, int]:
+    """Roles as indices into a timm model's feature stages, from the stages' strides.
+
+    ``low`` is the first stage at stride 4 and ``mid`` the first at stride 8, where the CNNs SPG was
+    built on have them; without such a stage (a vision transformer's blocks all sit at its patch
+    size) they lie a quarter and half of the way through. ``late`` is the stage before the last,
+    ``high`` the last. For a 12-block ViT: blocks 2, 5, 10 and 11.
+    """
+    n = len(strides)
+
+    def first(stride: int, fraction: float) -> int:
+        return strides.index(stride) if stride in strides else max(round(n * fraction) - 1, 0)
+
+    return {"low": first(4, 0.25), "mid": first(8, 0.5), "late": max(n - 2, 0), "high": n - 1}
+
+
+def _as_nchw(x: torch.Tensor, channels: int, declared_nhwc: bool) -> torch.Tensor:
+    """``x`` as NCHW: timm's Swin and MambaOut stages give NHWC maps. The channel count tells the
+    layouts apart; where a map is as tall as it has channels, the layout timm declares settles it."""
+    nhwc = x.shape[-1] == channels and (x.shape[1] != channels or declared_nhwc)
+    return x.permute(0, 3, 1, 2) if nhwc else x
+
+
 class TimmBackbone(AttentionBackbone):
-    """Any timm CNN that supports ``features_only``; roles map to its feature indices.
+    """Any timm model that supports ``features_only``; roles map to its feature indices.
+
+    CNNs give their stages' maps. Vision transformers give the maps of their blocks' patch tokens
+    (timm drops the class, distillation and register tokens and lays the rest out on the patch
+    grid) and take any input size where the model allows it (``dynamic_img_size``). Maps that timm
+    gives channels-last (Swin) are returned NCHW, like every other.
 
     Args:
         model_name: the timm model.
-        roles: role -> index into timm's ``feature_info``.
+        roles: role -> index into timm's ``feature_info`` (a CNN's stages, a ViT's blocks);
+            default: :func:`default_roles`.
         output_stride: passed to timm (16 dilates the last stage, as WSOL methods do); ``None``
             keeps the model's own strides.
-        pretrained: load weights through timm (needs the hub).
-        weights: a local weight file in timm's naming (the offline path; overrides ``pretrained``).
+        pretrained: load weights through timm (needs the hub or its cache).
+        weights: a local weight file of the whole timm model (the offline path; timm loads it, so it
+            takes what timm's own weights take), or a state dict of the feature net; it overrides
+            ``pretrained``.
         mean, std: the normalisation the weights expect (default: timm's pretrained config).
     """
 
     def __init__(
         self,
         model_name: str,
-        roles: dict[str, int],
+        roles: dict[str, int] | None = None,
         output_stride: int | None = 16,
         pretrained: bool = False,
         weights: str | Path | dict | None = None,
@@ -243,14 +322,19 @@ class TimmBackbone(AttentionBackbone):
     ):
         super().__init__()
         self.name = model_name
+        probe, kwargs = _probe(model_name, {"output_stride": output_stride} if output_stride else {})
+        roles = roles or default_roles([stage["reduction"] for stage in probe.feature_info])
         indices = sorted(set(roles.values()))
-        kwargs = {"output_stride": output_stride} if output_stride else {}
+        weight_file = None if isinstance(weights, dict) else weights
+        if weight_file is not None:
+            # timm loads weights into a features_only model leniently: a file of another model
+            # would leave it as initialised, unsaid. The file must hold the whole model's tensors.
+            _check_state_dict(probe, _read_state_dict(weight_file), str(weight_file))
         self.net = _create_timm(
-            model_name, pretrained and weights is None, features_only=True, out_indices=indices, **kwargs
+            model_name, pretrained and weights is None, weight_file, features_only=True, out_indices=indices, **kwargs
         )
-        if weights is not None:
-            state = weights if isinstance(weights, dict) else _read_state_dict(weights)
-            load_weights(self.net, state, "given state dict" if isinstance(weights, dict) else str(weights))
+        if isinstance(weights, dict):
+            load_weights(self.net, weights, "given state dict")
         info = self.net.feature_info
         channels, strides, modules = info.channels(), info.reduction(), info.module_name()
         position = {index: i for i, index in enumerate(indices)}
@@ -259,13 +343,15 @@ class TimmBackbone(AttentionBackbone):
             for role, i in roles.items()
         }
         self._roles = [(role, position[i]) for role, i in roles.items()]
+        # EfficientNet's feature net declares no layout; it gives NCHW.
+        self._nhwc = getattr(self.net, "output_fmt", "NCHW") == "NHWC"
         cfg = self.net.pretrained_cfg
         self.mean = tuple(mean or cfg.get("mean", AttentionBackbone.mean))
         self.std = tuple(std or cfg.get("std", AttentionBackbone.std))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.net(x)
-        return {role: feats[i] for role, i in self._roles}
+        return {role: _as_nchw(feats[i], self.stages[role].channels, self._nhwc) for role, i in self._roles}
 
 
 # model -> (roles, output_stride). VGG16's conv5_3 is already at stride 16 once its last pool is
@@ -313,31 +399,47 @@ def check_pretrained(name: str, args: dict) -> None:
     be had: a weight file that is not there, the Lite0 package missing, or pretrained weights with
     the hub out of reach and no cached copy."""
     weights = args.get("weights")
-    if isinstance(weights, (str, Path)) and not Path(weights).is_file():
-        raise FileNotFoundError(f"weight file not found: {weights}")
+    if isinstance(weights, (str, Path)):
+        _weight_file(weights)
     if not args.get("pretrained") or weights is not None:
         return
     if name == "tf_efficientnet_lite0":
         _lite0_package()
-    elif name in ("inception_v3", *_TIMM_ROLES) and not _hub_reachable() and _cached_weights(name) is None:
-        raise RuntimeError(f"pretrained {name!r} weights: the hub cannot be reached and no copy is cached. {_OFFLINE_HINT}")
+    elif name in ("inception_v3", *_TIMM_ROLES) or name.startswith(TIMM_PREFIX):
+        _offline_weights(name.removeprefix(TIMM_PREFIX))
 
 
 def _timm_factory(model_name: str):
-    default_roles, output_stride = _TIMM_ROLES[model_name]
+    model_roles, output_stride = _TIMM_ROLES[model_name]
 
     def factory(pretrained: bool = False, weights=None, roles: dict[str, int] | None = None, **kwargs) -> TimmBackbone:
         if model_name == "tf_efficientnet_lite0" and pretrained and weights is None:
             weights = efficientnet_lite0_weights()  # offline ImageNet weights; no hub needed
         kwargs.setdefault("output_stride", output_stride)
-        return TimmBackbone(model_name, roles or default_roles, pretrained=pretrained, weights=weights, **kwargs)
+        return TimmBackbone(model_name, roles or model_roles, pretrained=pretrained, weights=weights, **kwargs)
 
     factory.name = model_name
     factory.__doc__ = (
-        f"timm ``{model_name}`` through :class:`TimmBackbone`: roles {default_roles} (indices into timm's "
+        f"timm ``{model_name}`` through :class:`TimmBackbone`: roles {model_roles} (indices into timm's "
         f"``feature_info``; ``roles=`` maps others), output stride {output_stride or 'native'}."
     )
     return factory
+
+
+def timm_backbone(model_name: str):
+    """The factory of the backbone ``timm:<model_name>``: a :class:`TimmBackbone` of any model
+    ``timm.list_models()`` knows (a pretrained tag such as ``resnet50.a1_in1k`` included) at the
+    model's own strides (``output_stride=16`` dilates where the model allows it), with
+    :func:`default_roles` unless ``roles=`` maps others. The backbone's arguments are those of
+    :class:`TimmBackbone` but the model's name.
+
+    A name timm does not know is a ValueError that suggests close ones.
+    """
+    if not timm.is_model(model_name):
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=3)
+        hint = f"; close names: {', '.join(TIMM_PREFIX + name for name in close)}" if close else "; timm.list_models() lists them"
+        raise ValueError(f"unknown backbone {TIMM_PREFIX + model_name!r}: timm has no model {model_name!r}{hint}")
+    return functools.partial(TimmBackbone, model_name, output_stride=None)
 
 
 @hookimpl

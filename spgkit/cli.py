@@ -174,6 +174,10 @@ def cmd_list(kind: str) -> int:
     for name, entry in sorted(table.items()):
         doc = (entry.obj.__doc__ or "").strip().splitlines()
         print(f"{name:<{width}}  from {entry.plugin}" + (f"  -- {doc[0]}" if doc else ""))
+    if kind == "backbones":
+        from spgkit.plugins import CORE
+
+        print(f"{'timm:<model>':<{width}}  from {CORE}  -- any model timm.list_models() knows: timm:resnet18, timm:deit_tiny_patch16_224...")
     return 0
 
 

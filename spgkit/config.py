@@ -271,8 +271,8 @@ class Study(_Checked):
         data, training, evaluation: see :class:`Data`, :class:`Training`, :class:`Evaluation`.
         arms: the methods compared; the first is the baseline the results table compares every
             other arm with, seed by seed (conventionally ``Arm("cam")``).
-        backbone, backbone_args: a registered backbone and its arguments (``pretrained``,
-            ``weights``...).
+        backbone, backbone_args: a registered backbone, or ``timm:<model>`` for any timm model, and
+            its arguments (``pretrained``, ``weights``...).
         classifier_width: A3 filters (1024 in SPG).
         dropout: the CAM classifier's dropout; ``None`` (default) takes each arm's reference value:
             0.5 (the benchmark's CAM and SPG models), 0 in an arm with ACoL (its model has none).

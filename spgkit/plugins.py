@@ -113,7 +113,10 @@ class Registry:
         return self._lookup(self.heads, name, "head").obj
 
     def backbone(self, name: str):
-        """The backbone factory registered as ``name``."""
+        """The backbone factory registered as ``name``; ``timm:<model>`` names any timm model
+        (:func:`~spgkit.backbones.timm_backbone`)."""
+        if name.startswith(backbones.TIMM_PREFIX):
+            return backbones.timm_backbone(name.removeprefix(backbones.TIMM_PREFIX))
         return self._lookup(self.backbones, name, "backbone").obj
 
     def dataset(self, name: str):

@@ -108,7 +108,7 @@ def check_study(study: Study, registry: Registry, where: str = "") -> None:
                     classifier_width=study.classifier_width, dropout=study.dropout, registry=registry,
                 )  # fmt: skip
                 model.eval()(torch.empty(2, 3, size, size))
-        except RuntimeError as exc:  # raised by the forward pass: the image is too small
+        except (RuntimeError, AssertionError) as exc:  # the image is too small; timm asserts it fits a ViT's patches
             message = str(exc).strip().splitlines()[0]
             raise fail(f"arm {arm.name!r}", f"image size {size} is too small for backbone {study.backbone!r} ({message})") from None
         except (ValueError, TypeError) as exc:
