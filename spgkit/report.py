@@ -87,11 +87,13 @@ PAIRED = ("top1_acc", "gt_known_loc", "maxboxaccv2", "pxap", "object_covered")
 
 def paired_differences(runs: dict[str, list[dict[str, Any]]], baseline: str) -> list[dict[str, Any]]:
     """One row per other arm: mean and sample std over seeds of (arm - baseline), and how many
-    seeds the arm is ahead, per metric of :data:`PAIRED`, over the seeds both finished.
+    seeds the arm is ahead, per metric of :data:`PAIRED`, over the seeds both finished without
+    diverging.
 
     Arms trained with the same seed see the same images in the same order, so the per-seed
     difference removes the share of seed-to-seed spread that both arms have in common.
     """
+    runs = _scored(runs)
     reference = {m["seed"]: m for m in runs.get(baseline, [])}
     rows = []
     for arm, metrics in runs.items():
@@ -170,7 +172,7 @@ def write_tables(study: Study, folder: StudyFolder) -> str:
         f"{described}.\n\n" + markdown_table(rows)
     )
     baseline = study.arms[0].name
-    differences = paired_differences(_scored(runs), baseline)
+    differences = paired_differences(runs, baseline)
     if differences:
         _write_csv(folder.differences_csv, differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")])
         paired = "mean ± sample std of" if many else "the value of"
@@ -286,6 +288,10 @@ def localize_figure(image: np.ndarray, heat: np.ndarray, box, title: str, path: 
     _save(fig, path)
 
 
+#: Below every figure of head visuals: how to read its two kinds of panel.
+VISUALS_KEY = "maps: 0 (blue) to 1 (red); seed masks: object white, background black, ignored grey"
+
+
 def _show_visual(ax, value: torch.Tensor) -> None:
     """A map in [0, 1] in colour, or a uint8 seed mask: object white, background black, ignored grey."""
     shown = value.float()
@@ -309,6 +315,7 @@ def visuals_figure(visuals: dict[str, torch.Tensor], batch: dict, mean, std, pat
             _show_visual(axes[row, col], visuals[key][row])
             if row == 0:
                 axes[row, col].set_title(key, fontsize=9)
+    fig.supxlabel(VISUALS_KEY, fontsize=9)
     _save(fig, path)
 
 
@@ -330,6 +337,7 @@ def evolution_figure(recorded: dict, mean, std, path: Path, most: int = 6) -> No
             _show_visual(axes[r, c], shot[key][i])
             if r == 0:
                 axes[r, c].set_title(key, fontsize=8)
+    fig.supxlabel(VISUALS_KEY, fontsize=9)
     _save(fig, path)
 
 
