@@ -46,6 +46,14 @@ class Dist:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, value) -> list:
+        """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
+        if self.world == 1:
+            return [value]
+        values = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
     def sum(self, array: np.ndarray) -> np.ndarray:
         """Element-wise sum of ``array`` over all ranks."""
         if self.world == 1:

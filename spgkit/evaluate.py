@@ -60,13 +60,15 @@ class Scores:
     (:mod:`spgkit.score`) maps written by any code, so both report the same numbers by the same
     code."""
 
-    def __init__(self, thresholds: int = 100, cam_threshold: float = 0.2, protocol: str = "benchmark"):
+    def __init__(self, thresholds: int = 100, cam_threshold: float = 0.2, protocol: str = "benchmark", per_image: bool = False):
         grid = threshold_grid(thresholds)
-        self.objects = LocalizationEvaluator(thresholds=grid, cam_threshold=cam_threshold, protocol=protocol)
+        self.objects = LocalizationEvaluator(thresholds=grid, cam_threshold=cam_threshold, protocol=protocol, keep_images=per_image)
         self.part_boxes = LocalizationEvaluator(thresholds=grid, cam_threshold=cam_threshold, protocol=protocol)
         self.part_pixels = PartScores(cam_threshold, protocol)
         self.protocol = protocol
         self.correct = np.zeros(3)  # top-1 hits, top-5 hits, images with logits
+        self.per_image = per_image
+        self._seen: list[dict[str, np.ndarray]] = []  # per batch, with per_image
 
     def update(self, batch: dict, maps, logits: torch.Tensor | None = None) -> None:
         """Add a batch of :func:`~spgkit.data.collate` (read through
@@ -81,6 +83,11 @@ class Scores:
             top1_ok = (top5[:, 0] == labels).cpu().numpy()
             top5_ok = (top5 == labels[:, None]).any(1).cpu().numpy()
             self.correct += (top1_ok.sum(), top5_ok.sum(), len(labels))
+        if self.per_image:
+            seen = {"image_id": np.array(batch["image_ids"], dtype=str), "label": batch["labels"].numpy()}
+            if logits is not None:
+                seen.update(top1_correct=top1_ok, top5_correct=top5_ok)
+            self._seen.append(seen)
         size = tuple(batch["images"].shape[-2:])
 
         def boxes(key: str) -> list[np.ndarray]:
@@ -98,6 +105,13 @@ class Scores:
         if "original_part_box" in batch:
             self.part_boxes.update(maps, boxes("original_part_box"))
             self.part_pixels.update(maps, batch["part_mask"].numpy(), masks)
+
+    def images(self) -> dict[str, np.ndarray]:
+        """What each image scored, in the order seen (needs ``per_image``): ``image_id``,
+        ``label`` and, with logits, ``top1_correct`` and ``top5_correct``, beside the object
+        boxes' IoUs and chosen box of :meth:`LocalizationEvaluator.images
+        <spgkit.localization.LocalizationEvaluator.images>`. This process's images only."""
+        return {k: np.concatenate([seen[k] for seen in self._seen]) for k in self._seen[0]} | self.objects.images()
 
     def compute(self, dist_info: Dist | None = None) -> dict[str, float]:
         """The metrics, in %; under DDP the counts of every rank are summed first."""
@@ -118,6 +132,20 @@ class Scores:
         return metrics
 
 
+def unshard(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-image arrays of every rank, in the dataset's order: rank ``r`` of ``len(parts)``
+    scored images ``r, r + world, ...`` (:func:`evaluate`'s shards)."""
+    world = len(parts)
+    total = sum(len(next(iter(part.values()))) for part in parts)
+    order = np.concatenate([np.arange(r, total, world) for r in range(world)])
+    out = {}
+    for key in parts[0]:
+        joined = np.concatenate([part[key] for part in parts])
+        out[key] = np.empty_like(joined)
+        out[key][order] = joined
+    return out
+
+
 @torch.no_grad()
 def evaluate(
     model: WSOLModel,
@@ -132,8 +160,10 @@ def evaluate(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "eval",
-) -> dict[str, float]:
-    """Classification accuracy and every localization metric of ``model`` on ``dataset``.
+    per_image: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Classification accuracy and every localization metric of ``model`` on ``dataset``; with
+    ``per_image``, also what each image scored: ``(metrics, images)``.
 
     The localization map of the ground-truth class is scored (GT-known); Top-1/Top-5 Loc also
     require the class to be right. ``protocol`` (see :data:`~spgkit.config.PROTOCOLS`) sets every
@@ -142,14 +172,24 @@ def evaluate(
     part: ``part_maxboxaccv2`` (MaxBoxAccV2 with the part box as the ground truth), and at
     ``cam_threshold`` ``on_part`` and ``object_covered`` (:class:`PartScores`). Under DDP each
     rank scores its shard and counts are summed. The metrics are counted by :class:`Scores`.
+
+    ``images`` holds, per image of ``dataset`` in its order (gathered from every rank under
+    DDP), the arrays of :meth:`Scores.images`, and the grid they were scored on: ``thresholds``,
+    ``iou_thresholds`` and ``cam_threshold``.
     """
     dist_info = dist_info or Dist()
     model.eval()
     shard = Subset(dataset, range(dist_info.rank, len(dataset), dist_info.world)) if dist_info.world > 1 else dataset
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
-    scores = Scores(thresholds, cam_threshold, protocol)
+    scores = Scores(thresholds, cam_threshold, protocol, per_image)
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         images, labels = to_device(batch, device)
         out, maps = predict_maps(model, images, labels, protocol)
         scores.update(batch, maps, out.logits)
-    return scores.compute(dist_info)
+    metrics = scores.compute(dist_info)
+    if not per_image:
+        return metrics
+    seen = unshard(dist_info.gather(scores.images()))
+    ev = scores.objects
+    grid = {"thresholds": ev.thresholds, "iou_thresholds": np.array(ev.iou_thresholds), "cam_threshold": np.float64(ev.cam_threshold)}
+    return metrics, seen | grid

@@ -4,10 +4,14 @@ spelled out here and nowhere else.
 A run folder records the configuration that produced it (``config.json``), so a run is reused only
 for the configuration it was made with: a re-run whose training configuration differs is refused
 with the differing fields named (or, when asked, trained again), and one whose evaluation settings
-alone differ is evaluated again from its checkpoint. A lock keeps two processes out of one folder.
+alone differ is evaluated again from its checkpoint, and so is a finished run that has no
+``per_image.npz`` (made before spgkit saved one): evaluation is a forward pass over the selection
+and test splits, far cheaper than training, and it gives every run the file the report's
+intervals and figures read. A lock keeps two processes out of one folder.
 
     <out>/<study>/results.csv, results.md, differences.csv, figures/
-    <out>/<study>/<arm>/seed<k>/config.json, checkpoint.pt, log.csv, metrics.json, snapshots.pt, .lock
+    <out>/<study>/<arm>/seed<k>/config.json, checkpoint.pt, log.csv, metrics.json, per_image.npz,
+                               snapshots.pt, .lock
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from spgkit.config import EXECUTION_FIELDS, Arm, HeadSpec, Study
-from spgkit.io import load_checkpoint, read_json, save_checkpoint, write_json, write_text
+from spgkit.io import load_checkpoint, read_arrays, read_json, save_checkpoint, write_arrays, write_json, write_text
 from spgkit.model import WSOLModel, build_model
 from spgkit.plugins import Registry
 
@@ -130,6 +134,7 @@ class RunFolder:
         self.checkpoint = self.path / "checkpoint.pt"
         self.log = self.path / "log.csv"
         self.metrics = self.path / "metrics.json"
+        self.per_image = self.path / "per_image.npz"
         self.snapshots = self.path / "snapshots.pt"
 
     def __repr__(self) -> str:
@@ -151,7 +156,8 @@ class RunFolder:
     def prepare(self, config: dict[str, Any], retrain: bool = False) -> str:
         """Compare ``config`` (from :func:`run_config`) with what the folder holds and say what to do:
         ``"train"`` (nothing usable yet, or a checkpoint to resume from), ``"evaluate"`` (trained with
-        this configuration, but scored otherwise) or ``"done"``. Writes ``config.json`` for a new run.
+        this configuration, but scored otherwise or without ``per_image.npz``) or ``"done"``.
+        Writes ``config.json`` for a new run.
 
         A folder trained with another configuration raises :class:`RunConflict` naming the fields,
         unless ``retrain``, which empties it first.
@@ -181,11 +187,13 @@ class RunFolder:
         if recorded["evaluation"] != config["evaluation"]:
             write_json(self.config, config)
             return "evaluate"
+        if not self.per_image.exists() and "diverged" not in self.read_metrics():
+            return "evaluate"  # a diverged run has no final model to score: it stays as recorded
         return "done"
 
     def clear(self) -> None:
         """Remove every result of this run (its lock stays)."""
-        for path in (self.config, self.checkpoint, self.log, self.metrics, self.snapshots):
+        for path in (self.config, self.checkpoint, self.log, self.metrics, self.per_image, self.snapshots):
             path.unlink(missing_ok=True)
 
     def save_checkpoint(self, payload: dict) -> None:
@@ -206,6 +214,15 @@ class RunFolder:
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json(self.metrics, metrics)
+
+    def write_per_image(self, images: dict[str, Any]) -> None:
+        """``per_image.npz``: what each test image scored (:func:`~spgkit.evaluate.evaluate`'s
+        ``images``). IoUs stay float64, so every ``IoU >= delta`` comparison, and with it every
+        box metric, comes out of the file exactly as in ``metrics.json``."""
+        write_arrays(self.per_image, images)
+
+    def read_per_image(self) -> dict[str, Any]:
+        return read_arrays(self.per_image)
 
     def write_log(self, history: list[dict[str, float]]) -> None:
         """``log.csv``: one row per epoch, a column per key any row has."""

@@ -114,8 +114,13 @@ def make_datasets(study: Study, registry: Registry, train: Dataset, mean, std) -
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
         select = Subset(_Transformed(train, eval_tf), sorted(order[: data.holdout]))
         train = Subset(train, sorted(order[data.holdout :]))
-    test = open_split(study, data.test_split, eval_tf, registry)
-    return _cap(train, data.max_train), _cap(select, data.max_eval), _cap(test, data.max_eval)
+    return _cap(train, data.max_train), _cap(select, data.max_eval), open_test(study, eval_tf, registry)
+
+
+def open_test(study: Study, transform, registry: Registry) -> Dataset:
+    """The test set every run of ``study`` is scored on (``max_eval`` images of the test split at
+    most), in the order of each run's ``per_image.npz``."""
+    return _cap(open_split(study, study.data.test_split, transform, registry), study.data.max_eval)
 
 
 def make_optimizer(model: WSOLModel, study: Study) -> torch.optim.Optimizer:
@@ -210,12 +215,13 @@ class Session:
     snapshot_batch: dict | None = None  #: fixed training images, when snapshots are asked for
     snapshots: list[dict[str, Any]] = field(default_factory=list)
 
-    def evaluate(self, dataset: Dataset, desc: str, cam_threshold: float = 0.2) -> dict[str, float]:
+    def evaluate(self, dataset: Dataset, desc: str, cam_threshold: float = 0.2, per_image: bool = False):
+        """:func:`~spgkit.evaluate.evaluate` with the study's settings."""
         e, t = self.study.evaluation, self.study.training
         return evaluate(
             self.model, dataset, self.device, batch_size=t.batch_size, thresholds=e.thresholds, protocol=e.protocol,
             cam_threshold=cam_threshold, dist_info=self.dist, num_workers=t.num_workers,
-            progress=self.progress and self.dist.main, desc=desc,
+            progress=self.progress and self.dist.main, desc=desc, per_image=per_image,
         )  # fmt: skip
 
 
@@ -357,26 +363,29 @@ def checkpoint(s: Session, epoch: int) -> None:
         s.run.write_snapshots({"images": s.snapshot_batch["images"], "labels": s.snapshot_batch["labels"], "shots": s.snapshots})
 
 
-def select_and_test(s: Session, select: dict[str, float] | None) -> dict[str, Any]:
+def select_and_test(s: Session, select: dict[str, float] | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Choose the CAM threshold on the selection split (never on test) and score the test split at
-    it. ``select`` is the last epoch's validation of the final model, when there was one."""
+    it: the metrics, and what each test image scored (:func:`~spgkit.evaluate.evaluate`'s
+    ``images``). ``select`` is the last epoch's validation of the final model, when there was one."""
     if select is None:
         select = s.evaluate(s.select_ds, "select")
     chosen = select["maxboxacc_threshold"]
-    test = s.evaluate(s.test_ds, "test", cam_threshold=chosen)
-    return {
+    test, images = s.evaluate(s.test_ds, "test", cam_threshold=chosen, per_image=True)
+    metrics = {
         "study": s.study.name, "arm": s.arm.name, "seed": s.seed, "protocol": s.study.evaluation.protocol,
         "cam_threshold": chosen, "select_maxboxaccv2": select["maxboxaccv2"], **test,
         "train_images": len(s.augmented), "test_images": len(s.test_ds),
     }  # fmt: skip
+    return metrics, images
 
 
 def train_arm(study: Study, arm: Arm, seed: int, run: RunFolder, *, registry: Registry | None = None, progress: bool = True, retrain: bool = False) -> dict[str, Any]:
     """Train one arm for one seed into ``run`` and return its final metrics.
 
     A finished run of the same configuration is reused; one of the same training configuration
-    scored otherwise is evaluated again; an interrupted one resumes from its last checkpoint and
-    ends with the same result as an uninterrupted run (CPU, same seed). A run folder of another
+    scored otherwise, or finished without ``per_image.npz``, is evaluated again; an interrupted
+    one resumes from its last checkpoint and ends with the same result as an uninterrupted run
+    (CPU, same seed). A run folder of another
     configuration is refused (:class:`~spgkit.runs.RunConflict`), or emptied with ``retrain``.
     A run whose loss diverges raises :class:`TrainingDiverged` and records it in its metrics
     (``{"diverged": message}``); a re-run of the same configuration returns that record.
@@ -410,7 +419,9 @@ def train_arm(study: Study, arm: Arm, seed: int, run: RunFolder, *, registry: Re
             if dist_info.main:
                 run.write_metrics({"study": study.name, "arm": arm.name, "seed": seed, "protocol": study.evaluation.protocol, "diverged": str(exc)})
             raise
-        metrics = select_and_test(s, select)
+        metrics, images = select_and_test(s, select)
         if dist_info.main:
+            # metrics.json last: it marks the run finished, so a kill in between evaluates again.
+            run.write_per_image(images)
             run.write_metrics(metrics)
     return metrics

@@ -27,7 +27,7 @@ import torch
 
 from spgkit.guidance import minmax_normalize
 from spgkit.localization.maps import as_float_maps, check_protocol
-from spgkit.localization.regions import check_thresholds, regions_at_thresholds
+from spgkit.localization.regions import Regions, check_thresholds, regions_at_thresholds
 
 _STATE = (
     "num_images",
@@ -105,6 +105,8 @@ class LocalizationEvaluator:
         backend: ``"numpy"`` (one component tree per image on the CPU), ``"torch"`` (batched label
             propagation on the maps' device, float protocol only) or ``"auto"``: torch for CUDA
             tensors in the float protocol, numpy otherwise. Both give identical counts.
+        keep_images: also keep what each image scored, for :meth:`images` (off by default: the
+            counts alone are enough for the metrics, and their memory does not grow).
 
     Example::
 
@@ -121,6 +123,7 @@ class LocalizationEvaluator:
         cam_threshold: float = 0.2,
         protocol: str = "benchmark",
         backend: str = "auto",
+        keep_images: bool = False,
     ) -> None:
         self.thresholds = check_thresholds(thresholds)
         self.iou_thresholds = tuple(float(d) for d in iou_thresholds)
@@ -138,6 +141,7 @@ class LocalizationEvaluator:
         if backend == "torch" and self.benchmark:
             raise ValueError("the torch backend implements the float protocol only; use protocol='float'")
         self.backend = backend
+        self.keep_images = keep_images
         # Regions are computed at the report thresholds plus the CAM threshold.
         self._all_thresholds = np.union1d(self.thresholds, [self.cam_threshold])
         self._report = np.searchsorted(self._all_thresholds, self.thresholds)
@@ -148,6 +152,7 @@ class LocalizationEvaluator:
 
     def reset(self) -> None:
         """Forget every image seen so far."""
+        self._images: list[dict[str, np.ndarray]] = []
         t = len(self.thresholds)
         # Benchmark PxAP bins: below thresholds[0] (dropped), [t_j, t_j+1), ..., [t_last, 1), [1, 2).
         bins = t + 2 if self.benchmark else t + 1
@@ -167,7 +172,8 @@ class LocalizationEvaluator:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The counts (int64 arrays). Every entry is a sum over images, so summing the state
-        dicts of several evaluators (e.g. an all-reduce across ranks) merges them."""
+        dicts of several evaluators (e.g. an all-reduce across ranks) merges them. The images kept
+        for :meth:`images` are not part of it: they stay this evaluator's own."""
         return {k: v.copy() for k, v in self._state.items()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -202,6 +208,7 @@ class LocalizationEvaluator:
             raise ValueError("can only merge evaluators with the same thresholds, IoU levels, CAM threshold and protocol")
         for key, value in other._state.items():
             self._state[key] = self._state[key] + value
+        self._images += other._images
 
     # ------------------------------------------------------------------ accumulation
 
@@ -235,24 +242,42 @@ class LocalizationEvaluator:
 
             normalized = minmax_normalize(torch.as_tensor(maps))
             largest_iou, best_iou = batched_region_ious(normalized, boxes, self._all_thresholds)
+            if masks is not None or self.keep_images:
+                normalized = normalized.cpu().numpy()
             if masks is not None:
-                self._count_pixels(normalized.cpu().numpy(), masks, ignore)
+                self._count_pixels(normalized, masks, ignore)
+            if self.keep_images:
+                # The batched pass gives IoUs only: the box comes from the numpy path's float
+                # regions of the same map, which label alike (tests/localization/test_loc_torch.py).
+                cam = np.array([self.cam_threshold])
+                cam_box = np.stack([_largest_box(*regions_at_thresholds(m, cam, False), 0) for m in normalized])
         else:
             maps = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else maps
-            largest_iou, best_iou = self._numpy_images(maps, boxes, masks, ignore)
+            largest_iou, best_iou, cam_box = self._numpy_images(maps, boxes, masks, ignore)
         self._count_boxes(largest_iou, best_iou, flags)
+        if self.keep_images:
+            self._images.append(
+                {
+                    "largest_iou": largest_iou[:, self._report],
+                    "best_iou": best_iou[:, self._report],
+                    "cam_iou": largest_iou[:, self._cam],
+                    "cam_box": cam_box,
+                }
+            )
 
     def _use_torch(self, maps) -> bool:
         if self.backend == "torch":
             return True
         return self.backend == "auto" and not self.benchmark and isinstance(maps, torch.Tensor) and maps.is_cuda
 
-    def _numpy_images(self, maps: np.ndarray, boxes: list[np.ndarray], masks, ignore) -> tuple[np.ndarray, np.ndarray]:
-        """(N, T') IoUs of the largest region's box and of the best box at every threshold; also
-        counts PxAP pixels. One image at a time keeps temporaries small, which matters for speed."""
+    def _numpy_images(self, maps: np.ndarray, boxes: list[np.ndarray], masks, ignore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, T') IoUs of the largest region's box and of the best box at every threshold, and
+        the (N, 4) largest region's box at the CAM threshold; also counts PxAP pixels. One image
+        at a time keeps temporaries small, which matters for speed."""
         n = len(maps)
         largest_iou = np.zeros((n, len(self._all_thresholds)))
         best_iou = np.zeros((n, len(self._all_thresholds)))
+        cam_box = np.zeros((n, 4), dtype=np.int64)
         for i in range(n):
             normalized = minmax_normalize(maps[i : i + 1])
             regions, cut_of = regions_at_thresholds(normalized[0], self._all_thresholds, self.benchmark)
@@ -263,9 +288,10 @@ class LocalizationEvaluator:
             has = regions.largest >= 0
             largest[has] = iou[regions.largest[has]]
             largest_iou[i], best_iou[i] = largest[cut_of], best[cut_of]
+            cam_box[i] = _largest_box(regions, cut_of, self._cam)
             if masks is not None:
                 self._count_pixels(normalized, masks[i : i + 1], None if ignore is None else ignore[i : i + 1])
-        return largest_iou, best_iou
+        return largest_iou, best_iou, cam_box
 
     def _count_boxes(self, largest_iou: np.ndarray, best_iou: np.ndarray, flags: dict) -> None:
         state = self._state
@@ -297,6 +323,20 @@ class LocalizationEvaluator:
         self._state["mask_images"] += len(masks)
 
     # ------------------------------------------------------------------ results
+
+    def images(self) -> dict[str, np.ndarray]:
+        """What each image scored, in the order :meth:`update` saw them (needs ``keep_images``):
+        ``largest_iou`` and ``best_iou`` (N, T) float64, the IoU of the largest region's box and
+        the best IoU of any region's box at each of :attr:`thresholds`; ``cam_iou`` (N,) and
+        ``cam_box`` (N, 4) int64, the largest region's IoU and inclusive box at ``cam_threshold``
+        (-1s where no pixel reaches it, which only the float protocol allows). Every box metric
+        follows from these (Top-1 and Top-5 Loc with the class flags): e.g. MaxBoxAccV2 at IoU 50
+        is the best over thresholds of the share of ``best_iou >= 0.5``."""
+        if not self.keep_images:
+            raise ValueError("this evaluator keeps no images: make it with keep_images=True")
+        if not self._images:
+            raise ValueError("no images: call update() before images()")
+        return {k: np.concatenate([batch[k] for batch in self._images]) for k in self._images[0]}
 
     def compute(self) -> dict[str, float]:
         """Metrics so far, in % (plain floats), with the threshold that achieves each maximum.
@@ -359,6 +399,13 @@ class LocalizationEvaluator:
             precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
         step = recall - np.append(recall[1:], 0.0)  # recall gained going down from t_j+1 to t_j
         return float((precision * step).sum() * 100)
+
+
+def _largest_box(regions: Regions, cut_of: np.ndarray, index: int) -> np.ndarray:
+    """The box of the largest region at threshold ``index`` (``cut_of`` from
+    :func:`regions_at_thresholds`), or -1s where there is none."""
+    winner = regions.largest[cut_of[index]]
+    return regions.boxes[winner] if winner >= 0 else np.full(4, -1)
 
 
 def _check_boxes(gt_boxes, n: int) -> list[np.ndarray]:

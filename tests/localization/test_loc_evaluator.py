@@ -197,3 +197,37 @@ def test_constructor_checks():
         LocalizationEvaluator(cam_threshold=1.5, protocol="float")
     with pytest.raises(ValueError, match="float protocol only"):
         LocalizationEvaluator(protocol="benchmark", backend="torch")
+
+
+def test_kept_images_hand_worked():
+    # Image 0: one square (0..9) against a taller box: IoU 150/900 with the whole image at tau 0,
+    # 100/150 at tau 0.5. Image 1: a big square A (0..9) and a small one B (20..25) on B's box: at
+    # tau 0.5 the largest region (A) misses it and the best (B) hits it. Image 2: a flat map, with
+    # no region above 0 in the float protocol.
+    a, b = _box_map(30, (0, 0, 9, 9)), _box_map(30, (20, 20, 25, 25))
+    maps = np.stack([a, a + b, np.zeros((30, 30), np.float32)])
+    gts = [np.array([[0, 0, 9, 14]]), np.array([[20, 20, 25, 25]]), np.array([[0, 0, 29, 29]])]
+    kept = LocalizationEvaluator(thresholds=[0.0, 0.5], protocol="float", keep_images=True)
+    kept.update(maps[:2], gts[:2])
+    kept.update(maps[2:], gts[2:])  # streaming keeps the order
+    images = kept.images()
+    assert np.array_equal(images["largest_iou"], [[150 / 900, 2 / 3], [36 / 900, 0], [1, 0]])
+    assert np.array_equal(images["best_iou"], [[150 / 900, 2 / 3], [36 / 900, 1], [1, 0]])
+    # At the CAM threshold 0.2: square A in images 0 and 1, nothing in the flat one.
+    assert np.array_equal(images["cam_iou"], [2 / 3, 0, 0])
+    assert images["cam_box"].tolist() == [[0, 0, 9, 9], [0, 0, 9, 9], [-1, -1, -1, -1]]
+    plain = LocalizationEvaluator(thresholds=[0.0, 0.5], protocol="float")
+    plain.update(maps, gts)
+    assert kept.compute() == plain.compute()  # keeping images changes no count
+    with pytest.raises(ValueError, match="keep_images=True"):
+        plain.images()
+    # The benchmark's box is one pixel wider than the region (10..30): IoU 400/441.
+    bench = LocalizationEvaluator(protocol="benchmark", keep_images=True)
+    bench.update(_box_map(40, (10, 10, 29, 29))[None], [np.array([[10, 10, 29, 29]])])
+    assert bench.images()["cam_box"].tolist() == [[10, 10, 30, 30]] and bench.images()["cam_iou"][0] == 400 / 441
+    merged = LocalizationEvaluator(thresholds=[0.0, 0.5], protocol="float", keep_images=True)
+    merged.update(maps[:1], gts[:1])
+    other = LocalizationEvaluator(thresholds=[0.0, 0.5], protocol="float", keep_images=True)
+    other.update(maps[1:], gts[1:])
+    merged.merge(other)
+    assert all(np.array_equal(merged.images()[k], images[k]) for k in images)

@@ -71,3 +71,16 @@ def test_cuda_maps_use_the_torch_path_with_identical_counts():
     numpy_counts = _evaluate(maps, boxes, "numpy", steps=0.01)
     for key in numpy_counts:
         assert np.array_equal(cuda_counts[key], numpy_counts[key]), key
+
+
+def test_torch_path_keeps_the_numpy_paths_images():
+    maps, boxes = _sample(3)  # a flat map among them: no box at the CAM threshold
+    kept = {}
+    for backend in ("torch", "numpy"):
+        ev = LocalizationEvaluator(thresholds=np.arange(0, 1, 0.04), cam_threshold=0.33, backend=backend, protocol="float", keep_images=True)
+        for start in range(0, len(maps), 16):
+            ev.update(torch.from_numpy(maps[start : start + 16]), boxes[start : start + 16])
+        kept[backend] = ev.images()
+    for key, value in kept["numpy"].items():
+        assert np.array_equal(kept["torch"][key], value), key
+    assert kept["numpy"]["cam_box"][0].tolist() == [-1, -1, -1, -1] and (kept["numpy"]["cam_box"][1:] >= 0).all()
