@@ -277,7 +277,8 @@ class Study(_Checked):
         dropout: the CAM classifier's dropout; ``None`` (default) takes each arm's reference value:
             0.5 (the benchmark's CAM and SPG models), 0 in an arm with ACoL (its model has none).
         seeds: one run of every arm per seed; the table reports mean and spread.
-        figure_images: evaluation images drawn in the overlay figures.
+        figure_images: evaluation images drawn in the overlay figures, and at most as many in
+            each disagreement gallery.
     """
 
     name: str

@@ -1,4 +1,5 @@
-"""Results of a study: the table (CSV and Markdown, mean and spread over seeds) and the figures."""
+"""Results of a study: the table (CSV and Markdown, mean and spread over seeds), the paired
+differences with bootstrap intervals, and the figures."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from spgkit.io import atomic_write_bytes, write_text  # noqa: E402
 from spgkit.localization import largest_region_box  # noqa: E402
 from spgkit.plugins import Registry  # noqa: E402
 from spgkit.runs import StudyFolder, load_model  # noqa: E402
-from spgkit.train import open_split  # noqa: E402
+from spgkit.train import open_split, open_test  # noqa: E402
 
 #: Columns of the results table, in order, with their headers. A column no run reports is left out.
 COLUMNS = {
@@ -49,6 +50,85 @@ def collect(study: Study, folder: StudyFolder) -> dict[str, list[dict[str, Any]]
             if run.metrics.exists():
                 runs.setdefault(arm.name, []).append(run.read_metrics())
     return runs
+
+
+def collect_images(study: Study, folder: StudyFolder) -> dict[str, dict[int, dict[str, np.ndarray]]]:
+    """Finished runs' ``per_image.npz`` by arm and seed. Runs finished before spgkit saved the file
+    (until a re-run evaluates them again) and diverged runs have none: what needs it leaves them
+    out."""
+    images: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    for arm in study.arms:
+        for seed in study.seeds:
+            run = folder.run(arm.name, seed)
+            if run.metrics.exists() and run.per_image.exists():
+                images.setdefault(arm.name, {})[seed] = run.read_per_image()
+    return images
+
+
+def box_hits(record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per image of a run's ``per_image.npz``, 1.0 where its box counts as correct: ``largest``
+    (N, T), the largest region's box reaches IoU 50 % at each threshold; ``best`` (N, L, T), the
+    best box of any region reaches each IoU level; ``gt_known_loc`` (N,), the largest region's box
+    at the chosen threshold reaches IoU 50 %. The comparisons are the evaluator's, on the same
+    float64 IoUs, so the counts are its counts."""
+    return {
+        "largest": (record["largest_iou"] >= 50 / 100).astype(float),
+        "best": np.stack([record["best_iou"] >= d / 100 for d in record["iou_thresholds"]], axis=1).astype(float),
+        "gt_known_loc": (record["cam_iou"] >= 50 / 100).astype(float),
+    }
+
+
+def box_accuracy(hits: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Accuracies (%) from :func:`box_hits` with image ``i`` counted ``weights[r, i]`` times in
+    resample ``r`` (each row of ``weights`` sums to N; by default one row of ones, the test set
+    itself): ``largest`` (R, T), ``best`` (R, L, T) and ``gt_known_loc`` (R,) as in
+    :func:`box_hits`, and ``maxboxaccv2`` (R,), each IoU level's best over thresholds, averaged
+    over levels. With the default weights these are the numbers of ``metrics.json``."""
+    n = len(hits["gt_known_loc"])
+    weights = np.ones((1, n)) if weights is None else weights
+    out = {key: np.tensordot(weights, value, axes=1) * 100.0 / n for key, value in hits.items()}
+    out["maxboxaccv2"] = out["best"].max(2).mean(1)
+    return out
+
+
+#: Metrics whose paired difference gets a bootstrap interval: they follow from per_image.npz.
+BOOTSTRAPPED = ("gt_known_loc", "maxboxaccv2")
+#: Resamples of each bootstrap interval.
+RESAMPLES = 2000
+#: The seed of the bootstrap's generator: fixed, so a report is reproducible.
+BOOTSTRAP_SEED = 0
+
+
+def paired_intervals(
+    arm: list[dict[str, np.ndarray]], baseline: list[dict[str, np.ndarray]], resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> dict[str, tuple[float, float]]:
+    """95 % percentile intervals of (arm - baseline), per metric of :data:`BOOTSTRAPPED`, from the
+    ``per_image.npz`` records of the two arms, ``arm[k]`` and ``baseline[k]`` of the same seed.
+
+    Each resample draws the test images with replacement, once for every seed and both arms (all
+    runs scored the same test set, so one draw of it is shared), and the seeds with replacement
+    (seeds and images are crossed factors, so both are resampled); it recomputes each run's
+    metric, MaxBoxAccV2's best over thresholds included, and averages arm - baseline over the
+    drawn seeds."""
+    for a, b in zip(arm, baseline):
+        if not np.array_equal(a["image_id"], b["image_id"]):
+            raise ValueError("per-image records of different test sets cannot be paired")
+    rng = np.random.default_rng(seed)
+    n, seeds = len(baseline[0]["image_id"]), len(baseline)
+    pairs = [(box_hits(a), box_hits(b)) for a, b in zip(arm, baseline)]
+    deltas: dict[str, list[np.ndarray]] = {key: [] for key in BOOTSTRAPPED}
+    chunk = max(1, 2**22 // n)  # resamples at a time: bounds the weights' memory on large test sets
+    for start in range(0, resamples, chunk):
+        r = min(chunk, resamples - start)
+        # Row j of the weights counts how often each image is drawn in resample j.
+        draws = rng.integers(0, n, (r, n)) + n * np.arange(r)[:, None]
+        weights = np.bincount(draws.ravel(), minlength=r * n).reshape(r, n).astype(float)
+        drawn_seeds = rng.integers(0, seeds, (r, seeds))
+        scored = [(box_accuracy(a, weights), box_accuracy(b, weights)) for a, b in pairs]
+        for key in BOOTSTRAPPED:
+            per_seed = np.stack([a[key] - b[key] for a, b in scored], axis=1)  # (r, seeds)
+            deltas[key].append(np.take_along_axis(per_seed, drawn_seeds, axis=1).mean(1))
+    return {key: tuple(float(v) for v in np.percentile(np.concatenate(d), [2.5, 97.5])) for key, d in deltas.items()}
 
 
 def _scored(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
@@ -85,10 +165,14 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 PAIRED = ("top1_acc", "gt_known_loc", "maxboxaccv2", "pxap", "object_covered")
 
 
-def paired_differences(runs: dict[str, list[dict[str, Any]]], baseline: str) -> list[dict[str, Any]]:
+def paired_differences(
+    runs: dict[str, list[dict[str, Any]]], baseline: str, images: dict[str, dict[int, dict[str, np.ndarray]]] | None = None
+) -> list[dict[str, Any]]:
     """One row per other arm: mean and sample std over seeds of (arm - baseline), and how many
     seeds the arm is ahead, per metric of :data:`PAIRED`, over the seeds both finished without
-    diverging.
+    diverging. Given the runs' per-image records (:func:`collect_images`) for all those seeds,
+    also the bootstrap interval of :func:`paired_intervals` per metric of :data:`BOOTSTRAPPED`
+    (``<metric>_ci_low`` and ``<metric>_ci_high``).
 
     Arms trained with the same seed see the same images in the same order, so the per-seed
     difference removes the share of seed-to-seed spread that both arms have in common.
@@ -106,6 +190,12 @@ def paired_differences(runs: dict[str, list[dict[str, Any]]], baseline: str) -> 
             if deltas:
                 _add_mean_std(row, key, deltas)
                 row[f"{key}_ahead"] = sum(d > 0 for d in deltas)
+        seeds = [m["seed"] for m, _ in pairs]
+        mine, theirs = (images or {}).get(arm, {}), (images or {}).get(baseline, {})
+        if all(seed in mine and seed in theirs for seed in seeds):
+            intervals = paired_intervals([mine[seed] for seed in seeds], [theirs[seed] for seed in seeds])
+            for key, (low, high) in intervals.items():
+                row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
         rows.append(row)
     return rows
 
@@ -139,12 +229,16 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def differences_table(rows: list[dict[str, Any]]) -> str:
-    """The paired differences in Markdown: ``mean ± std (seeds ahead/seeds)`` per metric."""
-    return _markdown(
-        rows,
-        {k: f"Δ {COLUMNS[k]}" for k in PAIRED},
-        lambda r, k: f"{_mean_std(r, k, '{:+.1f}')} ({r[k + '_ahead']}/{r['seeds']})",
-    )
+    """The paired differences in Markdown: ``mean ± std (seeds ahead/seeds)`` per metric, then
+    ``[low, high]`` per bootstrap interval."""
+    headers = {k: f"Δ {COLUMNS[k]}" for k in PAIRED} | {f"{k}_ci_low": f"Δ {COLUMNS[k]} [95% CI]" for k in BOOTSTRAPPED}
+
+    def cell(r: dict[str, Any], k: str) -> str:
+        if k.endswith("_ci_low"):
+            return f"[{r[k]:+.1f}, {r[k.replace('_low', '_high')]:+.1f}]"
+        return f"{_mean_std(r, k, '{:+.1f}')} ({r[k + '_ahead']}/{r['seeds']})"
+
+    return _markdown(rows, headers, cell)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -172,15 +266,22 @@ def write_tables(study: Study, folder: StudyFolder) -> str:
         f"{described}.\n\n" + markdown_table(rows)
     )
     baseline = study.arms[0].name
-    differences = paired_differences(runs, baseline)
+    differences = paired_differences(runs, baseline, collect_images(study, folder))
     if differences:
-        _write_csv(folder.differences_csv, differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")])
+        intervals = [f"{key}_ci_{end}" for key in BOOTSTRAPPED for end in ("low", "high")]
+        _write_csv(folder.differences_csv, differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")] + intervals)
         paired = "mean ± sample std of" if many else "the value of"
         text += (
             f"\nDifference from {baseline}, paired by seed: {paired} (arm - {baseline}) over "
-            f"the seeds both finished, and in brackets the seeds on which the arm is ahead.\n\n"
-            + differences_table(differences)
+            f"the seeds both finished, and in brackets the seeds on which the arm is ahead."
         )
+        if any(intervals[0] in d for d in differences):
+            text += (
+                f" The [95% CI] columns: a 95 % percentile interval of the difference by a paired bootstrap "
+                f"({RESAMPLES} resamples, each drawing the test images and the seeds with replacement "
+                "and finding MaxBoxAccV2's best thresholds anew)."
+            )
+        text += "\n\n" + differences_table(differences)
     text += reading(rows, differences, baseline)
     write_text(folder.results_md, text)
     return text
@@ -253,7 +354,10 @@ def _draw_box(ax, box, color: str) -> None:
 def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, path: Path, protocol: str = "benchmark") -> None:
     """Images (rows) by arm (columns): the localization map over the image, GT boxes in green
     (a dataset's part boxes, where it has them, in yellow) and the predicted box (largest region
-    at the arm's CAM threshold, in ``protocol``) in red."""
+    at the arm's CAM threshold, in ``protocol``) in red.
+
+    Each panel gives ``maps`` (N, H, W) and either ``threshold`` or ``boxes``, the predicted boxes
+    already known (inclusive corners, -1s for none); optionally ``labels``, a caption per image."""
     n = len(batch["labels"])
     fig, axes = plt.subplots(n, len(panels), figsize=(2.2 * len(panels), 2.2 * n), squeeze=False)
     for col, (arm, panel) in enumerate(panels.items()):
@@ -264,12 +368,17 @@ def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, pa
             for key, colour in (("boxes", "lime"), ("part_box", "yellow")):
                 for box in batch[key][row] if batch.get(key) is not None else ():
                     _draw_box(ax, box, colour)
-            box = largest_region_box(panel["maps"][row], panel["threshold"], protocol=protocol)
+            if "boxes" in panel:
+                box = None if panel["boxes"][row][0] < 0 else panel["boxes"][row]
+            else:
+                box = largest_region_box(panel["maps"][row], panel["threshold"], protocol=protocol)
             if box is not None:
                 x0, y0, x1, y1 = box
                 _draw_box(ax, (x0, y0, x1 + 1, y1 + 1), "red")  # inclusive corners -> extent
             if row == 0:
                 ax.set_title(arm, fontsize=9)
+            if "labels" in panel:
+                ax.set_xlabel(panel["labels"][row], fontsize=8)
     _save(fig, path)
 
 
@@ -357,17 +466,88 @@ def curves_figure(logs: dict[str, list[dict[str, str]]], path: Path) -> None:
     _save(fig, path)
 
 
+def threshold_figure(images: dict[str, dict[int, dict[str, np.ndarray]]], path: Path) -> None:
+    """Box accuracy on the test split against the CAM threshold, from the runs' per-image records
+    (:func:`collect_images`), one colour per arm: the mean over seeds, a band from the lowest seed
+    to the highest, and a dotted line at each threshold a seed chose on the selection split.
+
+    Left, the largest region's box at IoU 50 %: at the chosen threshold this is GT-known Loc, and
+    its peak is MaxBoxAcc. Right, the best box of any region, averaged over MaxBoxAccV2's IoU
+    levels (30, 50, 70): MaxBoxAccV2 averages each level's own peak, so it is at least this
+    curve's peak."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for i, (arm, by_seed) in enumerate(images.items()):
+        records = list(by_seed.values())
+        accuracy = [box_accuracy(box_hits(r)) for r in records]
+        curves = (np.stack([a["largest"][0] for a in accuracy]), np.stack([a["best"][0].mean(0) for a in accuracy]))
+        thresholds, levels = records[0]["thresholds"], records[0]["iou_thresholds"]
+        for ax, curve in zip(axes, curves):
+            ax.plot(thresholds, curve.mean(0), color=f"C{i}", label=f"{arm} ({len(records)} seed{'s' if len(records) > 1 else ''})")
+            ax.fill_between(thresholds, curve.min(0), curve.max(0), color=f"C{i}", alpha=0.2, linewidth=0)
+            for chosen in sorted({float(r["cam_threshold"]) for r in records}):
+                ax.axvline(chosen, color=f"C{i}", linestyle=":", linewidth=1)
+    levels = "/".join(f"{d:g}" for d in levels)  # a study scores every run at the same levels
+    for ax, title in zip(axes, ("largest box, IoU ≥ 50 (MaxBoxAcc's curve)", f"best box, mean over IoU {levels} (MaxBoxAccV2's)")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("CAM threshold (dotted: chosen on the selection split)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test box accuracy (%)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Mean over seeds; the band spans the lowest seed to the highest", fontsize=9)
+    _save(fig, path)
+
+
+def disagreements(arm: dict[str, np.ndarray], baseline: dict[str, np.ndarray], most: int) -> np.ndarray:
+    """Positions in the test set of the (at most) ``most`` images whose chosen boxes' IoUs differ
+    most between two runs' per-image records, the largest difference first; ties keep test-set
+    order, and images scored alike are left out."""
+    gap = np.abs(arm["cam_iou"] - baseline["cam_iou"])
+    order = np.argsort(-gap, kind="stable")[:most]
+    return order[gap[order] > 0]
+
+
+def _maps(model, batch: dict, protocol: str) -> np.ndarray:
+    _, maps = predict_maps(model, batch["images"], batch["labels"], protocol)
+    return maps.cpu().numpy() if isinstance(maps, torch.Tensor) else maps
+
+
+def disagreement_figure(models: dict, records: dict[str, dict[str, np.ndarray]], picks: np.ndarray, test, mean, std, path: Path, protocol: str) -> None:
+    """The images of ``test`` at positions ``picks`` (rows) for two arms (columns, the baseline
+    first): each arm's map from its model in ``models``, and its chosen box from its per-image
+    record in ``records``, captioned with that box's IoU."""
+    batch = collate([test[int(i)] for i in picks])
+    for name, record in records.items():
+        if batch["image_ids"] != record["image_id"][picks].tolist():
+            raise ValueError(f"{name}'s per-image record does not list the test set's images: was the dataset changed since the run?")
+    panels = {
+        name: {"maps": _maps(models[name], batch, protocol), "boxes": record["cam_box"][picks], "labels": [f"IoU {v:.2f}" for v in record["cam_iou"][picks]]}
+        for name, record in records.items()
+    }
+    overlay_figure(panels, batch, mean, std, path, protocol)
+
+
 def write_figures(study: Study, folder: StudyFolder, registry: Registry | None = None) -> list[Path]:
     """Overlays (arms side by side), what each arm's heads offer figures (SPG's maps and seed
     masks, ACoL's erased region) and training curves, from the first seed's checkpoints, into the
-    study's ``figures/``. Returns the files written."""
+    study's ``figures/``; from the runs' per-image records (where they have them), box accuracy
+    against the CAM threshold over every seed (:func:`threshold_figure`) and, per arm, the first
+    seed's test images on which its chosen box and the baseline's differ most
+    (``disagree_<arm>.png``, captioned with each box's IoU). Returns the files written."""
     registry = registry if registry is not None else Registry()
     protocol = study.evaluation.protocol
     seed = study.seeds[0]
     written: list[Path] = []
     panels: dict[str, dict[str, Any]] = {}
     logs: dict[str, list[dict[str, str]]] = {}
-    batch = mean = std = None
+    batch = mean = std = scored = None
+    images = collect_images(study, folder)
+    first = {arm: by_seed[seed] for arm, by_seed in images.items() if seed in by_seed}
+    baseline = study.arms[0].name
+    picks = {}
+    for arm, record in first.items():
+        shown = disagreements(record, first[baseline], study.figure_images) if arm != baseline and baseline in first else ()
+        if len(shown):
+            picks[arm] = shown
     for arm in study.arms:
         run = folder.run(arm.name, seed)
         logs[arm.name] = run.read_log()
@@ -376,11 +556,18 @@ def write_figures(study: Study, folder: StudyFolder, registry: Registry | None =
         model, config = load_model(run.checkpoint, registry)
         if batch is None:
             mean, std = config["mean"], config["std"]
-            test = open_split(study, study.data.test_split, eval_transform(study.data.image_size, mean, std), registry)
+            transform = eval_transform(study.data.image_size, mean, std)
+            test = open_split(study, study.data.test_split, transform, registry)
             batch = collate([test[i] for i in range(min(study.figure_images, len(test)))])
-        _, maps = predict_maps(model, batch["images"], batch["labels"], protocol)
-        maps = maps.cpu().numpy() if isinstance(maps, torch.Tensor) else maps
-        panels[arm.name] = {"maps": maps, "threshold": run.read_metrics()["cam_threshold"]}
+        panels[arm.name] = {"maps": _maps(model, batch, protocol), "threshold": run.read_metrics()["cam_threshold"]}
+        if arm.name == baseline:
+            baseline_model = model
+        if arm.name in picks:
+            scored = scored if scored is not None else open_test(study, transform, registry)
+            path = folder.figures / f"disagree_{arm.name}.png"
+            models = {baseline: baseline_model, arm.name: model}
+            disagreement_figure(models, {name: first[name] for name in models}, picks[arm.name], scored, mean, std, path, protocol)
+            written.append(path)
         with torch.no_grad():  # with labels, heads build their guidance (eval mode: no dropout)
             out = model(batch["images"], batch["labels"])
         if run.snapshots.exists():
@@ -398,4 +585,7 @@ def write_figures(study: Study, folder: StudyFolder, registry: Registry | None =
     if any(logs.values()):
         curves_figure(logs, folder.figures / "curves.png")
         written.append(folder.figures / "curves.png")
+    if images:
+        threshold_figure(images, folder.figures / "threshold.png")
+        written.append(folder.figures / "threshold.png")
     return written

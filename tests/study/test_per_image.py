@@ -1,0 +1,177 @@
+"""Per-image results: every run saves what each test image scored, every box metric follows from
+that file exactly, and the report builds bootstrap intervals and figures from it."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from spgkit import Arm, Data, Study
+from spgkit.data import eval_transform
+from spgkit.evaluate import unshard
+from spgkit.io import write_arrays, write_json
+from spgkit.localization import box_iou, resize_gt_boxes
+from spgkit.report import box_accuracy, box_hits, disagreements, paired_intervals, write_figures, write_tables
+from spgkit.runs import StudyFolder
+from spgkit.study import load_study, run_study
+from spgkit.train import open_test
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _record(largest, best=None, cam=None, levels=(50,), ids=None) -> dict:
+    """A hand-made per-image record: (N, T) IoUs of the largest and best boxes, the chosen box's."""
+    largest = np.asarray(largest, dtype=float)
+    n, t = largest.shape
+    return {
+        "image_id": np.array(ids or [f"im{i}" for i in range(n)]),
+        "largest_iou": largest,
+        "best_iou": largest if best is None else np.asarray(best, dtype=float),
+        "cam_iou": largest[:, 0] if cam is None else np.asarray(cam, dtype=float),
+        "thresholds": np.arange(t) / t,
+        "iou_thresholds": np.array(levels, dtype=float),
+    }
+
+
+def test_per_image_file_gives_every_box_metric_exactly(tiny_study_file, registry, tmp_path):
+    study = load_study(tiny_study_file(epochs=2))
+    folder = run_study(study, tmp_path, registry=registry, progress=False)
+    test = open_test(study, eval_transform(study.data.image_size), registry)  # ids, labels and boxes: no normalisation needed
+    samples = [test[i] for i in range(len(test))]
+    for arm in ("cam", "spg"):
+        run = folder.run(arm, 0)
+        metrics, record = run.read_metrics(), run.read_per_image()
+        n = len(samples)
+        assert record["image_id"].tolist() == [s["image_id"] for s in samples]
+        assert record["label"].tolist() == [s["label"] for s in samples]
+        assert record["largest_iou"].shape == record["best_iou"].shape == (n, 20) and record["largest_iou"].dtype == np.float64
+        assert np.array_equal(record["thresholds"], np.arange(0, 1, 1 / 20)) and record["iou_thresholds"].tolist() == [30, 50, 70]
+        # The benchmark's arithmetic, recomputed from the file: equal to metrics.json to the bit.
+        per_level = [(record["best_iou"] >= d / 100).sum(0) * 100.0 / n for d in (30, 50, 70)]
+        assert float(np.mean([a.max() for a in per_level])) == metrics["maxboxaccv2"]
+        for delta, accuracy in zip((30, 50, 70), per_level):
+            assert accuracy.max() == metrics[f"maxboxaccv2_iou{delta}"]
+            assert record["thresholds"][accuracy.argmax()] == metrics[f"maxboxaccv2_iou{delta}_threshold"]
+        assert ((record["largest_iou"] >= 0.5).sum(0) * 100.0 / n).max() == metrics["maxboxacc"]
+        known = record["cam_iou"] >= 0.5
+        assert known.sum() * 100.0 / n == metrics["gt_known_loc"]
+        assert (known & record["top1_correct"]).sum() * 100.0 / n == metrics["top1_loc"]
+        assert (known & record["top5_correct"]).sum() * 100.0 / n == metrics["top5_loc"]
+        assert 100.0 * record["top1_correct"].sum() / n == metrics["top1_acc"]
+        # The report's vectorised form gives the same numbers.
+        accuracy = box_accuracy(box_hits(record))
+        assert accuracy["maxboxaccv2"][0] == metrics["maxboxaccv2"] and accuracy["gt_known_loc"][0] == metrics["gt_known_loc"]
+        # The chosen threshold's box is the largest region's there, with the IoU recorded for it.
+        chosen = float(record["cam_threshold"])
+        assert chosen == metrics["cam_threshold"]
+        assert np.array_equal(record["cam_iou"], record["largest_iou"][:, list(record["thresholds"]).index(chosen)])
+        for box, iou, sample in zip(record["cam_box"], record["cam_iou"], samples):
+            gt = resize_gt_boxes(sample["original_boxes"], sample["original_size"], (40, 40), "benchmark")
+            assert box_iou(box[None], gt).max() == iou
+    assert 0 < box_accuracy(box_hits(folder.run("spg", 0).read_per_image()))["best"].max()  # not all misses
+
+
+def test_ranks_per_image_arrays_back_in_dataset_order():
+    # Rank 0 of 2 scored images 0, 2, 4; rank 1 images 1, 3.
+    parts = [{"image_id": np.array(["a", "c", "e"]), "iou": np.array([0.0, 2.0, 4.0])}, {"image_id": np.array(["bb", "d"]), "iou": np.array([1.0, 3.0])}]
+    joined = unshard(parts)
+    assert joined["image_id"].tolist() == ["a", "bb", "c", "d", "e"] and joined["iou"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_identical_arms_have_a_zero_interval():
+    rng = np.random.default_rng(0)
+    record = _record(rng.uniform(0, 1, (30, 5)), levels=(30, 50, 70))
+    assert paired_intervals([record, record], [record, record]) == {"gt_known_loc": (0.0, 0.0), "maxboxaccv2": (0.0, 0.0)}
+
+
+def test_interval_of_two_images_by_hand():
+    # GT-known: the baseline hits image 0, the arm both. A resample draws image 1 twice, once or
+    # never (1/4, 1/2, 1/4): a difference of 100, 50 or 0, so the interval is [0, 100].
+    # MaxBoxAccV2 (one threshold level, two thresholds): the baseline hits image 0 at threshold 0
+    # and image 1 at threshold 1, the arm both at threshold 0. Its best threshold depends on the
+    # resample: (2, 0) and (0, 2) give the baseline 100 (difference 0), (1, 1) gives 50
+    # (difference 50), so the interval is [0, 50]. Fixing the baseline's threshold at its
+    # full-set best (0) would give [0, 100]: the maximum must be taken anew in each resample.
+    baseline = _record([[0.9, 0.0], [0.0, 0.9]], cam=[0.9, 0.0])
+    arm = _record([[0.9, 0.0], [0.9, 0.0]], cam=[0.9, 0.9])
+    assert paired_intervals([arm], [baseline]) == {"gt_known_loc": (0.0, 100.0), "maxboxaccv2": (0.0, 50.0)}
+
+
+def test_seeds_are_resampled_too():
+    # Every image alike, so drawing images changes nothing; the arm is +100 on seed 0 and +0 on
+    # seed 1. Drawing the two seeds with replacement gives 100, 50 or 0 (1/4, 1/2, 1/4).
+    hit, miss = _record([[0.9]] * 4), _record([[0.1]] * 4)
+    intervals = paired_intervals([hit, miss], [miss, miss])
+    assert intervals["gt_known_loc"] == intervals["maxboxaccv2"] == (0.0, 100.0)
+
+
+def test_an_arm_better_on_every_image_excludes_zero():
+    rng = np.random.default_rng(1)
+    iou = rng.uniform(0, 0.6, (40, 10))
+    low, high = paired_intervals([_record(iou + 0.35, levels=(30, 50, 70))], [_record(iou, levels=(30, 50, 70))])["maxboxaccv2"]
+    assert 0 < low < high
+    assert paired_intervals([_record(iou + 0.35)], [_record(iou)]) == paired_intervals([_record(iou + 0.35)], [_record(iou)])  # fixed seed
+
+
+def test_disagreements_largest_gap_first_and_none_where_alike():
+    arm, baseline = _record([[0.0]] * 5, cam=[0.5, 0.1, 0.9, 0.3, 0.3]), _record([[0.0]] * 5, cam=[0.5, 0.4, 0.2, 0.3, 0.6])
+    assert disagreements(arm, baseline, 2).tolist() == [2, 1]  # gaps 0.7, 0.3 (image 4's 0.3 comes later)
+    assert disagreements(arm, baseline, 5).tolist() == [2, 1, 4]
+
+
+def test_differences_table_shows_the_interval(tmp_path):
+    study = Study(name="s", data=Data("synthwsol"), arms=(Arm("cam"), Arm("x")), seeds=(0,))
+    records = {"cam": _record([[0.9, 0.0], [0.0, 0.9]], cam=[0.9, 0.0]), "x": _record([[0.9, 0.0], [0.9, 0.0]], cam=[0.9, 0.9])}
+    for arm, value in (("cam", 50.0), ("x", 100.0)):
+        write_json(tmp_path / "s" / arm / "seed0" / "metrics.json", {"seed": 0, "gt_known_loc": value, "maxboxaccv2": value, "protocol": "benchmark"})
+        write_arrays(tmp_path / "s" / arm / "seed0" / "per_image.npz", records[arm])
+    text = write_tables(study, StudyFolder(tmp_path, study))
+    assert "| Δ GT-known Loc | Δ MaxBoxAccV2 | Δ GT-known Loc [95% CI] | Δ MaxBoxAccV2 [95% CI] |" in text
+    assert "| x | 1 | +50.0 (1/1) | +50.0 (1/1) | [+0.0, +100.0] | [+0.0, +50.0] |" in text
+    with open(tmp_path / "s" / "differences.csv") as handle:
+        (row,) = csv.DictReader(handle)
+    assert (row["maxboxaccv2_ci_low"], row["maxboxaccv2_ci_high"], row["gt_known_loc_ci_high"]) == ("0.0", "50.0", "100.0")
+
+
+def test_old_runs_report_without_the_file_and_are_evaluated_not_retrained(tiny_study_file, registry, tmp_path):
+    study = load_study(tiny_study_file(epochs=1))
+    folder = run_study(study, tmp_path, registry=registry, progress=False)
+    runs = [folder.run(arm.name, 0) for arm in study.arms]
+    before = {run: (run.metrics.read_bytes(), run.checkpoint.read_bytes(), run.log.read_bytes()) for run in runs}
+    # As a run from before per-image results: the report still works and leaves out what needs them.
+    for run in runs:
+        run.per_image.unlink()
+    folder.clear_reports()
+    text = write_tables(study, folder)
+    written = {p.name for p in write_figures(study, folder, registry)}
+    assert "CI" not in text and "| spg | 1 |" in text.split("Difference from cam")[1]
+    assert "ci_low" not in folder.differences_csv.read_text()
+    assert {"overlays.png", "curves.png", "heads_spg.png"} <= written and not any(n.startswith(("threshold", "disagree")) for n in written)
+    # A re-run evaluates them again from their checkpoints: same numbers, no training.
+    run_study(study, tmp_path, registry=registry, progress=False)
+    for run in runs:
+        assert run.per_image.exists()
+        assert (run.metrics.read_bytes(), run.checkpoint.read_bytes(), run.log.read_bytes()) == before[run]
+    assert "Δ MaxBoxAccV2 [95% CI]" in folder.results_md.read_text()
+
+
+def test_threshold_figure_and_disagreement_gallery(tiny_study_file, registry, tmp_path):
+    study = load_study(tiny_study_file(epochs=1))
+    folder = run_study(study, tmp_path, registry=registry, progress=False)
+    figure = (folder.figures / "threshold.png").read_bytes()
+    assert figure[:8] == PNG and len(figure) > 10000
+    # One epoch leaves both arms choosing the same boxes; make them differ on two images.
+    run = folder.run("spg", 0)
+    record = run.read_per_image()
+    record["cam_iou"][[1, 4]] += (0.5, 0.25)
+    run.write_per_image(record)
+    written = write_figures(study, folder, registry)
+    gallery = folder.figures / "disagree_spg.png"
+    assert gallery in written and gallery.read_bytes()[:8] == PNG and len(gallery.read_bytes()) > 10000
+    assert not (folder.figures / "disagree_cam.png").exists()  # the baseline is not compared with itself
+
+
+def test_pairing_refuses_different_test_sets():
+    a, b = _record([[0.9]]), _record([[0.9]], ids=["other"])
+    with pytest.raises(ValueError, match="different test sets"):
+        paired_intervals([a], [b])
