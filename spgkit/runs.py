@@ -185,6 +185,10 @@ class RunFolder:
         if not self.metrics.exists():
             return "train"
         if recorded["evaluation"] != config["evaluation"]:
+            # The old scores go first: a run killed while scoring again must not leave them
+            # standing as the results of the new configuration.
+            self.metrics.unlink()
+            self.per_image.unlink(missing_ok=True)
             write_json(self.config, config)
             return "evaluate"
         if not self.per_image.exists() and "diverged" not in self.read_metrics():

@@ -41,6 +41,20 @@ def test_changed_configuration_is_refused_retrained_or_reevaluated(tiny_study_fi
     assert len(run.read_log()) == 2 and json.loads(run.config.read_text())["training"]["training"]["epochs"] == 2
 
 
+def test_a_run_killed_while_scoring_again_never_reports_the_old_scores(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    config = {"training": {"epochs": 1}, "evaluation": {"protocol": "benchmark"}}
+    assert run.prepare(config) == "train"
+    run.write_metrics({"maxboxaccv2": 50.0})
+    run.per_image.write_bytes(b"scores of the benchmark protocol")
+    assert run.prepare(config) == "done"
+    asked = {**config, "evaluation": {"protocol": "float"}}
+    assert run.prepare(asked) == "evaluate"
+    assert not run.metrics.exists() and not run.per_image.exists()
+    # Killed before the new scores were written: the next run scores again (from the checkpoint).
+    assert run.prepare(asked) == "train"
+
+
 def test_folder_without_a_recorded_configuration_is_refused(tmp_path):
     run = RunFolder(tmp_path / "old")
     run.path.mkdir()
