@@ -305,7 +305,9 @@ def reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], basel
     # covering everything: said apart, not ranked.
     lost = [d for d in differences if d.get("top1_acc", 0) < -20]
     ranked = sorted((d for d in differences if "object_covered" in d and d not in lost), key=lambda d: -d["object_covered"])
-    if ranked:
+    if ranked and ranked[0]["object_covered"] <= 0:
+        lines.append(f"No arm covers more of the object than {baseline}.")
+    elif ranked:
         top = ranked[0]
         row = next(r for r in rows if r["arm"] == top["arm"])
         lines.append(
@@ -321,7 +323,7 @@ def reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], basel
         )
     diverged = [f"{r['arm']} ({r['diverged']} of {r['seeds'] + r['diverged']})" for r in rows if r.get("diverged")]
     if diverged:
-        lines.append(f"Diverged runs, left out of every number: {', '.join(diverged)}; their log.csv shows how the losses grew.")
+        lines.append(f"Diverged runs, left out of every number: {', '.join(diverged)}; their metrics.json says at which step.")
     seeds = min(r["seeds"] for r in rows if r["seeds"]) if any(r["seeds"] for r in rows) else 0
     lines.append(
         "One seed proves nothing: run more (--seeds 0 1 2) before reading a difference as a result."

@@ -227,6 +227,12 @@ def test_reading_is_generated_from_the_numbers(tmp_path):
     # A collapsed arm's near-flat map "covers" more of the object than any: said apart, not ranked.
     assert "spg_c lost its classification (23.0 % Top-1, -73.0 on cam): its map covers 91.0 % of the object" in text
     assert "One seed proves nothing" in text
+    # Where the best of the others covers less of the object than the baseline, none is ranked.
+    numbers["acol"]["object_covered"] = numbers["spg"]["object_covered"] = 30.0
+    for arm in ("acol", "spg"):
+        write_json(tmp_path / "s" / arm / "seed0" / "metrics.json", {"seed": 0, "protocol": "benchmark", **numbers[arm]})
+    text = write_tables(study, StudyFolder(tmp_path, study))
+    assert "No arm covers more of the object than cam." in text and "covers the most" not in text
 
 
 def test_snapshots_record_the_guidance_without_changing_the_run(tiny_study_file, registry, tmp_path):
