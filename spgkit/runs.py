@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from spgkit.config import EXECUTION_FIELDS, Arm, HeadSpec, Study
+from spgkit.config import EXECUTION_FIELDS, Arm, Data, Evaluation, HeadSpec, Study, Training
 from spgkit.io import load_checkpoint, read_arrays, read_json, save_checkpoint, write_arrays, write_json, write_text
 from spgkit.model import WSOLModel, build_model
 from spgkit.plugins import Registry
@@ -75,9 +75,29 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def differences(recorded: dict, asked: dict) -> list[str]:
-    """``field: recorded -> asked`` for every field that differs (dotted paths)."""
+def _field_defaults(cls, prefix: str) -> dict[str, Any]:
+    missing = dataclasses.MISSING
+    return {
+        f"{prefix}{f.name}": _plain(f.default if f.default is not missing else f.default_factory())
+        for f in dataclasses.fields(cls)
+        if f.default is not missing or f.default_factory is not missing
+    }
+
+
+#: Each part of :func:`run_config` -> the default of every field it flattens to: a run recorded
+#: before spgkit had a field computed what the field's default computes.
+DEFAULTS = {
+    "training": {**_field_defaults(Training, "training."), **_field_defaults(Data, "data.")},
+    "evaluation": _field_defaults(Evaluation, ""),
+}
+
+
+def differences(recorded: dict, asked: dict, part: str) -> list[str]:
+    """``field: recorded -> asked`` for every field of ``part`` of :func:`run_config`
+    (``"training"`` or ``"evaluation"``) that differs (dotted paths). A field the recorded config
+    lacks counts as its default (:data:`DEFAULTS`), so adding a field to spgkit keeps old runs."""
     old, new = _flatten(recorded), _flatten(asked)
+    old = {**{k: v for k, v in DEFAULTS[part].items() if k in new}, **old}
     return [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
 
 
@@ -170,7 +190,7 @@ class RunFolder:
         if recorded is None and made:
             changed = ["(no config.json: made by an older spgkit)"]
         elif recorded is not None and recorded["training"] != config["training"]:
-            changed = differences(recorded["training"], config["training"])
+            changed = differences(recorded["training"], config["training"], "training")
         if changed and not retrain:
             raise RunConflict(
                 f"{self.path} was trained with another configuration ({'; '.join(changed)}); "
@@ -184,7 +204,7 @@ class RunFolder:
             return "train"
         if not self.metrics.exists():
             return "train"
-        if recorded["evaluation"] != config["evaluation"]:
+        if differences(recorded["evaluation"], config["evaluation"], "evaluation"):
             # The old scores go first: a run killed while scoring again must not leave them
             # standing as the results of the new configuration.
             self.metrics.unlink()

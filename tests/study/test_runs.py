@@ -55,6 +55,19 @@ def test_a_run_killed_while_scoring_again_never_reports_the_old_scores(tmp_path)
     assert run.prepare(asked) == "train"
 
 
+def test_a_field_added_to_spgkit_after_a_run_counts_as_its_default(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    asked = {"training": {"training": {"epochs": 1, "compile": False}}, "evaluation": {"protocol": "benchmark", "thresholds": 100}}
+    # Recorded before spgkit had Training.compile and Evaluation.thresholds.
+    run.prepare({"training": {"training": {"epochs": 1}}, "evaluation": {"protocol": "benchmark"}})
+    run.write_metrics({"maxboxaccv2": 50.0})
+    run.per_image.write_bytes(b"scores")
+    assert run.prepare(asked) == "done"
+    with pytest.raises(RunConflict, match=r"training\.compile: False -> True"):
+        run.prepare({**asked, "training": {"training": {"epochs": 1, "compile": True}}})
+    assert run.prepare({**asked, "evaluation": {"protocol": "benchmark", "thresholds": 1000}}) == "evaluate"
+
+
 def test_folder_without_a_recorded_configuration_is_refused(tmp_path):
     run = RunFolder(tmp_path / "old")
     run.path.mkdir()
