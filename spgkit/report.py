@@ -295,9 +295,9 @@ def reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], basel
     if base is None or "part_maxboxaccv2" not in base:
         return ""
     gap = base["part_maxboxaccv2"] - base["maxboxaccv2"]
-    where = "on the part" if gap > 0 else "not on the part"
+    where = "sits on the part" if gap > 0 else "does not sit on the part"
     lines = [
-        f"{baseline}'s map sits {where}: its MaxBoxAccV2 is {base['part_maxboxaccv2']:.1f} against the part's box "
+        f"{baseline}'s map {where}: its MaxBoxAccV2 is {base['part_maxboxaccv2']:.1f} against the part's box "
         f"and {base['maxboxaccv2']:.1f} against the object's ({gap:+.1f}); it covers {base['object_covered']:.1f} % "
         f"of the object, and {base['on_part']:.1f} % of what it keeps lies on the part."
     ]
