@@ -10,8 +10,8 @@ wings and body have; run the study at both strengths::
     spgkit run studies/synth.py
     spgkit run studies/synth.py --set data.args.body_cue=0.5 --set name=synth_body
 
-About 15 minutes each on a 2-core CPU. A GPU-sized version: the full Lite0 at output stride 8 and
-224 pixels, more steps::
+About 13 minutes each on an idle 2-core CPU (795 s at body cue 0.5; 1,391 s at 0 beside other
+work). A GPU-sized version: the full Lite0 at output stride 8 and 224 pixels, more steps::
 
     spgkit run studies/synth.py --device cuda --image-size 224 --set data.args.image_size=224 \\
         --set data.args.num_images=20000 --set 'backbone_args.roles={"low": 1, "mid": 2, "late": 3, "high": 4}' \\
