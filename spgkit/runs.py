@@ -7,7 +7,7 @@ with the differing fields named (or, when asked, trained again), and one whose e
 alone differ is evaluated again from its checkpoint, and so is a finished run that has no
 ``per_image.npz`` (made before spgkit saved one): evaluation is a forward pass over the selection
 and test splits, far cheaper than training, and it gives every run the file the report's
-intervals and figures read. A lock keeps two processes out of one folder.
+intervals and figures read. A lock keeps two processes out of one folder. The layout::
 
     <out>/<study>/results.csv, results.md, differences.csv, figures/
     <out>/<study>/<arm>/seed<k>/config.json, checkpoint.pt, log.csv, metrics.json, per_image.npz,
