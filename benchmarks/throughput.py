@@ -36,6 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import wsol_reference as ref  # noqa: E402
+
 from spgkit.model import HeadSpec, build_model  # noqa: E402
 from spgkit.plugins import Registry  # noqa: E402
 from spgkit.train import train_step  # noqa: E402
@@ -74,8 +76,6 @@ def step_times(model, images, labels, steps: int, train: bool, bf16: bool) -> li
 
 def side_by_side(args, images: torch.Tensor, labels: torch.Tensor) -> None:
     """The benchmark's training step against spgkit's variants, interleaved, per arm."""
-    import wsol_reference as ref
-
     checkout = Path(args.reference)
     print("| Arm | Step | Train img/s | vs benchmark | First-step loss |")
     print("|---|---|---|---|---|")
@@ -113,8 +113,6 @@ def _optimizer(model) -> torch.optim.Optimizer:
 
 
 def _reference_step(checkout: Path, arm: str, model):
-    import wsol_reference as ref
-
     optimizer = _optimizer(model)
     model.train()
 
