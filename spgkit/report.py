@@ -495,7 +495,7 @@ def threshold_figure(images: dict[str, dict[int, dict[str, np.ndarray]]], path: 
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test box accuracy (%)")
     axes[0].legend(fontsize=8)
-    fig.suptitle("Mean over seeds; the band spans the lowest seed to the highest", fontsize=9)
+    fig.suptitle("Mean over seeds; the band spans the lowest seed to the highest", fontsize=9, y=1.04)
     _save(fig, path)
 
 
