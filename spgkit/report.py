@@ -23,7 +23,7 @@ from spgkit.io import atomic_write_bytes, write_text  # noqa: E402
 from spgkit.localization import largest_region_box  # noqa: E402
 from spgkit.plugins import Registry  # noqa: E402
 from spgkit.runs import StudyFolder, load_model  # noqa: E402
-from spgkit.train import open_split, open_test  # noqa: E402
+from spgkit.train import open_test  # noqa: E402
 
 #: Columns of the results table, in order, with their headers. A column no run reports is left out.
 COLUMNS = {
@@ -541,7 +541,7 @@ def write_figures(study: Study, folder: StudyFolder, registry: Registry | None =
     written: list[Path] = []
     panels: dict[str, dict[str, Any]] = {}
     logs: dict[str, list[dict[str, str]]] = {}
-    batch = mean = std = scored = None
+    batch = mean = std = test = None
     images = collect_images(study, folder)
     first = {arm: by_seed[seed] for arm, by_seed in images.items() if seed in by_seed}
     baseline = study.arms[0].name
@@ -559,16 +559,15 @@ def write_figures(study: Study, folder: StudyFolder, registry: Registry | None =
         if batch is None:
             mean, std = config["mean"], config["std"]
             transform = eval_transform(study.data.image_size, mean, std)
-            test = open_split(study, study.data.test_split, transform, registry)
+            test = open_test(study, transform, registry)  # the images the runs were scored on
             batch = collate([test[i] for i in range(min(study.figure_images, len(test)))])
         panels[arm.name] = {"maps": _maps(model, batch, protocol), "threshold": run.read_metrics()["cam_threshold"]}
         if arm.name == baseline:
             baseline_model = model
         if arm.name in picks:
-            scored = scored if scored is not None else open_test(study, transform, registry)
             path = folder.figures / f"disagree_{arm.name}.png"
             models = {baseline: baseline_model, arm.name: model}
-            disagreement_figure(models, {name: first[name] for name in models}, picks[arm.name], scored, mean, std, path, protocol)
+            disagreement_figure(models, {name: first[name] for name in models}, picks[arm.name], test, mean, std, path, protocol)
             written.append(path)
         with torch.no_grad():  # with labels, heads build their guidance (eval mode: no dropout)
             out = model(batch["images"], batch["labels"])
