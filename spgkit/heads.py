@@ -20,7 +20,7 @@ weigh is the arm's choice (``HeadSpec(name, args, weight=...)``), not the head's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -88,6 +88,9 @@ class HeadContext:
     features: dict[str, torch.Tensor]  #: backbone features by role
     classifier: ClassifierOutput
     labels: torch.Tensor | None  #: (N,) ground truth for the losses; None when none are wanted
+    #: the classification targets after the heads' batch transforms: ``labels``, or (N, K) class
+    #: probabilities where a head mixed images (CutMix); None without labels
+    targets: torch.Tensor | None
     classes: torch.Tensor  #: (N,) the class to localize: ground truth where known, else top-1
     outputs: dict[str, HeadOutput]  #: outputs of the heads run so far, by head name
 
@@ -120,15 +123,21 @@ class GuidanceHead(nn.Module):
         super().__init__()
         self.spec = spec
 
-    def transform_images(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Change the input before the backbone sees it, in training only (Hide-and-Seek hides
-        patches here). Default: unchanged."""
-        return images
+    def transform_batch(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Change a training batch before the backbone sees it: the images (Hide-and-Seek hides
+        patches) and the classification targets with them (CutMix pastes a region of another image
+        and mixes the two labels). ``targets`` are (N,) class indices or (N, K) class
+        probabilities; the classification loss is the cross-entropy against what the last head
+        returns. Called in training only, when labels are given. Default: unchanged."""
+        return images, targets
 
-    def transform_features(self, features: dict[str, torch.Tensor], labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Change the backbone's features before the classifier sees them, in training only
-        (attention-based dropout acts here). Default: unchanged."""
-        return features
+    def feature_transforms(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """Functions that change the output of modules inside the model, in training only, keyed
+        by the module's path in :class:`~spgkit.model.WSOLModel` (``"backbone.Mixed_6e"``,
+        ``"classifier.a3"``: the classifier's A3 features before A4). Later layers see the changed
+        output; attention-based dropout acts this way between the backbone's blocks. A path the
+        model lacks is refused when the model is built. Default: none."""
+        return {}
 
     def forward(self, ctx: HeadContext) -> HeadOutput:
         """Losses, a map to fuse, exports and visuals for one batch. Default: nothing (a head may

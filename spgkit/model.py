@@ -59,6 +59,8 @@ class ModelOutput:
 
     classifier: ClassifierOutput
     heads: dict[str, HeadOutput]
+    #: the classification targets after the heads' batch transforms (None without labels)
+    targets: torch.Tensor | None = None
 
     @property
     def logits(self) -> torch.Tensor:
@@ -107,36 +109,48 @@ class WSOLModel(nn.Module):
         self.classifier = classifier
         self.heads = nn.ModuleDict({head.name: head for head in heads})
         self.weights = {head.name: float((weights or {}).get(head.name, 1.0)) for head in heads}  #: each head's loss weight
+        for head in heads:
+            for path, transform in head.feature_transforms().items():
+                try:
+                    module = self.get_submodule(path)
+                except AttributeError:
+                    raise ValueError(
+                        f"head {head.name!r} transforms the output of {path!r}, which this model does not have "
+                        f"(the backbone's modules: {', '.join(name for name, _ in backbone.named_children())})"
+                    ) from None
+                module.register_forward_hook(_in_training(head, transform))
 
     def forward(
         self, images: torch.Tensor, labels: torch.Tensor | None = None, classes: torch.Tensor | None = None
     ) -> ModelOutput:
-        """Backbone, classifier, then each head in dependency order. In training, heads may first
-        transform the images and the features.
+        """Backbone, classifier, then each head in dependency order. In training with labels, heads
+        first transform the batch (images and targets); in training, their feature transforms act
+        inside the backbone and classifier.
 
         ``labels`` are the ground truth the heads' losses need (training). ``classes`` are the
         classes to localize without computing losses: the WSOL benchmark evaluates with the
         ground-truth class (ACoL then erases that class's region). Without either, heads work
         from the top-1 prediction, as at inference on unlabelled images.
         """
-        if self.training:
+        targets = labels
+        if self.training and labels is not None:
             for head in self.heads.values():
-                images = head.transform_images(images, labels)
+                images, targets = head.transform_batch(images, targets)
         features = self.backbone(images)
-        if self.training:
-            for head in self.heads.values():
-                features = head.transform_features(features, labels)
         cls_out = self.classifier(features["high"])
         if classes is None:
             classes = labels if labels is not None else cls_out.logits.argmax(1)
-        ctx = HeadContext(images, features, cls_out, labels, classes, outputs={})
+        ctx = HeadContext(images, features, cls_out, labels, targets, classes, outputs={})
         for name, head in self.heads.items():
             ctx.outputs[name] = head(ctx)
-        return ModelOutput(cls_out, ctx.outputs)
+        return ModelOutput(cls_out, ctx.outputs, targets)
 
     def losses(self, out: ModelOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every loss term by name (``ce`` and ``<head>.<loss>``, already weighted)."""
-        terms = {"ce": F.cross_entropy(out.logits, labels)}
+        """Every loss term by name (``ce`` and ``<head>.<loss>``, already weighted). The
+        cross-entropy is against the targets the heads' batch transforms left (mixed labels under
+        CutMix: the weighted sum of the two labels' cross-entropies), else against ``labels``."""
+        targets = out.targets if out.targets is not None else labels
+        terms = {"ce": F.cross_entropy(out.logits, targets)}
         for name, head_out in out.heads.items():
             weight = self.weights[name]
             for key, value in head_out.losses.items():
@@ -169,6 +183,14 @@ class WSOLModel(nn.Module):
         backbone = list(self.backbone.parameters())
         seen = {id(p) for p in backbone}
         return {"pretrained": backbone, "new": [p for p in self.parameters() if id(p) not in seen]}
+
+
+def _in_training(head: GuidanceHead, transform):
+    # A forward hook: a returned tensor replaces the module's output, None keeps it.
+    def hook(module, args, output):
+        return transform(output) if head.training else None
+
+    return hook
 
 
 def build_model(

@@ -34,15 +34,18 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def plugin_manager():
-    """A plugin manager with exactly the built-in method plugins (SPG, ACoL) registered."""
+    """A plugin manager with exactly the built-in method plugins (SPG, ACoL, HaS, ADL, CutMix) registered."""
     import spgkit_acol
+    import spgkit_adl
+    import spgkit_cutmix
+    import spgkit_has
     import spgkit_spg
 
     from spgkit.plugins import get_plugin_manager
 
     pm = get_plugin_manager(autoload=False)
-    pm.register(spgkit_spg, name="spg (spgkit-spg)")
-    pm.register(spgkit_acol, name="acol (spgkit-acol)")
+    for name, module in (("spg", spgkit_spg), ("acol", spgkit_acol), ("has", spgkit_has), ("adl", spgkit_adl), ("cutmix", spgkit_cutmix)):
+        pm.register(module, name=f"{name} (spgkit-{name})")
     return pm
 
 

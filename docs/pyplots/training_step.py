@@ -32,7 +32,7 @@ def arrow(x0, y0, x1, y1, text="", dashed=False, colour="#333333", offset=(0, 1.
 
 # Inputs and the image transforms (training only).
 box(1, 44, 11, 8, "images\nlabels", DATA)
-box(16, 44, 17, 8, "head.transform_images\n(train only; e.g.\nHide-and-Seek)", HEAD, size=7.5)
+box(16, 44, 17, 8, "head.transform_batch\n(train only; HaS,\nCutMix: targets too)", HEAD, size=7.5)
 arrow(12.5, 48, 15.5, 48)
 
 # Backbone stages by role.
@@ -42,7 +42,7 @@ for i, (role, note) in enumerate((("low", "stride 4"), ("mid", "Mixed_5d"), ("la
     ax.text(39 + i * 5.3, 44, f"{role}\n{note}", ha="center", va="center", fontsize=6.2)
 arrow(33.5, 48, 36.5, 48)
 
-box(63, 44, 15, 8, "head.transform_features\n(train only)", HEAD, size=7.5)
+box(63, 44, 15, 8, "head.feature_\ntransforms (train;\nADL: in layers)", HEAD, size=7.5)
 arrow(59.5, 48, 62.5, 48)
 ax.text(61.6, 54.5, "features\nby role", ha="center", va="center", fontsize=7, color="#333333")
 
@@ -59,7 +59,8 @@ ax.text(
     51, 22.8,
     "SPG-B: B1 on mid, B2 on late; seed masks {0, 1, 255}\nfrom the CAM (for B2) and from sigmoid(B2) (for B1)\n"
     "SPG-C: on A3 features; seed mask from SPG-B's fused map\n"
-    "ACoL: second classifier on high with A's peak erased; map fused by max",
+    "ACoL: second classifier on high with A's peak erased; map fused by max\n"
+    "HaS, ADL, CutMix: transforms only (no forward output)",
     ha="center", va="center", fontsize=6.6,
 )
 arrow(70, 43.5, 60, 31.5, "features", offset=(-3.5, -1))
@@ -67,7 +68,7 @@ arrow(86, 39.5, 72, 31.5)
 ax.text(85.3, 31.2, "HeadContext: features,\nCAM, labels, earlier\nheads' outputs", ha="center", va="center", fontsize=7, color="#333333")
 
 # Losses.
-box(82, 4, 17, 12, "loss = CE(logits, labels)\n+ sum of\nweight x head losses", LOSS, size=7.5)
+box(82, 4, 17, 12, "loss = CE(logits, targets)\n+ sum of\nweight x head losses", LOSS, size=7.5)
 arrow(93, 39.5, 93, 16.5, "logits", offset=(3, 0))
 arrow(76.5, 20, 81.5, 12, "head\nlosses", offset=(-3.5, -4.5))
 box(1, 19, 20, 11, "masks are targets:\nbuilt under no_grad,\nno gradient flows\nthrough them", DATA, size=7.5)

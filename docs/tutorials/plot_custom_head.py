@@ -1,10 +1,10 @@
 """
-Write your own head: Hide-and-Seek as a plugin
-==============================================
+Write your own head: Cutout as a plugin
+=======================================
 
-spgkit's core knows no method by name. SPG and ACoL are *guidance heads* that reach it through
-plugin distributions, found by their entry points exactly as a third party's would be. This
-tutorial adds a method the library does not ship, Hide-and-Seek, the same way:
+spgkit's core knows no method by name. SPG, ACoL, HaS, ADL and CutMix are *guidance heads* that
+reach it through plugin distributions, found by their entry points exactly as a third party's
+would be. This tutorial adds a method the library does not ship, Cutout, the same way:
 
 1. write the head, a :class:`~spgkit.heads.GuidanceHead` subclass, and a hook that registers it;
 2. package it as a tiny distribution with an ``[project.entry-points.spgkit]`` table;
@@ -20,19 +20,21 @@ epochs, one seed), there to show the mechanics, not to rank methods.
 # The method
 # ----------
 #
-# Hide-and-Seek (HaS; Singh and Lee, ICCV 2017) attacks CAM's habit of lighting up only the most
-# discriminative part of an object. During training it divides every image into a grid of patches
-# and hides each patch with probability 0.5, by filling it with the mean pixel value. Whenever the
-# discriminative part happens to be hidden, the classifier has to recognise the object from its
-# other parts, so over training its class maps spread over more of the object. At test time
-# nothing is hidden. Filling with the mean rather than with black keeps the statistics of the
-# hidden patches close to those of the visible ones, which matters because at test time the
-# network sees no hidden patches at all.
+# Cutout (DeVries and Taylor, 2017) hides one random square of every training image. It was made
+# as a regulariser for classification, and the CutMix paper (Yun et al., ICCV 2019) compares it on
+# weakly-supervised localization, because it attacks CAM's habit of lighting up only the most
+# discriminative part of an object: whenever the square covers that part, the classifier has to
+# recognise the object from its other parts, so over training its class maps may spread. At test
+# time nothing is hidden. Hide-and-Seek, which spgkit ships (``plugins/has``), hides many small
+# patches instead of one large square; CutMix (``plugins/cutmix``) fills the square with another
+# image and mixes the labels.
 #
-# HaS has no branch, no loss and no map of its own: it only changes the training images. That is
-# what :meth:`~spgkit.heads.GuidanceHead.transform_images` is for. The model calls it on every
-# head in training mode only, before the backbone sees the batch. Images reach the model already
-# normalised, so "the mean" is 0 (the normalisation mean, which stands in for the dataset mean).
+# Cutout has no branch, no loss and no map of its own: it only changes the training images. That
+# is what :meth:`~spgkit.heads.GuidanceHead.transform_batch` is for. The model calls it on every
+# head in training only, before the backbone sees the batch, with the images and the
+# classification targets (a head that mixes images, like CutMix, mixes the targets too; Cutout
+# returns them as they are). Images reach the model already normalised, so filling with 0 fills
+# with the normalisation mean.
 #
 # The plugin distribution
 # -----------------------
@@ -54,58 +56,56 @@ import matplotlib.pyplot as plt
 import torch
 
 MODULE = '''\
-"""Hide-and-Seek (Singh & Lee, ICCV 2017) as an spgkit guidance head."""
+"""Cutout (DeVries and Taylor, 2017) as an spgkit guidance head."""
 
 import torch
-import torch.nn.functional as F
 
 import spgkit
 from spgkit.heads import GuidanceHead, ModelSpec
 
 
-class HideAndSeek(GuidanceHead):
-    """Hide-and-Seek: hide random grid patches of every training image.
+class Cutout(GuidanceHead):
+    """Cutout: hide one random square of every training image.
 
-    Each image is divided into ``grid`` x ``grid`` patches, and each patch is hidden with
-    probability ``hide_prob``, independently per image and per step, by setting it to 0: the
-    normalisation mean. Nothing is hidden at test time. The head has no layers, no loss and no map.
+    The square's centre is drawn uniformly over the image, independently per image and per step;
+    it spans ``size // 2`` pixels before the centre and ``size - size // 2`` from it, clipped to
+    the image, so near a border less is hidden. Hidden pixels are set to 0, the normalisation
+    mean. Nothing is hidden at test time; the head has no layers, no loss and no map.
 
     Args:
         spec: the model spec (unused: the head has no layers to size).
-        grid: patches per side. The paper hides square patches of 16 to 56 pixels of a 224-pixel
-            image, a grid of 4 to 14.
-        hide_prob: the probability of hiding a patch (0.5 in the paper).
+        size: the side of the square in pixels.
     """
 
-    name = "has"
+    name = "cutout"
 
-    def __init__(self, spec: ModelSpec, *, grid: int = 4, hide_prob: float = 0.5):
+    def __init__(self, spec: ModelSpec, *, size: int = 16):
         super().__init__(spec)
-        if grid < 1:
-            raise ValueError(f"grid must be at least 1, not {grid}")
-        if not 0.0 <= hide_prob < 1.0:
-            raise ValueError(f"hide_prob must be in [0, 1), not {hide_prob}")
-        self.grid = grid
-        self.hide_prob = hide_prob
+        if size < 1:
+            raise ValueError(f"size must be at least 1, not {size}")
+        self.size = size
 
-    def transform_images(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def transform_batch(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, height, width = images.shape
-        shown = torch.rand(n, 1, self.grid, self.grid, device=images.device) >= self.hide_prob
-        # Nearest-neighbour upsampling turns each grid cell into a block of pixels.
-        shown = F.interpolate(shown.to(images.dtype), size=(height, width), mode="nearest")
-        return images * shown
+        device = images.device
+        top = torch.randint(height, (n, 1, 1), device=device) - self.size // 2
+        left = torch.randint(width, (n, 1, 1), device=device) - self.size // 2
+        rows = torch.arange(height, device=device)[None, :, None]
+        cols = torch.arange(width, device=device)[None, None, :]
+        hidden = (rows >= top) & (rows < top + self.size) & (cols >= left) & (cols < left + self.size)
+        return images * ~hidden[:, None], targets  # the labels stay: only the images change
 
 
 @spgkit.hookimpl
 def spgkit_register_heads(register):
-    """Hide-and-Seek."""
-    register(HideAndSeek)
+    """Cutout."""
+    register(Cutout)
 '''
 
 # %%
 # The ``pyproject.toml`` declares the distribution, and its entry point in the ``spgkit`` group
 # points at the module: that line is the whole of the wiring. The built-in plugins under
-# ``plugins/spg`` and ``plugins/acol`` are laid out the same way.
+# ``plugins/`` (``spg``, ``acol``, ``has``, ``adl``, ``cutmix``) are laid out the same way.
 
 PYPROJECT = """\
 [build-system]
@@ -113,17 +113,17 @@ requires = ["setuptools>=68"]
 build-backend = "setuptools.build_meta"
 
 [project]
-name = "spgkit-has"
+name = "spgkit-cutout"
 version = "0.1.0"
-description = "Hide-and-Seek (Singh & Lee, ICCV 2017) as an spgkit head"
+description = "Cutout (DeVries & Taylor, 2017) as an spgkit head"
 requires-python = ">=3.10"
 dependencies = ["spgkit"]
 
 [project.entry-points.spgkit]
-has = "spgkit_has"
+cutout = "spgkit_cutout"
 
 [tool.setuptools]
-packages = ["spgkit_has"]
+packages = ["spgkit_cutout"]
 """
 
 # %%
@@ -131,7 +131,7 @@ packages = ["spgkit_has"]
 # ----------
 #
 # We write the two files into a temporary folder and ``pip install`` it. In your own project you
-# would run ``pip install -e path/to/spgkit-has`` once and be done; here, so that building the
+# would run ``pip install -e path/to/spgkit-cutout`` once and be done; here, so that building the
 # documentation leaves your environment as it found it, pip installs into a throwaway folder
 # (``--target``) that we then put on ``sys.path``. ``--no-build-isolation`` builds with the
 # setuptools already installed and ``--no-index`` keeps pip off the network.
@@ -141,12 +141,12 @@ packages = ["spgkit_has"]
 # ``.dist-info`` folder whose ``entry_points.txt`` carries the entry point. The standard library's
 # :mod:`importlib.metadata`, which spgkit uses to find plugins, reads exactly that.
 
-workdir = tempfile.TemporaryDirectory(prefix="spgkit-has-")
+workdir = tempfile.TemporaryDirectory(prefix="spgkit-cutout-")
 root = Path(workdir.name)
-source = root / "spgkit-has"
-(source / "spgkit_has").mkdir(parents=True)
+source = root / "spgkit-cutout"
+(source / "spgkit_cutout").mkdir(parents=True)
 (source / "pyproject.toml").write_text(PYPROJECT)
-(source / "spgkit_has" / "__init__.py").write_text(MODULE)
+(source / "spgkit_cutout" / "__init__.py").write_text(MODULE)
 site = root / "site-packages"
 
 pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index"]
@@ -156,12 +156,12 @@ if result.returncode == 0:
     print("installed with pip:", sorted(p.name for p in site.iterdir() if not p.name.startswith("__")))
 else:
     print("pip could not install here, writing the dist-info by hand:", result.stderr.strip()[-300:])
-    (site / "spgkit_has").mkdir(parents=True)
-    (site / "spgkit_has" / "__init__.py").write_text(MODULE)
-    info = site / "spgkit_has-0.1.0.dist-info"
+    (site / "spgkit_cutout").mkdir(parents=True)
+    (site / "spgkit_cutout" / "__init__.py").write_text(MODULE)
+    info = site / "spgkit_cutout-0.1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: spgkit-has\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("[spgkit]\nhas = spgkit_has\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: spgkit-cutout\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[spgkit]\ncutout = spgkit_cutout\n")
 
 # %%
 # Discover it
@@ -194,7 +194,7 @@ for name, entry in sorted(registry.heads.items()):
 # ----------------
 #
 # :func:`spgkit.model.build_model` builds a model from registry names, like a study does. Calling
-# the head's ``transform_images`` by hand on a few SynthWSOL images shows the hidden patches (the
+# the head's ``transform_batch`` by hand on a few SynthWSOL images shows the hidden squares (the
 # model itself calls it only in ``train()`` mode).
 
 from spgkit.data import SynthWSOL, collate, eval_transform  # noqa: E402
@@ -205,15 +205,15 @@ torch.set_num_threads(2)  # the tutorials are sized for a 2-core CPU
 SIZE = 40  # SynthWSOL needs at least 40 px to fit its objects at the default part size
 SYNTH = {"num_images": 240, "image_size": SIZE, "num_classes": 4}
 
-model = build_model(4, [HeadSpec("has")], classifier_width=16, registry=registry)
-has = model.heads["has"]
-print(type(has).__name__, "grid:", has.grid, "hide_prob:", has.hide_prob)
+model = build_model(4, [HeadSpec("cutout")], classifier_width=16, registry=registry)
+cutout = model.heads["cutout"]
+print(type(cutout).__name__, "size:", cutout.size)
 
 mean, std = model.backbone.mean, model.backbone.std
 samples = SynthWSOL(split="train", transform=eval_transform(SIZE, mean, std), **SYNTH)
 batch = collate([samples[i] for i in range(6)])
 torch.manual_seed(0)
-hidden = has.transform_images(batch["images"], batch["labels"])
+hidden, _ = cutout.transform_batch(batch["images"], batch["labels"])
 
 
 def to_rgb(image):
@@ -236,8 +236,8 @@ plt.show()
 # The ablation
 # ------------
 #
-# The study compares four arms under one protocol: plain CAM, HaS alone, SPG-B alone, and SPG-B
-# with HaS. The last arm needs no new code: heads compose, and the model applies every head's
+# The study compares four arms under one protocol: plain CAM, Cutout alone, SPG-B alone, and
+# SPG-B with Cutout. The last arm needs no new code: heads compose, and the model applies every head's
 # transforms and runs every head's forward in an order that respects what each declares it needs.
 # The CAM threshold is chosen on SynthWSOL's ``val`` split and everything is reported on
 # ``test``.
@@ -246,16 +246,16 @@ from spgkit import Arm, Data, Evaluation, Study, Training  # noqa: E402
 from spgkit.study import run_study  # noqa: E402
 
 SPG_B = HeadSpec("spg_b", {"width": 16})
-HAS = HeadSpec("has", {"grid": 4})
+CUTOUT = HeadSpec("cutout", {"size": 16})
 
 study = Study(
-    name="has_ablation",
+    name="cutout_ablation",
     data=Data("synthwsol", SYNTH, image_size=SIZE, max_eval=64),
     arms=(
         Arm("cam"),
-        Arm("has", (HAS,)),
+        Arm("cutout", (CUTOUT,)),
         Arm("spg_b", (SPG_B,)),
-        Arm("spg_b+has", (SPG_B, HAS)),
+        Arm("spg_b+cutout", (SPG_B, CUTOUT)),
     ),
     backbone_args={"large_feature_map": True},  # 5 x 5 maps at 40 px (2 x 2 with the extra pool)
     classifier_width=16,
@@ -295,11 +295,11 @@ plt.show()
 # This is a tiny, noisy CPU run: two epochs on a few hundred 40-pixel images with one seed. At
 # this size the classifier barely gets past guessing, so differences between the arms are within
 # the noise of a single seed; do not read a ranking into them. With fair tuning at full scale the
-# WSOL benchmark (Choe et al., CVPR 2020) found HaS, SPG and plain CAM within a few points of each
-# other. To compare for real, give the study more images, epochs and seeds, and run it on a GPU
-# with ``spgkit run``.
+# WSOL benchmark (Choe et al., CVPR 2020) found its methods (HaS, ACoL, SPG, ADL, CutMix) within a
+# few points of plain CAM. To compare for real, give the study more images, epochs and seeds, and
+# run it on a GPU with ``spgkit run``; ``studies/methods.py`` compares the shipped methods.
 #
-# To keep ``has`` for good, move the two files into a repository of their own and install it with
-# ``pip install -e .``: every study, the ``spgkit`` command and the test fixtures will find it.
+# To keep ``cutout`` for good, move the two files into a repository of their own and install it
+# with ``pip install -e .``: every study, the ``spgkit`` command and the test fixtures will find it.
 
 workdir.cleanup()

@@ -107,23 +107,24 @@ def test_parameter_groups_put_every_new_layer_in_new(registry):
     assert len(new_ids) + len(backbone_ids) == len(list(model.parameters()))
 
 
-def test_input_and_feature_transforms_run_in_training_only(plugin_manager):
+def test_batch_and_feature_transforms_run_in_training_only(plugin_manager):
     import spgkit
     from spgkit.heads import GuidanceHead
     from spgkit.plugins import Registry
 
     class Blank(GuidanceHead):
-        """Zeroes the input's left half and doubles the high features, while training."""
+        """Zeroes the input's left half and relabels every image as the next class, and doubles
+        Mixed_6e's output, while training."""
 
         name = "blank"
 
-        def transform_images(self, images, labels):
+        def transform_batch(self, images, targets):
             out = images.clone()
             out[..., : images.shape[-1] // 2] = 0
-            return out
+            return out, (targets + 1) % 3
 
-        def transform_features(self, features, labels):
-            return {**features, "high": 2 * features["high"]}
+        def feature_transforms(self):
+            return {"backbone.Mixed_6e": lambda x: 2 * x}
 
     class Plugin:
         @spgkit.hookimpl
@@ -134,19 +135,22 @@ def test_input_and_feature_transforms_run_in_training_only(plugin_manager):
     model = build_model(3, [HeadSpec("blank")], registry=Registry(plugin_manager), classifier_width=8, dropout=0.0)
     seen = {}
     model.backbone.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    model.backbone.Mixed_6e.register_forward_pre_hook(lambda m, args: seen.update(into_6e=args[0]))
     model.classifier.register_forward_pre_hook(lambda m, args: seen.update(f=args[0]))
-    images = torch.randn(2, 3, 48, 48)
+    images, labels = torch.randn(2, 3, 48, 48), torch.tensor([0, 2])
     model.train()
-    model(images, torch.tensor([0, 1]))
+    out = model(images, labels)
     assert torch.equal(seen["x"][..., :24], torch.zeros(2, 3, 48, 24)) and torch.equal(seen["x"][..., 24:], images[..., 24:])
     with torch.no_grad():
-        high = model.backbone(seen["x"])["high"]
-    assert torch.allclose(seen["f"], 2 * high, atol=1e-5)
+        assert torch.allclose(seen["f"], 2 * model.backbone.Mixed_6e.forward(seen["into_6e"]), atol=1e-5)
+    # The cross-entropy is taken against the transformed targets.
+    assert torch.equal(out.targets, torch.tensor([1, 0]))
+    assert torch.allclose(model.losses(out, labels)["ce"], torch.nn.functional.cross_entropy(out.logits, torch.tensor([1, 0])))
     model.eval()
     with torch.no_grad():
-        model(images)
-        assert torch.equal(seen["x"], images)
-        assert torch.allclose(seen["f"], model.backbone(images)["high"])
+        out = model(images, labels)
+        assert torch.equal(seen["x"], images) and torch.equal(out.targets, labels)
+        assert torch.equal(seen["f"], model.backbone.Mixed_6e.forward(seen["into_6e"]))
 
 
 def test_spg_normalize_scores_always_leaves_background_seeds(registry):

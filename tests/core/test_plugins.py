@@ -158,8 +158,8 @@ def test_plugin_that_fails_to_import_is_named(tmp_path, monkeypatch):
 
 
 def test_core_imports_no_method():
-    # An import statement naming a method module: spgkit_spg, spgkit_acol, or any *.spg / *.acol.
-    pattern = re.compile(r"^\s*(from|import)\s+[\w.]*\b(spgkit_spg|spgkit_acol|spg|acol)\b")
+    # An import statement naming a method module: spgkit_<method>, or any *.<method>.
+    pattern = re.compile(r"^\s*(from|import)\s+[\w.]*\b(spgkit_)?(spg|acol|has|adl|cutmix)\b")
     assert pattern.match("from spgkit_spg import SPGB") and pattern.match("import plugins.acol")
     offenders = [
         f"{path}:{lineno}: {line.strip()}"

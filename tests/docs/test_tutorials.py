@@ -36,8 +36,8 @@ EXPECTED = {
     },
     "plot_custom_head.py": {
         "figures": 2,
-        "text": ["spgkit_has.HideAndSeek", "from has (spgkit-has)", "from spg (spgkit-spg)", "# has_ablation"],
-        "rows": ["cam", "has", "spg_b", "spg_b+has"],
+        "text": ["spgkit_cutout.Cutout", "from cutout (spgkit-cutout)", "from spg (spgkit-spg)", "# cutout_ablation"],
+        "rows": ["cam", "cutout", "spg_b", "spg_b+cutout"],
     },
     "plot_own_data.py": {
         "figures": 2,
@@ -98,4 +98,4 @@ def test_tutorial_runs(name, tmp_path):
         # It installed its plugin into a temporary folder, not into the environment running it.
         check = "import importlib.metadata as m; print(sorted(d.metadata['Name'] for d in m.distributions()))"
         installed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
-        assert "spgkit-spg" in installed and "spgkit-has" not in installed
+        assert "spgkit-spg" in installed and "spgkit-cutout" not in installed

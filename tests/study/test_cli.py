@@ -51,6 +51,8 @@ def test_heads_and_backbones_name_their_distributions(autoload, capsys):
     assert main(["heads"]) == 0
     out = capsys.readouterr().out
     assert "spg_b" in out and "from spg (spgkit-spg)" in out and "acol" in out and "from acol (spgkit-acol)" in out
+    for method in ("has", "adl", "cutmix"):
+        assert f"\n{method} " in out and f"from {method} (spgkit-{method})" in out
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
     assert "inception_v3" in out and "tf_efficientnet_lite0" in out and "spgkit (core)" in out

@@ -56,7 +56,8 @@ class ACoL(GuidanceHead):
         # A's CAMs come from the same ``high`` features, so the mask matches them position for position.
         out_b = self.classifier_b(ctx.features["high"] * keep[:, None])
         visuals = {"erased": (~keep).to(torch.uint8)}  # 1 where A's region was erased for B
-        losses = {} if ctx.labels is None else {"ce_b": F.cross_entropy(out_b.logits, ctx.labels)}
+        # B learns the same targets as A: the labels, or the mixed labels of an arm with CutMix.
+        losses = {} if ctx.labels is None else {"ce_b": F.cross_entropy(out_b.logits, ctx.targets)}
         return HeadOutput(losses=losses, map=out_b.cams, visuals=visuals)
 
 
