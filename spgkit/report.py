@@ -324,12 +324,14 @@ def reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], basel
     diverged = [f"{r['arm']} ({r['diverged']} of {r['seeds'] + r['diverged']})" for r in rows if r.get("diverged")]
     if diverged:
         lines.append(f"Diverged runs, left out of every number: {', '.join(diverged)}; their metrics.json says at which step.")
-    seeds = min(r["seeds"] for r in rows if r["seeds"]) if any(r["seeds"] for r in rows) else 0
-    lines.append(
-        "One seed proves nothing: run more (--seeds 0 1 2) before reading a difference as a result."
-        if seeds == 1
-        else f"Read a difference as a result only where an arm is ahead on most of the {seeds} seeds and the mean exceeds the spread."
-    )
+    single = [r["arm"] for r in rows if r["seeds"] == 1]
+    if max((r["seeds"] for r in rows), default=0) <= 1:
+        lines.append("One seed proves nothing: run more (--seeds 0 1 2) before reading a difference as a result.")
+    else:
+        line = "Read a difference as a result only where an arm is ahead on most of its seeds and the mean exceeds the spread."
+        if single:  # survivors of diverged runs, say
+            line += f" {', '.join(single)}: one seed, which proves nothing."
+        lines.append(line)
     return "\nReading (generated from the numbers above):\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
 
 

@@ -233,6 +233,13 @@ def test_reading_is_generated_from_the_numbers(tmp_path):
         write_json(tmp_path / "s" / arm / "seed0" / "metrics.json", {"seed": 0, "protocol": "benchmark", **numbers[arm]})
     text = write_tables(study, StudyFolder(tmp_path, study))
     assert "No arm covers more of the object than cam." in text and "covers the most" not in text
+    # With a second seed for every arm but one, the caveat speaks of that arm alone.
+    study = Study(name="s", data=Data("synthwsol"), arms=study.arms, seeds=(0, 1))
+    for arm in ("cam", "acol", "spg"):
+        write_json(tmp_path / "s" / arm / "seed1" / "metrics.json", {"seed": 1, "protocol": "benchmark", **numbers[arm]})
+    text = write_tables(study, StudyFolder(tmp_path, study))
+    assert "One seed proves nothing" not in text and "ahead on most of its seeds" in text
+    assert "spg_c: one seed, which proves nothing." in text
 
 
 def test_snapshots_record_the_guidance_without_changing_the_run(tiny_study_file, registry, tmp_path):
