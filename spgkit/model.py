@@ -118,7 +118,7 @@ class WSOLModel(nn.Module):
                         f"head {head.name!r} transforms the output of {path!r}, which this model does not have "
                         f"(the backbone's modules: {', '.join(name for name, _ in backbone.named_children())})"
                     ) from None
-                module.register_forward_hook(_in_training(head, transform))
+                module.register_forward_hook(_TrainingTransform(transform))
 
     def forward(
         self, images: torch.Tensor, labels: torch.Tensor | None = None, classes: torch.Tensor | None = None
@@ -185,12 +185,16 @@ class WSOLModel(nn.Module):
         return {"pretrained": backbone, "new": [p for p in self.parameters() if id(p) not in seen]}
 
 
-def _in_training(head: GuidanceHead, transform):
-    # A forward hook: a returned tensor replaces the module's output, None keeps it.
-    def hook(module, args, output):
-        return transform(output) if head.training else None
+class _TrainingTransform:
+    """A forward hook that replaces a module's output by ``transform(output)`` in training (a
+    returned None keeps the output). An object, not a closure, so that a copy of the model
+    (``copy.deepcopy``, an EMA model) runs its own heads' transforms."""
 
-    return hook
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, module, args, output):
+        return self.transform(output) if module.training else None
 
 
 def build_model(

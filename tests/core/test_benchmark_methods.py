@@ -2,6 +2,7 @@
 the model. Side by side with the WSOL benchmark's code (same draws, weights and batch), all three
 give identical images, logits and losses (docs/results.rst says how that was checked)."""
 
+import copy
 import math
 
 import pytest
@@ -110,6 +111,22 @@ def test_adl_acts_after_mixed_5d_mixed_6e_and_the_classifier_a3_in_training_only
         drop.append(attention_dropout(model.classifier.a3.forward(seen["a3"]), torch.tensor(1.0), 0.9))
     assert torch.equal(seen["6a"], drop[0]) and torch.equal(seen["a3"], drop[1]) and torch.equal(seen["a4"], drop[2])
     assert all((d == 0).any() for d in drop)
+
+
+def test_a_copied_model_runs_its_own_adl(registry):
+    model = build_model(3, [HeadSpec("adl")], registry=registry, **TINY)
+    clone = copy.deepcopy(model)
+    for net in (model, clone):
+        hooks = [hook for path in ("backbone.Mixed_5d", "backbone.Mixed_6e", "classifier.a3") for hook in net.get_submodule(path)._forward_hooks.values()]
+        assert len(hooks) == 3 and all(hook.transform.__self__ is net.heads["adl"] for hook in hooks)
+    # The clone in eval mode leaves its features alone while the original trains: it computes
+    # what the same weights compute without ADL.
+    plain = build_model(3, [], registry=registry, dropout=0.0, **TINY)
+    plain.load_state_dict(clone.state_dict())
+    model.train(), clone.eval(), plain.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(clone(x).logits, plain(x).logits)
 
 
 def test_adl_needs_the_layers_it_names(registry):
