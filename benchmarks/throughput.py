@@ -14,7 +14,7 @@ peak). On a CPU pass a smaller ``--image-size`` and ``--batch-size``.
 ``--reference PATH`` names a local checkout of github:clovaai/wsolevaluation (never shipped with
 spgkit). For each of CAM, ACoL and SPG it builds the benchmark's model, gives spgkit's the same
 weights, and times the benchmark's step (its model, its loss, SGD) against spgkit's
-(:func:`spgkit.train.train_step`) in each ``--variants`` (fp32, channels_last, bf16, compile) on
+(:func:`spgkit.train.train_step`) in each ``--variants`` (fp32, channels_last, bf16, compile, and bf16 with either) on
 the same batch, the steps interleaved so that load on the machine hits all alike. The first
 step's loss of each shows that they compute the same (same dropout draws, except compiled code,
 which draws its own)::
@@ -51,7 +51,10 @@ ARMS = {
 
 
 #: spgkit's step in each variant: (channels-last, bf16 autocast, torch.compile).
-VARIANTS = {"fp32": (False, False, False), "channels_last": (True, False, False), "bf16": (False, True, False), "compile": (False, False, True)}
+VARIANTS = {
+    "fp32": (False, False, False), "channels_last": (True, False, False), "bf16": (False, True, False), "compile": (False, False, True),
+    "bf16_channels_last": (True, True, False), "bf16_compile": (False, True, True),
+}  # fmt: skip
 
 
 def step_times(model, images, labels, steps: int, train: bool, bf16: bool) -> list[float]:

@@ -125,6 +125,7 @@ SHORTHANDS = {
     "lr": "training.lr",
     "device": "training.device",
     "bf16": "training.bf16",
+    "channels_last": "training.channels_last",
     "compile": "training.compile",
     "num_workers": "training.num_workers",
     "image_size": "data.image_size",

@@ -185,3 +185,17 @@ def test_cutmix_in_the_model_mixes_training_batches_only(registry):
     assert torch.equal(model.eval()(x, y).targets, y)
     off = build_model(4, [HeadSpec("cutmix", {"beta": 0})], registry=registry, **TINY)
     assert torch.equal(off.train()(x, y).targets, y)
+
+
+def test_methods_compose_and_a_second_classifier_learns_the_mixed_targets(registry):
+    heads = [HeadSpec("has"), HeadSpec("cutmix"), HeadSpec("acol"), HeadSpec("adl")]
+    model = build_model(4, heads, registry=registry, **TINY)
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
+    torch.manual_seed(0)
+    out = model.train()(x, y)
+    assert out.targets.shape == (4, 4) and not torch.equal(out.targets, F.one_hot(y, 4).float())
+    terms = model.losses(out, y)
+    logits_b = out.heads["acol"].map.mean((2, 3))
+    assert torch.allclose(terms["acol.ce_b"], F.cross_entropy(logits_b, out.targets))
+    assert all(torch.isfinite(v) for v in terms.values())
+    sum(terms.values()).backward()

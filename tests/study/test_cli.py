@@ -25,7 +25,7 @@ def test_help_lists_every_command():
     for command in ("run", "heads", "backbones", "evaluate", "score", "localize"):
         assert command in result.stdout
     run_help = " ".join(run_cli("run", "--help").stdout.split())
-    for flag in ("--epochs", "--batch-size", "--image-size", "--device", "--out", "--seeds", "--arms", "--set", "--retrain"):
+    for flag in ("--epochs", "--batch-size", "--image-size", "--device", "--out", "--seeds", "--arms", "--set", "--retrain", "--bf16", "--channels-last", "--compile"):
         assert flag in run_help
     # The protocol switch is documented where it is set.
     assert "--protocol {benchmark,float}" in run_help and "sets evaluation.protocol" in run_help

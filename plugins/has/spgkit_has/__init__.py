@@ -9,9 +9,9 @@ By default it computes what the WSOL benchmark's ``wsol/method/has.py`` computes
 (github:clovaai/wsolevaluation), which names the patch side ``has_grid_size`` (4 pixels) and hides
 a patch when its uniform draw is at most the drop rate (0.5). Two differences: the draws come from
 torch's generator, not Python's ``random``, so the masks are the same in law, not draw for draw;
-and the benchmark's loop bounds both patch ranges by the image height, which leaves the bottom rows
-of an image taller than wide unhidden: here every pixel can be hidden. The benchmark trains on
-square crops, where the two agree.
+and the benchmark's loops swap the image's sides, so on an image that is not square a band along
+the bottom (taller than wide) or the right (wider than tall) is never hidden: here every pixel can
+be. The benchmark trains on square crops, where the two agree.
 """
 
 from __future__ import annotations
