@@ -116,7 +116,7 @@ class WSOLModel(nn.Module):
                 except AttributeError:
                     raise ValueError(
                         f"head {head.name!r} transforms the output of {path!r}, which this model does not have "
-                        f"(the backbone's modules: {', '.join(name for name, _ in backbone.named_children())})"
+                        f"(its stages: {_stage_paths(backbone)}; the classifier's A3: classifier.a3)"
                     ) from None
                 module.register_forward_hook(_TrainingTransform(transform))
 
@@ -183,6 +183,17 @@ class WSOLModel(nn.Module):
         backbone = list(self.backbone.parameters())
         seen = {id(p) for p in backbone}
         return {"pretrained": backbone, "new": [p for p in self.parameters() if id(p) not in seen]}
+
+
+def _stage_paths(backbone: AttentionBackbone) -> str:
+    """Each role's module as a path in the model (``mid: backbone.net.layer2``), for messages."""
+    names = [name for name, _ in backbone.named_modules()]
+    paths = []
+    for role, info in backbone.stages.items():
+        found = next((n for n in names if n == info.module or n.endswith("." + info.module)), None)
+        if found is not None:
+            paths.append(f"{role}: backbone.{found}")
+    return ", ".join(paths)
 
 
 class _TrainingTransform:

@@ -130,8 +130,9 @@ def test_a_copied_model_runs_its_own_adl(registry):
 
 
 def test_adl_needs_the_layers_it_names(registry):
-    with pytest.raises(ValueError, match="head 'adl' transforms the output of 'backbone.Mixed_5d', which this model does not have"):
+    with pytest.raises(ValueError, match="head 'adl' transforms the output of 'backbone.Mixed_5d', which this model does not have") as error:
         build_model(3, [HeadSpec("adl")], registry=registry, backbone="resnet50", **TINY)
+    assert "mid: backbone.net.layer2" in str(error.value) and "high: backbone.net.layer4" in str(error.value)
     model = build_model(3, [HeadSpec("adl", {"at": ("backbone.net.layer3", "classifier.a3")})], registry=registry, backbone="resnet50", **TINY)
     assert model.heads["adl"].at == ("backbone.net.layer3", "classifier.a3")
 
