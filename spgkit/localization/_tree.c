@@ -603,16 +603,58 @@ static int grid_init(Grid *g, Py_ssize_t H, Py_ssize_t W)
     return 0;
 }
 
-static PyObject *result(Rows *rows, int64_t *best, Py_ssize_t num_cuts)
+/* Each row's box's IoU with the ground-truth box it overlaps best, as float64 bytes: the arithmetic
+ * of evaluator.box_iou step for step (inclusive pixel boxes, 0 where the union is not positive), so
+ * the values are the same to the bit; the build turns off fused multiply-adds for that. */
+static PyObject *rows_iou(const Rows *rows, const Py_buffer *gt)
+{
+    Py_ssize_t n = rows->len / 5, m = gt->len / (Py_ssize_t)(4 * sizeof(double));
+    PyObject *out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)sizeof(double) * n);
+    if (!out)
+        return NULL;
+    double *iou = (double *)PyByteArray_AS_STRING(out);
+    const double *b = gt->buf;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const int64_t *r = rows->data + 5 * k + 1;
+        double x0 = (double)r[0], y0 = (double)r[1], x1 = (double)r[2], y1 = (double)r[3], best = 0;
+        double area = (x1 - x0 + 1) * (y1 - y0 + 1);
+        for (Py_ssize_t j = 0; j < m; j++) {
+            const double *g = b + 4 * j;
+            double w = (x1 < g[2] ? x1 : g[2]) - (x0 > g[0] ? x0 : g[0]) + 1;
+            double h = (y1 < g[3] ? y1 : g[3]) - (y0 > g[1] ? y0 : g[1]) + 1;
+            double inter = (w > 0 ? w : 0) * (h > 0 ? h : 0);
+            double uni = area + (g[2] - g[0] + 1) * (g[3] - g[1] + 1) - inter;
+            double v = uni > 0 ? inter / uni : 0;
+            best = v > best ? v : best;
+        }
+        iou[k] = best;
+    }
+    return out;
+}
+
+/* (rows, largest, iou): iou is None without ground-truth boxes. */
+static PyObject *result(Rows *rows, int64_t *best, Py_ssize_t num_cuts, const Py_buffer *gt)
 {
     PyObject *r = PyByteArray_FromStringAndSize((const char *)rows->data, (Py_ssize_t)sizeof(int64_t) * rows->len);
     PyObject *b = PyByteArray_FromStringAndSize((const char *)best, (Py_ssize_t)sizeof(int64_t) * num_cuts);
-    if (!r || !b) {
+    PyObject *i = gt->obj ? rows_iou(rows, gt) : Py_NewRef(Py_None);
+    if (!r || !b || !i) {
         Py_XDECREF(r);
         Py_XDECREF(b);
+        Py_XDECREF(i);
         return NULL;
     }
-    return Py_BuildValue("(NN)", r, b);
+    return Py_BuildValue("(NNN)", r, b, i);
+}
+
+/* Optional ground-truth boxes: float64 bytes, four per box. */
+static int check_gt(const Py_buffer *gt)
+{
+    if (gt->obj && gt->len % (Py_ssize_t)(4 * sizeof(double))) {
+        PyErr_SetString(PyExc_ValueError, "ground-truth boxes must be float64 bytes, four per box");
+        return -1;
+    }
+    return 0;
 }
 
 #define PIXEL(p, y, x, order, k, g)                                                          \
@@ -632,17 +674,19 @@ static inline void add_down(Forest *f, const Grid *g, const uint32_t *order, Py_
 }
 
 static const char benchmark_doc[] =
-    "benchmark_regions(image, height, width, cuts) -> (rows, largest)\n\n"
+    "benchmark_regions(image, height, width, cuts[, gt]) -> (rows, largest, iou)\n\n"
     "OpenCV's contours of image > cut (image: uint8 bytes, row-major) at every ascending int64 cut:\n"
     "rows of int64 (cut index, x0, y0, x1, y1) with the benchmark's boxes, and per cut the row of the\n"
-    "largest contour ([0, 0, 0, 0] rows where nothing is left).";
+    "largest contour ([0, 0, 0, 0] rows where nothing is left). gt: float64 ground-truth boxes\n"
+    "(x0, y0, x1, y1, inclusive); iou: float64 bytes, each row's box's best IoU with them (None\n"
+    "without gt).";
 
 static PyObject *benchmark_regions(PyObject *self, PyObject *args)
 {
     (void)self;
-    Py_buffer image, cutbuf;
+    Py_buffer image, cutbuf, gt = {0};
     Py_ssize_t H, W;
-    if (!PyArg_ParseTuple(args, "y*nny*", &image, &H, &W, &cutbuf))
+    if (!PyArg_ParseTuple(args, "y*nny*|y*", &image, &H, &W, &cutbuf, &gt))
         return NULL;
     PyObject *out = NULL;
     Grid g;
@@ -654,7 +698,7 @@ static PyObject *benchmark_regions(PyObject *self, PyObject *args)
     Rows rows = {0}, undecided = {0};
     Py_ssize_t num_cuts = cutbuf.len / (Py_ssize_t)sizeof(int64_t);
     const int64_t *cuts = cutbuf.buf;
-    if (grid_init(&g, H, W) < 0)
+    if (grid_init(&g, H, W) < 0 || check_gt(&gt) < 0)
         goto done;
     if (image.len != H * W || num_cuts * (Py_ssize_t)sizeof(int64_t) != cutbuf.len) {
         PyErr_SetString(PyExc_ValueError, "image or cuts have the wrong size");
@@ -777,7 +821,7 @@ static PyObject *benchmark_regions(PyObject *self, PyObject *args)
                     best[s] = undecided.data[j + 2];
         }
     }
-    out = result(&rows, best, num_cuts);
+    out = result(&rows, best, num_cuts, &gt);
     goto done;
 nomem:
     PyErr_NoMemory();
@@ -787,22 +831,24 @@ done:
     free(undecided.data);
     PyBuffer_Release(&image);
     PyBuffer_Release(&cutbuf);
+    if (gt.obj)
+        PyBuffer_Release(&gt);
     return out;
 }
 
 static const char float_doc[] =
-    "float_regions(scores, itemsize, height, width, thresholds) -> (rows, largest)\n\n"
+    "float_regions(scores, itemsize, height, width, thresholds[, gt]) -> (rows, largest, iou)\n\n"
     "The 8-connected regions of scores >= t (scores: float32 or float64 bytes, row-major) at every\n"
     "ascending float64 threshold t: rows of int64 (threshold index, x0, y0, x1, y1) with tight boxes,\n"
     "and per threshold the row of the region with the most pixels, ties to the one met first in\n"
-    "raster order (-1 where nothing is left).";
+    "raster order (-1 where nothing is left). gt and iou as in benchmark_regions.";
 
 static PyObject *float_regions(PyObject *self, PyObject *args)
 {
     (void)self;
-    Py_buffer scores, tbuf;
+    Py_buffer scores, tbuf, gt = {0};
     Py_ssize_t itemsize, H, W;
-    if (!PyArg_ParseTuple(args, "y*nnny*", &scores, &itemsize, &H, &W, &tbuf))
+    if (!PyArg_ParseTuple(args, "y*nnny*|y*", &scores, &itemsize, &H, &W, &tbuf, &gt))
         return NULL;
     PyObject *out = NULL;
     Grid g;
@@ -814,7 +860,7 @@ static PyObject *float_regions(PyObject *self, PyObject *args)
     Rows rows = {0};
     Py_ssize_t T = tbuf.len / (Py_ssize_t)sizeof(double);
     const double *t = tbuf.buf;
-    if (grid_init(&g, H, W) < 0)
+    if (grid_init(&g, H, W) < 0 || check_gt(&gt) < 0)
         goto done;
     if ((itemsize != 4 && itemsize != 8) || scores.len != H * W * itemsize ||
         T * (Py_ssize_t)sizeof(double) != tbuf.len || T < 1 || T >= INT32_MAX / 8) {
@@ -867,7 +913,7 @@ static PyObject *float_regions(PyObject *self, PyObject *args)
         Node *b = largest(&fg, 0, 0);
         best[s] = b ? b->row : -1;
     }
-    out = result(&rows, best, T);
+    out = result(&rows, best, T, &gt);
     goto done;
 nomem:
     PyErr_NoMemory();
@@ -876,6 +922,8 @@ done:
     free(rows.data);
     PyBuffer_Release(&scores);
     PyBuffer_Release(&tbuf);
+    if (gt.obj)
+        PyBuffer_Release(&gt);
     return out;
 }
 

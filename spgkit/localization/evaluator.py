@@ -280,8 +280,8 @@ class LocalizationEvaluator:
         cam_box = np.zeros((n, 4), dtype=np.int64)
         for i in range(n):
             normalized = minmax_normalize(maps[i : i + 1])
-            regions, cut_of = regions_at_thresholds(normalized[0], self._all_thresholds, self.benchmark)
-            iou = box_iou(regions.boxes, boxes[i]).max(axis=1)
+            regions, cut_of = regions_at_thresholds(normalized[0], self._all_thresholds, self.benchmark, boxes[i])
+            iou = regions.iou
             best = np.zeros(len(regions.cuts))
             np.maximum.at(best, regions.box_cut, iou)
             largest = np.zeros(len(regions.cuts))

@@ -28,23 +28,27 @@ class Regions(NamedTuple):
     """Regions of one map at ascending integer ``cuts`` (the foreground of cut ``c`` is ``level > c``).
 
     ``boxes[k]`` (inclusive ``x0, y0, x1, y1``) belongs to cut ``cuts[box_cut[k]]``; the largest
-    region at cut ``s`` is ``boxes[largest[s]]``, or none where ``largest[s]`` is -1.
+    region at cut ``s`` is ``boxes[largest[s]]``, or none where ``largest[s]`` is -1. Where
+    ground-truth boxes were given, ``iou[k]`` is box ``k``'s best IoU with them (as
+    :func:`~spgkit.localization.evaluator.box_iou` computes it, in the same pass); else None.
     """
 
     cuts: np.ndarray
     box_cut: np.ndarray
     boxes: np.ndarray
     largest: np.ndarray
+    iou: np.ndarray | None = None
 
 
-def default_regions(normalized: np.ndarray, thresholds: np.ndarray) -> Regions:
+def default_regions(normalized: np.ndarray, thresholds: np.ndarray, gt_boxes: np.ndarray | None = None) -> Regions:
     """Regions of the default mode at ascending ``thresholds`` (cut ``j`` is threshold ``j``): the
     8-connected components of ``normalized >= thresholds[j]``, tight inclusive boxes, and the
-    largest region by pixel count (ties: the one whose first pixel in row-major order comes first)."""
-    return Regions(np.arange(len(thresholds)), *float_regions(normalized, thresholds))
+    largest region by pixel count (ties: the one whose first pixel in row-major order comes first);
+    with ``gt_boxes``, each box's best IoU with them."""
+    return Regions(np.arange(len(thresholds)), *float_regions(normalized, thresholds, gt_boxes))
 
 
-def benchmark_regions(U: np.ndarray, cuts: np.ndarray) -> Regions:
+def benchmark_regions(U: np.ndarray, cuts: np.ndarray, gt_boxes: np.ndarray | None = None) -> Regions:
     """Regions exactly as OpenCV reports them in the WSOL benchmark, for the uint8 map ``U``.
 
     At cut ``c`` the binary image is ``U > c``. ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)``
@@ -62,27 +66,28 @@ def benchmark_regions(U: np.ndarray, cuts: np.ndarray) -> Regions:
     siblings first (a raster scan finds a contour at its first pixel), and a contour encloses at
     least the area of every contour inside it: so the largest is an outermost component's outer
     contour, ties going to the component whose first pixel comes last. These rules were checked
-    against OpenCV on random images (tests/localization).
+    against OpenCV on random images (tests/localization). With ``gt_boxes``, each box's best IoU
+    with them comes too.
     """
-    return Regions(cuts, *benchmark_contours(U, cuts))
+    return Regions(cuts, *benchmark_contours(U, cuts, gt_boxes))
 
 
 # --------------------------------------------------------------------------- public helpers
 
 
 def regions_at_thresholds(
-    normalized: np.ndarray, thresholds: np.ndarray, benchmark: bool
+    normalized: np.ndarray, thresholds: np.ndarray, benchmark: bool, gt_boxes: np.ndarray | None = None
 ) -> tuple[Regions, np.ndarray]:
-    """Regions of one normalised map at ascending ``thresholds``, and the index into
-    ``Regions.cuts`` of each threshold.
+    """Regions of one normalised map at ascending ``thresholds`` (with each box's best IoU with
+    ``gt_boxes`` where given), and the index into ``Regions.cuts`` of each threshold.
 
     Default mode: the foreground of ``tau`` is ``map >= tau`` on the float map. Benchmark mode: the
     WSOL benchmark's uint8 map and integer cuts (see :func:`benchmark_regions`)."""
     if benchmark:
         U = benchmark_uint8(normalized)
         cuts, cut_of = _benchmark_cut_table(thresholds.tobytes(), int(U.max()))
-        return benchmark_regions(U, cuts), cut_of
-    regions = default_regions(normalized, thresholds)
+        return benchmark_regions(U, cuts, gt_boxes), cut_of
+    regions = default_regions(normalized, thresholds, gt_boxes)
     return regions, regions.cuts
 
 

@@ -31,33 +31,41 @@ import numpy as np
 from spgkit.localization import _tree
 
 
-def _unpack(rows: bytearray, largest: bytearray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # (box_cut, boxes, largest) from the core's int64 rows (cut index, x0, y0, x1, y1).
+def _unpack(rows: bytearray, largest: bytearray, iou: bytearray | None) -> tuple:
+    # (box_cut, boxes, largest, iou) from the core's int64 rows (cut index, x0, y0, x1, y1).
     table = np.frombuffer(rows, dtype=np.int64).reshape(-1, 5)
-    return table[:, 0], table[:, 1:], np.frombuffer(largest, dtype=np.int64)
+    return table[:, 0], table[:, 1:], np.frombuffer(largest, dtype=np.int64), None if iou is None else np.frombuffer(iou)
 
 
-def float_regions(normalized: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _gt_bytes(gt_boxes) -> tuple:
+    # The core's optional last argument: float64 boxes, or nothing.
+    return () if gt_boxes is None else (np.ascontiguousarray(gt_boxes, dtype=np.float64).reshape(-1, 4),)
+
+
+def float_regions(normalized: np.ndarray, thresholds: np.ndarray, gt_boxes: np.ndarray | None = None) -> tuple:
     """The 8-connected regions of ``normalized >= t`` (a float32/float64 map in [0, 1]) at each
     ascending threshold ``t``, with tight inclusive boxes.
 
-    Returns ``(box_cut, boxes, largest)``: box ``k`` belongs to threshold ``box_cut[k]``; the region
-    with the most pixels at threshold ``j`` (ties: the one whose first pixel in raster order comes
-    first) is box ``largest[j]``, or -1 where no pixel reaches it."""
+    Returns ``(box_cut, boxes, largest, iou)``: box ``k`` belongs to threshold ``box_cut[k]``; the
+    region with the most pixels at threshold ``j`` (ties: the one whose first pixel in raster order
+    comes first) is box ``largest[j]``, or -1 where no pixel reaches it. With ``gt_boxes`` (m, 4),
+    ``iou[k]`` is box ``k``'s best IoU with them, as
+    :func:`~spgkit.localization.evaluator.box_iou` computes it; otherwise ``iou`` is None."""
     scores = np.ascontiguousarray(normalized)
     if scores.dtype not in (np.float32, np.float64):
         scores = scores.astype(np.float64)
     height, width = scores.shape
     thresholds = np.ascontiguousarray(thresholds, dtype=np.float64)
-    return _unpack(*_tree.float_regions(scores, scores.itemsize, height, width, thresholds))
+    return _unpack(*_tree.float_regions(scores, scores.itemsize, height, width, thresholds, *_gt_bytes(gt_boxes)))
 
 
-def benchmark_contours(U: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def benchmark_contours(U: np.ndarray, cuts: np.ndarray, gt_boxes: np.ndarray | None = None) -> tuple:
     """OpenCV's contours of ``U > cut`` (``U`` uint8) at each ascending integer cut, with the WSOL
     benchmark's boxes, as :func:`~spgkit.localization.regions.benchmark_regions` defines them.
 
-    Returns ``(box_cut, boxes, largest)`` as :func:`float_regions` does; where no contour exists the
-    cut has the single box ``[0, 0, 0, 0]``, which is then its largest."""
+    Returns ``(box_cut, boxes, largest, iou)`` as :func:`float_regions` does; where no contour
+    exists the cut has the single box ``[0, 0, 0, 0]``, which is then its largest."""
     image = np.ascontiguousarray(U, dtype=np.uint8)
     height, width = image.shape
-    return _unpack(*_tree.benchmark_regions(image, height, width, np.ascontiguousarray(cuts, dtype=np.int64)))
+    cuts = np.ascontiguousarray(cuts, dtype=np.int64)
+    return _unpack(*_tree.benchmark_regions(image, height, width, cuts, *_gt_bytes(gt_boxes)))
