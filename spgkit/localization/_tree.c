@@ -18,8 +18,8 @@ typedef struct {
     int32_t x0, x1;         /* inclusive columns */
     int32_t first, last;    /* first and last pixels in raster order, as padded indices (which grow
                                likewise): they give the rows */
-    int32_t size;           /* pixels: the float protocol's largest, union by size in passes without areas */
-    int32_t area;           /* OpenCV contour area in half pixels (benchmark protocol) */
+    int32_t weight;         /* what the pass ranks regions by (largest, union by weight): OpenCV
+                               contour area in half pixels where it counts AREAS, else pixels */
     int32_t opens;          /* a hole: the level at which it joins the outside */
     int32_t pos;            /* position in the live list */
     int32_t row;            /* output row of the region at the current cut */
@@ -337,14 +337,13 @@ static inline void live_remove(Forest *f, Node *n)
     f->nodes[last].pos = n->pos;
 }
 
-static inline Node *new_root(Forest *f, int32_t p, int32_t x)
+static inline Node *new_root(Forest *f, int32_t p, int32_t x, int32_t weight)
 {
     int32_t k = f->num_nodes++;
     Node *n = &f->nodes[k];
     n->x0 = n->x1 = x;
     n->last = p;
-    n->size = 1;
-    n->area = 0;
+    n->weight = weight;
     n->first = p;
     n->opens = 0;
     n->pos = f->num_live;
@@ -353,9 +352,9 @@ static inline Node *new_root(Forest *f, int32_t p, int32_t x)
     return n;
 }
 
-/* What a pass keeps up to date per pixel besides sizes (constants at each call, so that every pass
- * compiles to what it needs). */
-enum { BOXES = 1, FIRST = 2, AREAS = 4, SIZES = 8 };
+/* What a pass keeps up to date per pixel besides weights (constants at each call, so that every
+ * pass compiles to what it needs). */
+enum { BOXES = 1, FIRST = 2, AREAS = 4 };
 
 static inline void grow(Node *n, int32_t p, int32_t x, int what)
 {
@@ -366,16 +365,13 @@ static inline void grow(Node *n, int32_t p, int32_t x, int what)
     }
     if (what & (BOXES | FIRST))
         n->first = p < n->first ? p : n->first;
-    if (what & SIZES)
-        n->size++;
 }
 
-/* Union by size (or by area, which grows alike, where that is what the pass counts) of two roots;
- * returns the new root. */
-static inline int32_t unite(Forest *f, int32_t a, int32_t b, int what)
+/* Union by weight (size, or area, which grows alike) of two roots; returns the new root. */
+static inline int32_t unite(Forest *f, int32_t a, int32_t b)
 {
     Node *na = node_of(f, a), *nb = node_of(f, b);
-    if ((what & AREAS) ? na->area < nb->area : na->size < nb->size) {
+    if (na->weight < nb->weight) {
         int32_t t = a;
         a = b;
         b = t;
@@ -388,8 +384,7 @@ static inline int32_t unite(Forest *f, int32_t a, int32_t b, int what)
     if (nb->first < na->first) na->first = nb->first;
     if (nb->last > na->last) na->last = nb->last;
     if (nb->opens < na->opens) na->opens = nb->opens;
-    na->size += nb->size;
-    na->area += nb->area;
+    na->weight += nb->weight;
     live_remove(f, nb);
     f->parent[b] = a;
     return a;
@@ -400,22 +395,21 @@ static inline void add8(Forest *f, const Grid *g, int32_t p, int32_t x, int what
 {
     int32_t *parent = f->parent;
     unsigned mask = (unsigned)parent[p], groups = groups8[mask], count = groups & 7;
-    Node *n;
+    int32_t weight = (what & AREAS) ? area8[mask] : 1;
     if (!count) {
-        n = new_root(f, p, x);
+        new_root(f, p, x, weight);
     } else {
         int32_t root = find(parent, p + g->off[groups >> 3 & 7]);
         for (unsigned j = 1; j < count; j++) {
             int32_t r = find(parent, p + g->off[groups >> (3 + 3 * j) & 7]);
             if (r != root)
-                root = unite(f, root, r, what);
+                root = unite(f, root, r);
         }
         parent[p] = root;
-        n = node_of(f, root);
+        Node *n = node_of(f, root);
         grow(n, p, x, what);
+        n->weight += weight;
     }
-    if (what & AREAS)
-        n->area += area8[mask];
 }
 
 /* Adds depression pixel p (4-connectivity) to the holes; opens is its filled level. A hole lives
@@ -431,16 +425,17 @@ static inline void add_hole(Forest *f, const Grid *g, int32_t p, int32_t x, int3
         if (root < 0)
             root = r;
         else if (r != root)
-            root = unite(f, root, r, BOXES | SIZES);
+            root = unite(f, root, r);
     }
     Node *n;
     if (root < 0) {
-        n = new_root(f, p, x);
+        n = new_root(f, p, x, 1);
         n->opens = opens;
     } else {
         parent[p] = root;
         n = node_of(f, root);
-        grow(n, p, x, BOXES | SIZES);
+        grow(n, p, x, BOXES);
+        n->weight++;
         n->opens = opens < n->opens ? opens : n->opens;
     }
 }
@@ -483,9 +478,9 @@ static int emit_regions(Forest *f, const Grid *g, Rows *rows, int64_t s, int ope
     return 0;
 }
 
-/* Live node of largest score (area if by_area, else size); ties to the largest first pixel if
- * last_wins, else the smallest. NULL if none. */
-static Node *largest(Forest *f, int by_area, int last_wins)
+/* Live node of largest weight; ties to the largest first pixel if last_wins, else the smallest.
+ * NULL if none. */
+static Node *largest(Forest *f, int last_wins)
 {
     Node *best = NULL;
     for (int32_t k = 0; k < f->num_live; k++) {
@@ -494,8 +489,8 @@ static Node *largest(Forest *f, int by_area, int last_wins)
             best = n;
             continue;
         }
-        int32_t a = by_area ? n->area : n->size, b = by_area ? best->area : best->size;
-        if (a > b || (a == b && (last_wins ? n->first > best->first : n->first < best->first)))
+        if (n->weight > best->weight ||
+            (n->weight == best->weight && (last_wins ? n->first > best->first : n->first < best->first)))
             best = n;
     }
     return best;
@@ -784,15 +779,15 @@ static PyObject *benchmark_regions(PyObject *self, PyObject *args)
             Node *r = &fg.nodes[fg.live[j]];
             if (fill[r->first - g.Wp] > cuts[s] + 1)
                 continue; /* an island in a hole */
-            excess -= r->area;
-            if (!b || r->area > b->area || (r->area == b->area && r->first > b->first)) {
-                second = b && b->area > second ? b->area : second;
+            excess -= r->weight;
+            if (!b || r->weight > b->weight || (r->weight == b->weight && r->first > b->first)) {
+                second = b && b->weight > second ? b->weight : second;
                 b = r;
-            } else if (r->area > second) {
-                second = r->area;
+            } else if (r->weight > second) {
+                second = r->weight;
             }
         }
-        if (excess == 0 || b->area > second + excess) {
+        if (excess == 0 || b->weight > second + excess) {
             best[s] = b->row;
             continue;
         }
@@ -815,7 +810,7 @@ static PyObject *benchmark_regions(PyObject *self, PyObject *args)
             add_down(&filled, &g, fill_order, &fill_top, bound(fill_start, 256, cuts[s]), FIRST | AREAS);
             if (best[s] >= 0)
                 continue;
-            Node *b = largest(&filled, 1, 1);
+            Node *b = largest(&filled, 1);
             for (Py_ssize_t j = 0; j < undecided.len; j += 5)
                 if (undecided.data[j] == s && undecided.data[j + 1] == b->first)
                     best[s] = undecided.data[j + 2];
@@ -907,10 +902,10 @@ static PyObject *float_regions(PyObject *self, PyObject *args)
     masks_descending(&g, level, fg.parent);
     Py_ssize_t top = H * W;
     for (Py_ssize_t s = T - 1; s >= 0; s--) {
-        add_down(&fg, &g, order, &top, bound(start, num_levels, s), BOXES | SIZES);
+        add_down(&fg, &g, order, &top, bound(start, num_levels, s), BOXES);
         if (emit_regions(&fg, &g, &rows, s, 0) < 0)
             goto nomem;
-        Node *b = largest(&fg, 0, 0);
+        Node *b = largest(&fg, 0);
         best[s] = b ? b->row : -1;
     }
     out = result(&rows, best, T, &gt);
