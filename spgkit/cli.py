@@ -295,7 +295,7 @@ def cmd_localize(args) -> int:
     from spgkit.evaluate import predict_maps
     from spgkit.io import write_json
     from spgkit.localization import largest_region_box
-    from spgkit.report import localize_figure
+    from spgkit.figures import localize_figure
     from spgkit.runs import load_model
     from spgkit.train import resolve_device
 

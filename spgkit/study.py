@@ -25,7 +25,8 @@ from spgkit.data import resolve_local
 from spgkit.distributed import Dist
 from spgkit.model import build_model, check_arguments
 from spgkit.plugins import Registry
-from spgkit.report import write_figures, write_tables
+from spgkit.figures import write_figures
+from spgkit.report import write_tables
 from spgkit.runs import StudyFolder
 from spgkit.train import TrainingDiverged, resolve_device, train_arm
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from spgkit.report import differences_table, evolution_figure, markdown_table, paired_differences, summarize
+from spgkit.figures import evolution_figure
+from spgkit.report import differences_table, markdown_table, paired_differences, summarize
 from spgkit.runs import RunFolder
 
 #: Row name -> (study folder, arm). The first row is the reference every other one is paired with.

@@ -11,7 +11,8 @@ from spgkit.data import eval_transform
 from spgkit.evaluate import unshard
 from spgkit.io import write_arrays, write_json
 from spgkit.localization import box_iou, resize_gt_boxes
-from spgkit.report import box_accuracy, box_hits, disagreements, paired_intervals, write_figures, write_tables
+from spgkit.figures import disagreements, write_figures
+from spgkit.report import box_accuracy, box_hits, paired_intervals, write_tables
 from spgkit.runs import StudyFolder
 from spgkit.study import load_study, run_study
 from spgkit.train import open_test

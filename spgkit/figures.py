@@ -1,0 +1,289 @@
+"""Figures of a study, from its checkpoints and per-image records: overlays of the arms' maps and
+boxes, what each head shows (SPG's maps and seed masks, ACoL's erased region), map snapshots over
+training, training curves, box accuracy against the CAM threshold, and the images on which an arm
+and the baseline disagree most. Written by :func:`write_figures`; the numbers are in
+:mod:`spgkit.report`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from spgkit.config import Study  # noqa: E402
+from spgkit.data import collate, eval_transform  # noqa: E402
+from spgkit.evaluate import predict_maps  # noqa: E402
+from spgkit.guidance import IGNORE  # noqa: E402
+from spgkit.io import atomic_write_bytes  # noqa: E402
+from spgkit.localization import largest_region_box  # noqa: E402
+from spgkit.plugins import Registry  # noqa: E402
+from spgkit.report import box_accuracy, box_hits, collect_images  # noqa: E402
+from spgkit.runs import StudyFolder, load_model  # noqa: E402
+from spgkit.train import open_test  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _show_image(ax, image: torch.Tensor, mean, std) -> np.ndarray:
+    rgb = (image.permute(1, 2, 0).numpy() * np.array(std) + np.array(mean)).clip(0, 1)
+    ax.imshow(rgb)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return rgb
+
+
+def _draw_box(ax, box, color: str) -> None:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.5))
+
+
+def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, path: Path, protocol: str = "benchmark") -> None:
+    """Images (rows) by arm (columns): the localization map over the image, GT boxes in green
+    (a dataset's part boxes, where it has them, in yellow) and the predicted box (largest region
+    at the arm's CAM threshold, in ``protocol``) in red.
+
+    Each panel gives ``maps`` (N, H, W) and either ``threshold`` or ``boxes``, the predicted boxes
+    already known (inclusive corners, -1s for none); optionally ``labels``, a caption per image."""
+    n = len(batch["labels"])
+    fig, axes = plt.subplots(n, len(panels), figsize=(2.2 * len(panels), 2.2 * n), squeeze=False)
+    for col, (arm, panel) in enumerate(panels.items()):
+        for row in range(n):
+            ax = axes[row, col]
+            _show_image(ax, batch["images"][row], mean, std)
+            ax.imshow(panel["maps"][row], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            for key, colour in (("boxes", "lime"), ("part_box", "yellow")):
+                for box in batch[key][row] if batch.get(key) is not None else ():
+                    _draw_box(ax, box, colour)
+            if "boxes" in panel:
+                box = None if panel["boxes"][row][0] < 0 else panel["boxes"][row]
+            else:
+                box = largest_region_box(panel["maps"][row], panel["threshold"], protocol=protocol)
+            if box is not None:
+                x0, y0, x1, y1 = box
+                _draw_box(ax, (x0, y0, x1 + 1, y1 + 1), "red")  # inclusive corners -> extent
+            if row == 0:
+                ax.set_title(arm, fontsize=9)
+            if "labels" in panel:
+                ax.set_xlabel(panel["labels"][row], fontsize=8)
+    _save(fig, path)
+
+
+def localize_figure(image: np.ndarray, heat: np.ndarray, box, title: str, path: Path) -> None:
+    """One (H, W, 3) image at its original size with its map stretched over it and the predicted
+    box ``[x0, y0, x1, y1)``."""
+    height, width = image.shape[:2]
+    fig, ax = plt.subplots(figsize=(4, 4 * height / width))
+    ax.imshow(image)
+    ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+    if box is not None:
+        _draw_box(ax, box, "red")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _save(fig, path)
+
+
+#: Below every figure of head visuals: how to read its two kinds of panel.
+VISUALS_KEY = "maps: 0 (blue) to 1 (red); seed masks: object white, background black, ignored grey"
+
+
+def _show_visual(ax, value: torch.Tensor) -> None:
+    """A map in [0, 1] in colour, or a uint8 seed mask: object white, background black, ignored grey."""
+    shown = value.float()
+    if value.dtype == torch.uint8:
+        ax.imshow(torch.where(shown == IGNORE, 0.5, shown).numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(shown.numpy(), cmap="jet", vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _visual_row(axes, image: torch.Tensor, shown: list[torch.Tensor], titles: list[str] | None, mean, std, fontsize: int) -> None:
+    """One row of figure panels: the image, then each map or seed mask, titled where ``titles``."""
+    _show_image(axes[0], image, mean, std)
+    for k, value in enumerate(shown, 1):
+        _show_visual(axes[k], value)
+        if titles:
+            axes[k].set_title(titles[k - 1], fontsize=fontsize)
+
+
+def visuals_figure(visuals: dict[str, torch.Tensor], batch: dict, mean, std, path: Path) -> None:
+    """What the heads offer figures, per image: maps in [0, 1] in colour, seed masks with object
+    white, background black and ignored pixels grey."""
+    keys = list(visuals)
+    n = len(batch["labels"])
+    fig, axes = plt.subplots(n, 1 + len(keys), figsize=(2.2 * (1 + len(keys)), 2.2 * n), squeeze=False)
+    for row in range(n):
+        _visual_row(axes[row], batch["images"][row], [visuals[key][row] for key in keys], keys if row == 0 else None, mean, std, 9)
+    fig.supxlabel(VISUALS_KEY, fontsize=9)
+    _save(fig, path)
+
+
+def evolution_figure(recorded: dict, mean, std, path: Path, most: int = 6) -> None:
+    """How the guidance evolves: for each fixed training image (blocks of rows) and at up to
+    ``most`` points of training, evenly spread (rows), the CAM and every map and seed mask the
+    heads offer, as :class:`~spgkit.train.Session` snapshots recorded them."""
+    shots = recorded["shots"]
+    if len(shots) > most:
+        shots = [shots[round(i * (len(shots) - 1) / (most - 1))] for i in range(most)]
+    keys = [k for k in shots[0] if k != "step"]
+    images = recorded["images"]
+    rows = [(i, shot) for i in range(len(images)) for shot in shots]
+    fig, axes = plt.subplots(len(rows), 1 + len(keys), figsize=(1.8 * (1 + len(keys)), 1.8 * len(rows)), squeeze=False)
+    for r, (i, shot) in enumerate(rows):
+        _visual_row(axes[r], images[i], [shot[key][i] for key in keys], keys if r == 0 else None, mean, std, 8)
+        axes[r, 0].set_ylabel(f"image {i + 1}, step {shot['step']}", fontsize=8)
+    fig.supxlabel(VISUALS_KEY, fontsize=9)
+    _save(fig, path)
+
+
+def curves_figure(logs: dict[str, list[dict[str, str]]], path: Path) -> None:
+    """Training loss and selection-split metrics per epoch, one line per arm."""
+    panels = [("loss", "training loss"), ("val_top1_acc", "val Top-1 Acc (%)"), ("val_maxboxaccv2", "val MaxBoxAccV2 (%)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2))
+    for ax, (key, title) in zip(axes, panels):
+        for arm, rows in logs.items():
+            points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=arm)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    _save(fig, path)
+
+
+def threshold_figure(images: dict[str, dict[int, dict[str, np.ndarray]]], path: Path) -> None:
+    """Box accuracy on the test split against the CAM threshold, from the runs' per-image records
+    (:func:`collect_images`), one colour per arm: the mean over seeds, a band from the lowest seed
+    to the highest, and a dotted line at each threshold a seed chose on the selection split.
+
+    Left, the largest region's box at IoU 50 %: at the chosen threshold this is GT-known Loc, and
+    its peak is MaxBoxAcc. Right, the best box of any region, averaged over MaxBoxAccV2's IoU
+    levels (30, 50, 70): MaxBoxAccV2 averages each level's own peak, so it is at least this
+    curve's peak."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for i, (arm, by_seed) in enumerate(images.items()):
+        records = list(by_seed.values())
+        accuracy = [box_accuracy(box_hits(r)) for r in records]
+        curves = (np.stack([a["largest"][0] for a in accuracy]), np.stack([a["best"][0].mean(0) for a in accuracy]))
+        thresholds, levels = records[0]["thresholds"], records[0]["iou_thresholds"]
+        for ax, curve in zip(axes, curves):
+            ax.plot(thresholds, curve.mean(0), color=f"C{i}", label=f"{arm} ({len(records)} seed{'s' if len(records) > 1 else ''})")
+            ax.fill_between(thresholds, curve.min(0), curve.max(0), color=f"C{i}", alpha=0.2, linewidth=0)
+            for chosen in sorted({float(r["cam_threshold"]) for r in records}):
+                ax.axvline(chosen, color=f"C{i}", linestyle=":", linewidth=1)
+    levels = "/".join(f"{d:g}" for d in levels)  # a study scores every run at the same levels
+    for ax, title in zip(axes, ("largest box, IoU ≥ 50 (MaxBoxAcc's curve)", f"best box, mean over IoU {levels} (MaxBoxAccV2's)")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("CAM threshold (dotted: chosen on the selection split)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test box accuracy (%)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Mean over seeds; the band spans the lowest seed to the highest", fontsize=9, y=1.04)
+    _save(fig, path)
+
+
+def disagreements(arm: dict[str, np.ndarray], baseline: dict[str, np.ndarray], most: int) -> np.ndarray:
+    """Positions in the test set of the (at most) ``most`` images whose chosen boxes' IoUs differ
+    most between two runs' per-image records, the largest difference first; ties keep test-set
+    order, and images scored alike are left out."""
+    gap = np.abs(arm["cam_iou"] - baseline["cam_iou"])
+    order = np.argsort(-gap, kind="stable")[:most]
+    return order[gap[order] > 0]
+
+
+def _maps(model, batch: dict, protocol: str) -> np.ndarray:
+    _, maps = predict_maps(model, batch["images"], batch["labels"], protocol)
+    return maps.cpu().numpy() if isinstance(maps, torch.Tensor) else maps
+
+
+def disagreement_figure(models: dict, records: dict[str, dict[str, np.ndarray]], picks: np.ndarray, test, mean, std, path: Path, protocol: str) -> None:
+    """The images of ``test`` at positions ``picks`` (rows) for two arms (columns, the baseline
+    first): each arm's map from its model in ``models``, and its chosen box from its per-image
+    record in ``records``, captioned with that box's IoU."""
+    batch = collate([test[int(i)] for i in picks])
+    for name, record in records.items():
+        if batch["image_ids"] != record["image_id"][picks].tolist():
+            raise ValueError(f"{name}'s per-image record does not list the test set's images: was the dataset changed since the run?")
+    panels = {
+        name: {"maps": _maps(models[name], batch, protocol), "boxes": record["cam_box"][picks], "labels": [f"IoU {v:.2f}" for v in record["cam_iou"][picks]]}
+        for name, record in records.items()
+    }
+    overlay_figure(panels, batch, mean, std, path, protocol)
+
+
+def write_figures(study: Study, folder: StudyFolder, registry: Registry | None = None) -> list[Path]:
+    """Overlays (arms side by side), what each arm's heads offer figures (SPG's maps and seed
+    masks, ACoL's erased region) and training curves, from the first seed's checkpoints, into the
+    study's ``figures/``; from the runs' per-image records (where they have them), box accuracy
+    against the CAM threshold over every seed (:func:`threshold_figure`) and, per arm, the first
+    seed's test images on which its chosen box and the baseline's differ most
+    (``disagree_<arm>.png``, captioned with each box's IoU). Returns the files written."""
+    registry = registry if registry is not None else Registry()
+    protocol = study.evaluation.protocol
+    seed = study.seeds[0]
+    written: list[Path] = []
+    panels: dict[str, dict[str, Any]] = {}
+    logs: dict[str, list[dict[str, str]]] = {}
+    batch = mean = std = test = None
+    images = collect_images(study, folder)
+    first = {arm: by_seed[seed] for arm, by_seed in images.items() if seed in by_seed}
+    baseline = study.arms[0].name
+    picks = {}
+    for arm, record in first.items():
+        shown = disagreements(record, first[baseline], study.figure_images) if arm != baseline and baseline in first else ()
+        if len(shown):
+            picks[arm] = shown
+    for arm in study.arms:
+        run = folder.run(arm.name, seed)
+        logs[arm.name] = run.read_log()
+        if not run.metrics.exists() or "diverged" in run.read_metrics():
+            continue
+        model, config = load_model(run.checkpoint, registry)
+        if batch is None:
+            mean, std = config["mean"], config["std"]
+            transform = eval_transform(study.data.image_size, mean, std)
+            test = open_test(study, transform, registry)  # the images the runs were scored on
+            batch = collate([test[i] for i in range(min(study.figure_images, len(test)))])
+        panels[arm.name] = {"maps": _maps(model, batch, protocol), "threshold": run.read_metrics()["cam_threshold"]}
+        if arm.name == baseline:
+            baseline_model = model
+        if arm.name in picks:
+            path = folder.figures / f"disagree_{arm.name}.png"
+            models = {baseline: baseline_model, arm.name: model}
+            disagreement_figure(models, {name: first[name] for name in models}, picks[arm.name], test, mean, std, path, protocol)
+            written.append(path)
+        with torch.no_grad():  # with labels, heads build their guidance (eval mode: no dropout)
+            out = model(batch["images"], batch["labels"])
+        if run.snapshots.exists():
+            path = folder.figures / f"evolution_{arm.name}.png"
+            evolution_figure(run.read_snapshots(), mean, std, path)
+            written.append(path)
+        visuals = {f"{name}: {key}" if len(out.heads) > 1 else key: v for name, head in out.heads.items() for key, v in head.visuals.items()}
+        if visuals:
+            path = folder.figures / f"heads_{arm.name}.png"
+            visuals_figure(visuals, batch, mean, std, path)
+            written.append(path)
+    if panels:
+        overlay_figure(panels, batch, mean, std, folder.figures / "overlays.png", protocol)
+        written.append(folder.figures / "overlays.png")
+    if any(logs.values()):
+        curves_figure(logs, folder.figures / "curves.png")
+        written.append(folder.figures / "curves.png")
+    if images:
+        threshold_figure(images, folder.figures / "threshold.png")
+        written.append(folder.figures / "threshold.png")
+    return written
