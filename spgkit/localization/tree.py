@@ -7,7 +7,9 @@ sort, as levels are small integers), union by size and path halving, and reads e
 box, size, first pixel in raster order and contour area off it at each cut as it passes. Which
 neighbours of a pixel are already in is a function of the levels alone, so it is computed for all
 pixels beforehand in one vectorised scan. The cost is one pass over the pixels plus one output row
-per region and cut, so 1000 thresholds cost little more than 100.
+per region and cut, so 1000 thresholds cost little more than 100. Given ground-truth boxes, the
+core also scores every row's box (its best IoU), which the evaluator would otherwise do in numpy
+at a fifth of its time per image.
 
 - :func:`float_regions`: a pixel's level is the number of thresholds at or below its score, and the
   regions are the 8-connected components.
