@@ -167,7 +167,7 @@ def curves_figure(logs: dict[str, list[dict[str, str]]], path: Path) -> None:
 
 def threshold_figure(images: dict[str, dict[int, dict[str, np.ndarray]]], path: Path) -> None:
     """Box accuracy on the test split against the CAM threshold, from the runs' per-image records
-    (:func:`collect_images`), one colour per arm: the mean over seeds, a band from the lowest seed
+    (:func:`~spgkit.report.collect_images`), one colour per arm: the mean over seeds, a band from the lowest seed
     to the highest, and a dotted line at each threshold a seed chose on the selection split.
 
     Left, the largest region's box at IoU 50 %: at the chosen threshold this is GT-known Loc, and

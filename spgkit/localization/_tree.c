@@ -642,11 +642,11 @@ static PyObject *result(Rows *rows, int64_t *best, Py_ssize_t num_cuts, const Py
     return Py_BuildValue("(NNN)", r, b, i);
 }
 
-/* Optional ground-truth boxes: float64 bytes, four per box. */
+/* Optional ground-truth boxes: float64 bytes, four per box, at least one box. */
 static int check_gt(const Py_buffer *gt)
 {
-    if (gt->obj && gt->len % (Py_ssize_t)(4 * sizeof(double))) {
-        PyErr_SetString(PyExc_ValueError, "ground-truth boxes must be float64 bytes, four per box");
+    if (gt->obj && (gt->len == 0 || gt->len % (Py_ssize_t)(4 * sizeof(double)))) {
+        PyErr_SetString(PyExc_ValueError, "ground-truth boxes must be float64 bytes, four per box, at least one box");
         return -1;
     }
     return 0;

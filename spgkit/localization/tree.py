@@ -3,13 +3,14 @@
 Thresholding an image at cut ``c`` keeps the pixels whose level exceeds ``c``. As ``c`` falls,
 regions appear at local maxima, grow and merge: a merge (component) tree. The compiled core
 (``_tree.c``) builds it with a union-find over the pixels taken by descending level (a counting
-sort, as levels are small integers), union by size and path halving, and reads every live region's
-box, size, first pixel in raster order and contour area off it at each cut as it passes. Which
+sort, as levels are small integers), union by weight (pixels, or contour area where that is what
+ranks regions) and path halving, and reads every live region's box, weight and first pixel in
+raster order off it at each cut as it passes. Which
 neighbours of a pixel are already in is a function of the levels alone, so it is computed for all
 pixels beforehand in one vectorised scan. The cost is one pass over the pixels plus one output row
 per region and cut, so 1000 thresholds cost little more than 100. Given ground-truth boxes, the
-core also scores every row's box (its best IoU), which the evaluator would otherwise do in numpy
-at a fifth of its time per image.
+core also scores every row's box (its best IoU with them): in numpy that was most of the
+evaluator's work after the pass, itself a fifth of its time per image.
 
 - :func:`float_regions`: a pixel's level is the number of thresholds at or below its score, and the
   regions are the 8-connected components.

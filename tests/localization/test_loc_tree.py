@@ -207,3 +207,6 @@ def test_region_ious_equal_box_iou_to_the_bit():
             assert len(regions.boxes) > 100
             assert regions.iou.tobytes() == box_iou(regions.boxes, gt).max(axis=1).tobytes()
             assert regions_at_thresholds(ref.normalize_scoremap(m), np.arange(0, 1, 0.01), benchmark)[0].iou is None
+    for benchmark in (False, True):  # no box to score against is refused, as box_iou's max would
+        with pytest.raises(ValueError, match="at least one box"):
+            regions_at_thresholds(square, np.array([0.5]), benchmark, np.zeros((0, 4)))
