@@ -230,7 +230,7 @@ def cmd_evaluate(args) -> int:
 
     registry = _registry()
     model, config = load_model(args.checkpoint, registry)
-    dataset = _open_dataset(args, registry, eval_transform(config["image_size"], config["mean"], config["std"]))
+    dataset = _open_dataset(args, registry, eval_transform(config["image_size"], config["mean"], config["std"], config["resize"]))
     classes = dataset.num_classes
     if classes != config["num_classes"]:
         raise CLIError(
@@ -289,8 +289,9 @@ def overlay_names(paths: list[Path]) -> list[str]:
 
 def cmd_localize(args) -> int:
     import torch
-    from torchvision.transforms.v2 import functional as TF
+    from torchvision import tv_tensors
 
+    from spgkit.data import image_transform
     from spgkit.data.base import load_rgb
     from spgkit.evaluate import predict_maps
     from spgkit.io import write_json
@@ -304,12 +305,12 @@ def cmd_localize(args) -> int:
     model.to(device)
     threshold = args.threshold if args.threshold is not None else (_trained_threshold(args.checkpoint) or 0.2)
     size = config["image_size"]
+    transform = image_transform(size, config["mean"], config["std"], config["resize"])
     results = {}
     for path, name in zip(args.images, overlay_names(args.images)):
         rgb = load_rgb(path)
         height, width = rgb.shape[:2]
-        tensor = TF.to_dtype(TF.resize(torch.tensor(rgb).permute(2, 0, 1), [size, size]), torch.float32, scale=True)
-        tensor = TF.normalize(tensor, config["mean"], config["std"])
+        tensor = transform(tv_tensors.Image(torch.tensor(rgb).permute(2, 0, 1)))
         out, maps = predict_maps(model, tensor[None].to(device), protocol=args.protocol)
         label = int(out.logits.argmax(1))
         score = float(out.logits.softmax(1)[0, label])

@@ -38,6 +38,15 @@ PROTOCOLS = {
 }
 
 
+#: How images and masks are resized to the network's input: the data side of faithfulness.
+RESIZES = {
+    "benchmark": "the WSOL benchmark's: images by PIL's bilinear filter, masks by cv2.INTER_NEAREST",
+    "torchvision": "torchvision's antialiased bilinear on uint8 tensors and its nearest neighbour for "
+    "masks (spgkit's pipeline until 2026-12-02; on photos 0.5-3.4 % of pixel values differ from PIL's "
+    "by 1/255)",
+}
+
+
 class ConfigError(ValueError):
     """A declaration with a wrong type or value; the message names the class and the field."""
 
@@ -150,6 +159,8 @@ class Data(_Checked):
         test_split: split reported in the results table; never used for any choice.
         holdout: images carved out of the training split when ``select_split`` is ``None``.
         max_train, max_eval: cap the number of images used (0 = all); for quick runs.
+        resize: how images and masks are resized, one of :data:`RESIZES`: ``"benchmark"`` (its
+            PIL and OpenCV calls) or ``"torchvision"``.
     """
 
     name: str
@@ -161,6 +172,7 @@ class Data(_Checked):
     holdout: int = field(default=0, metadata=_at_least(0))
     max_train: int = field(default=0, metadata=_at_least(0))
     max_eval: int = field(default=0, metadata=_at_least(0))
+    resize: str = field(default="benchmark", metadata=_one_of(*RESIZES))
 
 
 @dataclass(frozen=True)

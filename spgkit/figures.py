@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are files; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -150,25 +151,36 @@ def evolution_figure(recorded: dict, mean, std, path: Path, most: int = 6) -> No
 
 
 def curves_figure(logs: dict[str, list[dict[str, str]]], path: Path) -> None:
-    """Training loss and selection-split metrics per epoch, one line per arm."""
+    """Training loss and selection-split metrics per epoch, one line per arm; a metric no run
+    logged (a study without per-epoch validation) gets no panel. The loss axis is logarithmic
+    where the losses span more than two orders of magnitude (a diverging arm beside the others)."""
     panels = [("loss", "training loss"), ("val_top1_acc", "val Top-1 Acc (%)"), ("val_maxboxaccv2", "val MaxBoxAccV2 (%)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2))
-    for ax, (key, title) in zip(axes, panels):
-        for arm, rows in logs.items():
-            points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+    curves = {
+        key: {arm: [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")] for arm, rows in logs.items()}
+        for key, _ in panels
+    }
+    panels = [(key, title) for key, title in panels if any(curves[key].values())]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for arm, points in curves[key].items():
             if points:
                 ax.plot(*zip(*points), marker="o", markersize=3, label=arm)
+        values = [v for points in curves[key].values() for _, v in points]
+        if key == "loss" and min(values) > 0 and max(values) > 100 * min(values):
+            ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=8)
     _save(fig, path)
 
 
 def threshold_figure(images: dict[str, dict[int, dict[str, np.ndarray]]], path: Path) -> None:
     """Box accuracy on the test split against the CAM threshold, from the runs' per-image records
-    (:func:`~spgkit.report.collect_images`), one colour per arm: the mean over seeds, a band from the lowest seed
-    to the highest, and a dotted line at each threshold a seed chose on the selection split.
+    (:func:`~spgkit.report.collect_images`), one colour per arm: the mean over seeds, a band from
+    the lowest seed to the highest, and a dotted line at each threshold a seed chose on the
+    selection split.
 
     Left, the largest region's box at IoU 50 %: at the chosen threshold this is GT-known Loc, and
     its peak is MaxBoxAcc. Right, the best box of any region, averaged over MaxBoxAccV2's IoU
@@ -255,7 +267,7 @@ def write_figures(study: Study, folder: StudyFolder, registry: Registry | None =
         model, config = load_model(run.checkpoint, registry)
         if batch is None:
             mean, std = config["mean"], config["std"]
-            transform = eval_transform(study.data.image_size, mean, std)
+            transform = eval_transform(config["image_size"], mean, std, config["resize"])
             test = open_test(study, transform, registry)  # the images the runs were scored on
             batch = collate([test[i] for i in range(min(study.figure_images, len(test)))])
         panels[arm.name] = {"maps": _maps(model, batch, protocol), "threshold": run.read_metrics()["cam_threshold"]}

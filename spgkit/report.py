@@ -291,8 +291,8 @@ def reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], basel
         f"and {base['maxboxaccv2']:.1f} against the object's ({gap:+.1f}); it covers {base['object_covered']:.1f} % "
         f"of the object, and {base['on_part']:.1f} % of what it keeps lies on the part."
     ]
-    # An arm that lost its classification has a near-flat map, which "covers" the object by
-    # covering everything: said apart, not ranked.
+    # An arm that lost its classification has a map that no longer follows a class: whatever of
+    # the object it covers (all of it, when the map is near flat) is said apart, not ranked.
     lost = [d for d in differences if d.get("top1_acc", 0) < -20]
     ranked = sorted((d for d in differences if "object_covered" in d and d not in lost), key=lambda d: -d["object_covered"])
     if ranked and ranked[0]["object_covered"] <= 0:
@@ -309,7 +309,7 @@ def reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], basel
         row = next(r for r in rows if r["arm"] == d["arm"])
         lines.append(
             f"{d['arm']} lost its classification ({row['top1_acc']:.1f} % Top-1, {d['top1_acc']:+.1f} on {baseline}): "
-            f"its map covers {row['object_covered']:.1f} % of the object because it covers nearly everything."
+            f"its map, which no longer follows a class, covers {row['object_covered']:.1f} % of the object (not ranked)."
         )
     diverged = [f"{r['arm']} ({r['diverged']} of {r['seeds'] + r['diverged']})" for r in rows if r.get("diverged")]
     if diverged:

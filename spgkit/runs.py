@@ -84,10 +84,12 @@ def _field_defaults(cls, prefix: str) -> dict[str, Any]:
     }
 
 
+#: Fields whose default changed: what a run recorded before the field existed computed.
+LEGACY = {"data.resize": "torchvision"}
 #: Each part of :func:`run_config` -> the default of every field it flattens to: a run recorded
-#: before spgkit had a field computed what the field's default computes.
+#: before spgkit had a field computed what the field's default computes (or :data:`LEGACY` says).
 DEFAULTS = {
-    "training": {**_field_defaults(Training, "training."), **_field_defaults(Data, "data.")},
+    "training": {**_field_defaults(Training, "training."), **_field_defaults(Data, "data."), **LEGACY},
     "evaluation": _field_defaults(Evaluation, ""),
 }
 
@@ -112,6 +114,7 @@ def model_config(study: Study, arm: Arm, num_classes: int, class_names: list[str
         "classifier_width": study.classifier_width,
         "dropout": study.dropout,
         "image_size": study.data.image_size,
+        "resize": study.data.resize,
         "mean": list(mean),
         "std": list(std),
     }
@@ -142,7 +145,8 @@ def load_model(path: str | Path, registry: Registry | None = None) -> tuple[WSOL
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[1:2] or [str(exc)]
         raise ValueError(f"{path}: its weights do not fit the model its config describes ({first[0].strip()})") from None
-    return model.eval(), state["config"]
+    # A checkpoint from before a field existed was made as LEGACY says.
+    return model.eval(), {"resize": LEGACY["data.resize"], **state["config"]}
 
 
 class RunFolder:

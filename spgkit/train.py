@@ -105,7 +105,7 @@ def make_datasets(study: Study, registry: Registry, train: Dataset, mean, std) -
     permutation (the same for every arm and seed), and training uses the rest.
     """
     data = study.data
-    eval_tf = eval_transform(data.image_size, mean, std)
+    eval_tf = eval_transform(data.image_size, mean, std, data.resize)
     if data.select_split is not None:
         select = open_split(study, data.select_split, eval_tf, registry)
     else:
@@ -237,7 +237,7 @@ def setup(study: Study, arm: Arm, seed: int, run: RunFolder, registry: Registry,
     mean, std = model.backbone.mean, model.backbone.std
     config = model_config(study, arm, train_split.num_classes, list(train_split.class_names), mean, std)
     train_ds, select_ds, test_ds = make_datasets(study, registry, train_split, mean, std)
-    augmented = SeededAugmentation(train_ds, train_transform(study.data.image_size, mean, std), seed)
+    augmented = SeededAugmentation(train_ds, train_transform(study.data.image_size, mean, std, study.data.resize), seed)
     if t.batch_size % dist_info.world:
         raise ValueError(f"batch size {t.batch_size} is not divisible by the {dist_info.world} processes")
     model.to(device)
@@ -262,7 +262,7 @@ def setup(study: Study, arm: Arm, seed: int, run: RunFolder, registry: Registry,
         start, history = state["epoch"] + 1, list(state["history"])
     snapshot_batch, snapshots = None, []
     if t.snapshot_every and dist_info.main:
-        fixed = _Transformed(train_ds, eval_transform(study.data.image_size, mean, std))
+        fixed = _Transformed(train_ds, eval_transform(study.data.image_size, mean, std, study.data.resize))
         snapshot_batch = collate([fixed[i] for i in range(min(SNAPSHOT_IMAGES, len(fixed)))])
         snapshots = run.read_snapshots()["shots"] if start and run.snapshots.exists() else []
     net = model

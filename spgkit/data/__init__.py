@@ -18,7 +18,7 @@ from spgkit.data.pets import OxfordPets
 from spgkit.data.sample import DataError, Sample, collate, make_sample
 from spgkit.data.synth import SynthSample, SynthWSOL
 from spgkit.data.tiny_imagenet import TinyImageNet
-from spgkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from spgkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BenchmarkResize, eval_transform, image_transform, train_transform
 from spgkit.data.wsol_metadata import WSOLMetadata
 
 from spgkit.hookspecs import hookimpl  # noqa: E402
@@ -40,6 +40,7 @@ def spgkit_register_datasets(register):
 
 
 __all__ = [
+    "BenchmarkResize",
     "CUB",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -55,6 +56,7 @@ __all__ = [
     "collate",
     "eval_transform",
     "extract",
+    "image_transform",
     "resolve_local",
     "make_sample",
     "train_transform",

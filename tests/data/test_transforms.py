@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from spgkit.config import ConfigError, Data
 from spgkit.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    BenchmarkResize,
     SynthWSOL,
     collate,
     eval_transform,
@@ -112,3 +118,42 @@ def test_collate_refuses_untransformed_images():
     sample = rectangle_sample((8, 8), (0, 0, 4, 4))
     with pytest.raises(TypeError, match="uint8.*eval_transform"):
         collate([sample])
+
+
+def test_benchmark_resize_is_pils_for_images_and_opencvs_for_masks():
+    # Images: the benchmark's loaders resize PIL images (bilinear, antialiased); torchvision's
+    # tensor kernel rounds differently on some pixels, so it would fail this.
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for height, width in ((24, 24), (20, 31)):
+        resized = BenchmarkResize((height, width))(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)))
+        expected = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+        assert isinstance(resized, tv_tensors.Image) and resized.dtype == torch.uint8
+        assert np.array_equal(resized.permute(1, 2, 0).numpy(), expected)
+    tensor_kernel = v2.Resize((20, 31), antialias=True)(torch.from_numpy(image).permute(2, 0, 1))
+    assert not torch.equal(tensor_kernel, resized)
+    # Masks: cv2.INTER_NEAREST. Six rows to 34: output row 17 maps to 17 * 6 / 34 = 3, which
+    # OpenCV computes as 2.999... -> row 2 and torchvision as row 3; so a mask on row 3 alone
+    # covers output rows 18-22 (OpenCV) rather than 17-22 (torchvision).
+    mask = np.zeros((6, 1), np.uint8)
+    mask[3] = 1
+    resized = BenchmarkResize((34, 1))(tv_tensors.Mask(torch.from_numpy(mask)))
+    assert isinstance(resized, tv_tensors.Mask)
+    assert np.flatnonzero(resized[:, 0].numpy()).tolist() == [18, 19, 20, 21, 22]
+    assert np.flatnonzero(v2.Resize((34, 1))(tv_tensors.Mask(torch.from_numpy(mask)))[:, 0].numpy()).tolist() == [17, 18, 19, 20, 21, 22]
+
+
+def test_both_pipelines_resize_as_asked():
+    sample = rectangle_sample((37, 53), (5, 7, 30, 25))
+    image = sample["image"]
+    for resize, expected in (
+        ("benchmark", BenchmarkResize((32, 32))(image)),
+        ("torchvision", v2.Resize((32, 32), antialias=True)(image)),
+    ):
+        out = eval_transform(32, (0.0,) * 3, (1.0,) * 3, resize)(sample)
+        assert torch.equal((out["image"] * 255).round().to(torch.uint8), expected)
+        assert torch.allclose(out["boxes"], torch.tensor([[5 * 32 / 53, 7 * 32 / 37, 30 * 32 / 53, 25 * 32 / 37]]))
+    with pytest.raises(ValueError, match="unknown resize 'pil'"):
+        train_transform(32, resize="pil")
+    with pytest.raises(ConfigError, match="resize"):
+        Data(name="synthwsol", resize="pil")

@@ -68,6 +68,18 @@ def test_a_field_added_to_spgkit_after_a_run_counts_as_its_default(tmp_path):
     assert run.prepare({**asked, "evaluation": {"protocol": "benchmark", "thresholds": 1000}}) == "evaluate"
 
 
+def test_a_run_from_before_the_benchmark_resize_is_not_reused_for_it(tmp_path):
+    # Runs recorded before Data.resize existed resized with torchvision: not what the new default
+    # ("benchmark", PIL and OpenCV) computes, so they are not reported for it.
+    run = RunFolder(tmp_path / "run")
+    run.prepare({"training": {"data": {"image_size": 32}}, "evaluation": {}})
+    run.write_metrics({"maxboxaccv2": 50.0})
+    run.per_image.write_bytes(b"scores")
+    with pytest.raises(RunConflict, match=r"data\.resize: 'torchvision' -> 'benchmark'"):
+        run.prepare({"training": {"data": {"image_size": 32, "resize": "benchmark"}}, "evaluation": {}})
+    assert run.prepare({"training": {"data": {"image_size": 32, "resize": "torchvision"}}, "evaluation": {}}) == "done"
+
+
 def test_folder_without_a_recorded_configuration_is_refused(tmp_path):
     run = RunFolder(tmp_path / "old")
     run.path.mkdir()

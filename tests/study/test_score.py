@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from spgkit.cli import main
 from spgkit.data import SynthWSOL, collate, eval_transform
+from spgkit.io import load_checkpoint, save_checkpoint
 from spgkit.runs import load_model
 
 DATA = ["--data", "synthwsol", "--data-arg", "num_images=12", "--data-arg", "image_size=40", "--data-arg", "num_classes=3"]
@@ -22,7 +23,7 @@ def write_model_outputs(checkpoint, folder):
     .npz. Computed as evaluate computes them: one batch of the 12 images, on the CPU."""
     model, config = load_model(checkpoint)
     dataset = SynthWSOL(split="test", num_images=12, image_size=40, num_classes=3,
-                        transform=eval_transform(config["image_size"], config["mean"], config["std"]))  # fmt: skip
+                        transform=eval_transform(config["image_size"], config["mean"], config["std"], config["resize"]))  # fmt: skip
     (batch,) = DataLoader(dataset, batch_size=64, collate_fn=collate)
     with torch.no_grad():
         out = model(batch["images"], classes=batch["labels"])
@@ -171,3 +172,11 @@ def test_maps_of_a_folder_csv_dataset_are_keyed_by_image_path(tmp_path, capsys):
     assert main(["score", "--maps", str(box_maps(tmp_path / "swapped", swap=True)), *args]) == 0
     assert json.loads(report.read_text())["maxboxacc"] == 0
     assert "gt_known_loc: 100.0000" in capsys.readouterr().out
+
+
+def test_a_checkpoint_keeps_its_resize_and_an_older_one_reads_as_torchvisions(trained, tmp_path):
+    assert load_model(trained)[1]["resize"] == "benchmark"
+    state = load_checkpoint(trained)
+    del state["config"]["resize"]  # as spgkit wrote checkpoints before 2026-12-02
+    save_checkpoint(tmp_path / "old.pt", state)
+    assert load_model(tmp_path / "old.pt")[1]["resize"] == "torchvision"
