@@ -8,8 +8,11 @@ only pixels are decoded lazily, in ``__getitem__``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +31,18 @@ Size = tuple[int, int]
 
 NO_BOXES = np.zeros((0, 4), dtype=np.float32)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+MAX_IMAGE_PIXELS: int | None = 250_000_000
+"""The largest image (width x height) the readers decode; larger ones raise :class:`DataError`
+naming the file and its pixel count. None lifts the limit.
+
+Pillow's own guard against decompression bombs warns above about 89 million pixels
+(``PIL.Image.MAX_IMAGE_PIXELS``) and refuses above twice that, which stops real photos (a
+100-megapixel camera frame). The readers replace it by this deliberate cap: 250 million pixels,
+about 750 MB once decoded to RGB, above the largest camera sensors (about 150 million pixels);
+Pillow's per-frame and per-tile checks keep working at this cap while the readers decode. No
+``DecompressionBombWarning`` escapes, even where warnings are errors. Pillow's global is
+restored after each decode."""
 
 
 class BadLine(Exception):
@@ -108,6 +123,13 @@ def read_lines(path: Path) -> Iterator[Line]:
         raise DataError(str(path), "annotation file not found") from None
     except UnicodeDecodeError as error:
         raise DataError(str(path), f"not a UTF-8 text file ({error})") from None
+    except OSError as error:  # a directory, no permission, an I/O error
+        raise DataError(str(path), f"cannot read annotation file ({os_reason(error)})") from None
+
+
+def os_reason(error: OSError) -> str:
+    """What an :class:`OSError` says, without the path the message already starts with."""
+    return error.strerror or str(error) or type(error).__name__
 
 
 def read_table(
@@ -172,13 +194,21 @@ def inclusive_to_exclusive(box: Box, size: Size) -> Box:
     return (x0, y0, x1 if x1 == width else x1 + 1, y1 if y1 == height else y1 + 1)
 
 
-def check_box(box: Box, size: Size) -> None:
-    """Raise :class:`BadLine` unless ``box`` (exclusive convention) is non-empty and inside the image."""
-    height, width = size
+def check_box(box: Box, size: Size | None) -> None:
+    """Raise :class:`BadLine` unless ``box`` (exclusive convention) is non-empty and inside the image.
+
+    With ``size`` None (not known before the image is decoded) only what needs no size is
+    checked: the box is non-empty and starts at non-negative coordinates.
+    """
     x0, y0, x1, y1 = box
     shown = f"({x0:g}, {y0:g}, {x1:g}, {y1:g})"
     if not (x0 < x1 and y0 < y1):
         raise BadLine(f"box {shown} is empty (needs x0 < x1 and y0 < y1)")
+    if size is None:
+        if x0 < 0 or y0 < 0:
+            raise BadLine(f"box {shown} starts at a negative coordinate, outside any image")
+        return
+    height, width = size
     if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
         raise BadLine(f"box {shown} lies outside the {width}x{height} image")
 
@@ -192,49 +222,132 @@ def mask_box(mask: np.ndarray) -> Box | None:
     return (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
 
 
+class TooLarge(Exception):
+    """An image has more pixels than :data:`MAX_IMAGE_PIXELS`; the message gives the count."""
+
+
+# Pillow's limit is a module global: decodes that raise it to MAX_IMAGE_PIXELS take turns.
+_PIL_LIMIT_LOCK = threading.RLock()
+
+
+def _new_lock() -> None:  # a child forked while another thread decoded must not inherit a held lock
+    global _PIL_LIMIT_LOCK
+    _PIL_LIMIT_LOCK = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock)
+_PIL_PIXELS = re.compile(r"Image size \((\d+) pixels\)")
+
+
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    """``Image.open(path)`` under :data:`MAX_IMAGE_PIXELS` instead of Pillow's decompression-bomb
+    limit; raises :class:`TooLarge` for an image over it. Pillow's bomb warnings are kept from
+    the caller (they could be errors); other warnings pass on."""
+    limit = MAX_IMAGE_PIXELS
+    with _PIL_LIMIT_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow then warns above the limit and refuses above twice it
+        try:
+            try:
+                image = Image.open(path)
+            except Image.DecompressionBombError as error:
+                raise TooLarge(_too_large(error, limit)) from None
+            with image:
+                width, height = image.size
+                if limit is not None and width * height > limit:
+                    raise TooLarge(_too_large(f"{width}x{height} = {width * height:,}", limit))
+                try:
+                    yield image
+                except Image.DecompressionBombError as error:  # a frame or tile over the limit
+                    raise TooLarge(_too_large(error, limit)) from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    for warning in caught:
+        if not issubclass(warning.category, Image.DecompressionBombWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _too_large(pixels: str | Exception, limit: int | None) -> str:
+    """The reason for refusing an image of ``pixels`` (a count, or Pillow's error that holds one)."""
+    if isinstance(pixels, Exception):
+        found = _PIL_PIXELS.search(str(pixels))
+        pixels = f"{int(found.group(1)):,}" if found else "too many"
+    return (
+        f"image of {pixels} pixels is over the limit of {limit or 0:,} pixels "
+        "(spgkit.data.base.MAX_IMAGE_PIXELS; raise it if the image is genuine)"
+    )
+
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, ZeroDivisionError)
+"""What Pillow raises on corrupt files (its decoders raise more than ``OSError`` on crafted input)."""
+
+
+def _decode_reason(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, (OSError, SyntaxError, ValueError)) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def read_size(path: Path) -> Size:
     """(height, width) from an image file's header, without decoding its pixels."""
     try:
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             width, height = image.size
     except FileNotFoundError:
         raise BadLine(f"image file {path} not found") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise BadLine(f"image file {path} is not a readable image ({error})") from None
+    except TooLarge as error:
+        raise BadLine(f"image file {path}: {error}") from None
+    except _DECODE_ERRORS as error:
+        raise BadLine(f"image file {path} is not a readable image ({_decode_reason(error)})") from None
     return height, width
 
 
 def load_rgb(path: Path) -> np.ndarray:
     """Decode an image file to uint8 RGB (H, W, 3); grayscale, palette, alpha and high-depth
     images included (16-bit, 32-bit integer and float grayscale are scaled to 8 bits, where
-    ``convert("RGB")`` would clip every value above 255 to white)."""
+    ``convert("RGB")`` would clip every value above 255 to white). EXIF orientation is not
+    applied, as in the WSOL benchmark (``Image.open(path).convert("RGB")``). Images over
+    :data:`MAX_IMAGE_PIXELS` raise :class:`DataError`."""
     try:
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             if not (image.mode.startswith("I") or image.mode == "F"):
                 return np.asarray(image.convert("RGB"))
             values = np.asarray(image, dtype=np.float64)
+            mode = image.mode
     except FileNotFoundError:
         raise DataError(str(path), "image file not found") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(str(path), f"cannot decode image ({error})") from None
+    except TooLarge as error:
+        raise DataError(str(path), str(error)) from None
+    except _DECODE_ERRORS as error:
+        raise DataError(str(path), f"cannot decode image ({_decode_reason(error)})") from None
+    if not np.isfinite(values).all():
+        raise DataError(str(path), "image has NaN or infinite pixel values")
     peak = values.max(initial=0)
-    if image.mode.startswith("I;16") or peak > 255:
+    if mode.startswith("I;16") or peak > 255:
         depth = 65535.0
     else:
-        depth = 1.0 if image.mode == "F" and peak <= 1 else 255.0
+        depth = 1.0 if mode == "F" and peak <= 1 else 255.0
     gray = np.clip(np.rint(values / depth * 255), 0, 255).astype(np.uint8)
     return np.repeat(gray[..., None], 3, axis=2)
 
 
 def load_label_map(path: Path) -> np.ndarray:
-    """Decode a single-channel annotation image (trimap, mask) to its raw values (H, W)."""
+    """Decode a single-channel annotation image (trimap, mask) to its raw values (H, W).
+    Images over :data:`MAX_IMAGE_PIXELS` raise :class:`DataError`."""
     try:
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             if image.mode not in ("1", "L", "P", "I", "I;16"):
                 image = image.convert("L")
             return np.asarray(image)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(str(path), f"cannot decode annotation image ({error})") from error
+    except FileNotFoundError:
+        raise DataError(str(path), "annotation image not found") from None
+    except TooLarge as error:
+        raise DataError(str(path), str(error)) from None
+    except _DECODE_ERRORS as error:
+        raise DataError(str(path), f"cannot decode annotation image ({_decode_reason(error)})") from None
 
 
 def list_images(directory: Path) -> list[str]:
@@ -243,6 +356,8 @@ def list_images(directory: Path) -> list[str]:
         entries = os.scandir(directory)
     except FileNotFoundError:
         raise DataError(str(directory), "directory not found") from None
+    except OSError as error:  # not a directory, no permission
+        raise DataError(str(directory), f"cannot list directory ({os_reason(error)})") from None
     with entries:
         return sorted(
             entry.name

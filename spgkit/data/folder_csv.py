@@ -10,7 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from spgkit.data.base import BadLine, Line, Problems, Record, RecordDataset, check_box, parse_box, read_size
+from spgkit.data.base import (
+    BadLine,
+    Line,
+    Problems,
+    Record,
+    RecordDataset,
+    check_box,
+    os_reason,
+    parse_box,
+    read_lines,
+    read_size,
+)
 from spgkit.data.sample import DataError, Sample
 
 COLUMNS = ("image", "label", "x0", "y0", "x1", "y1")
@@ -70,6 +81,10 @@ class FolderCSV(RecordDataset):
         rows = _read_rows(csv_path, problems)
         if class_names is None:
             class_names = _default_classes(image_root, csv_path, rows)
+        else:
+            repeated = sorted({name for name in class_names if list(class_names).count(name) > 1})
+            if repeated:
+                raise ValueError(f"class_names repeats {repeated}: each class needs its own name")
         label_of = {name: index for index, name in enumerate(class_names)}
         images: dict[str, list[tuple[Line, str, list[str]]]] = {}
         for line, image, label, box_fields in rows:
@@ -105,7 +120,13 @@ def _default_classes(root: Path, csv_path: Path, rows: list[tuple[Line, str, str
     """classes.txt, else the labels of train.csv, else those of ``rows`` (read from ``csv_path``)."""
     listed = root / "classes.txt"
     if listed.is_file():
-        return [name.strip() for name in listed.read_text(encoding="utf-8-sig").splitlines() if name.strip()]
+        names: dict[str, int] = {}
+        for line in read_lines(listed):
+            name = line.text.strip()
+            if name in names:
+                raise DataError(line.location, f"class name {name!r} was already given on line {names[name]}")
+            names[name] = line.lineno
+        return list(names)
     train = root / "train.csv"
     # Reading train.csv itself, its rows are already at hand. Otherwise its problems are reported
     # when the train split is read, not here.
@@ -125,6 +146,9 @@ def _read_rows(path: Path, problems: Problems) -> list[tuple[Line, str, str, lis
                 raise DataError(
                     f"{path}:1", f"header {header} lacks {missing}; it must name {','.join(COLUMNS)}"
                 )
+            repeated = [name for name in COLUMNS if header.count(name) > 1]
+            if repeated:
+                raise DataError(f"{path}:1", f"header {header} names column(s) {repeated} more than once")
             columns = [header.index(name) for name in COLUMNS]
             rows = []
             for fields in reader:
@@ -143,4 +167,8 @@ def _read_rows(path: Path, problems: Problems) -> list[tuple[Line, str, str, lis
         raise DataError(str(path), "CSV file not found") from None
     except UnicodeDecodeError as error:
         raise DataError(str(path), f"not a UTF-8 text file ({error})") from None
+    except csv.Error as error:  # e.g. a field over the csv module's size limit
+        raise DataError(f"{path}:{reader.line_num}", f"malformed CSV ({error})") from None
+    except OSError as error:  # a directory, no permission
+        raise DataError(str(path), f"cannot read CSV file ({os_reason(error)})") from None
     return rows

@@ -20,6 +20,7 @@ from spgkit.data.base import (
     check_box,
     inclusive_to_exclusive,
     list_images,
+    os_reason,
     parse_box,
     parse_int,
 )
@@ -101,6 +102,8 @@ def _read_voc(path: Path) -> tuple[Size, str, np.ndarray]:
         tree = ET.parse(path)
     except FileNotFoundError:
         raise BadLine("annotation file not found") from None
+    except OSError as error:  # a directory, no permission
+        raise BadLine(f"cannot read annotation file ({os_reason(error)})") from None
     size = (_int_field(tree, "size/height"), _int_field(tree, "size/width"))
     names, boxes = set(), []
     objects = tree.findall("object")

@@ -12,6 +12,7 @@ evaluator converts to the WSOL benchmark's inclusive ``+1`` convention where it 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
@@ -24,7 +25,10 @@ class DataError(ValueError):
     """A dataset file is missing, unreadable or malformed.
 
     The message starts with the culprit: ``path: what is wrong`` for a file, and
-    ``path:lineno: what is wrong`` for an annotation line.
+    ``path:lineno: what is wrong`` for an annotation line. It is always one line (line breaks in
+    a reason become spaces). Raised in a ``DataLoader`` worker, it reaches the main process as a
+    ``DataError`` with the same message, not torch's text of the worker's traceback (its
+    ``location`` is then None and ``reason`` the whole message).
 
     Attributes:
         location: the culprit, ``path`` or ``path:lineno`` (None when built from a bare message).
@@ -32,10 +36,44 @@ class DataError(ValueError):
     """
 
     def __init__(self, location: str, reason: str | None = None) -> None:
-        # One argument is a finished message: DataLoader workers re-raise exceptions that way.
-        super().__init__(location if reason is None else f"{location}: {reason}")
+        # One argument is a finished message. torch's DataLoader re-raises an exception from a
+        # worker process (or its pin-memory thread) as ``type(exc)(text)``, where the text is
+        # "Caught DataError in DataLoader worker process 0.\nOriginal Traceback ..." followed by
+        # the worker's whole traceback: only the error's own line of it is kept.
+        if reason is None:
+            location = _worker_message(type(self), location)
+        else:
+            location, reason = _one_line(location), _one_line(reason)
+        super().__init__(_one_line(location) if reason is None else f"{location}: {reason}")
         self.location = None if reason is None else location
-        self.reason = location if reason is None else reason
+        self.reason = self.args[0] if reason is None else reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep ``location`` and ``reason`` through pickling (multiprocessing, spawn-started workers).
+        args = (self.reason,) if self.location is None else (self.location, self.reason)
+        return type(self), args, self.__dict__
+
+
+_WORKER_TEXT = re.compile(r"\ACaught \w+ .*?\.\nOriginal Traceback \(most recent call last\):\n", re.DOTALL)
+
+
+def _worker_message(exc_type: type, text: str) -> str:
+    """The error's own message when ``text`` is torch's re-raise text of a worker's traceback."""
+    if not isinstance(text, str) or not _WORKER_TEXT.match(text):
+        return text
+    module, name = exc_type.__module__, exc_type.__qualname__
+    prefix = f"{name}: " if module in ("__main__", "builtins") else f"{module}.{name}: "
+    for line in reversed(text.splitlines()):  # the last one: the error itself, after any it was raised from
+        if line.startswith(prefix):
+            return line[len(prefix) :]
+    return text
+
+
+def _one_line(text: Any) -> Any:
+    """``text`` with its line breaks (e.g. from a decoder's message) turned into spaces."""
+    if not isinstance(text, str) or ("\n" not in text and "\r" not in text):
+        return text
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 class Sample(TypedDict):
@@ -47,7 +85,7 @@ class Sample(TypedDict):
         boxes: ``tv_tensors.BoundingBoxes`` of shape (n, 4), format XYXY, ``canvas_size=(H, W)``,
             float32, in the module's convention (x0, y0 inclusive; x1, y1 exclusive). n >= 1 on
             every split that carries localization labels; a split published without any (ILSVRC
-            train, a WSOL-benchmark split without ``localization.txt``) gives n = 0.
+            train, a WSOL-benchmark split with no or an empty ``localization.txt``) gives n = 0.
         mask: ``tv_tensors.Mask`` (H, W), uint8 in {0, 1}: the whole-object mask, or None where
             the format has none.
         ignore: ``tv_tensors.Mask`` (H, W), uint8 in {0, 1}: pixels PxAP must ignore, or None.

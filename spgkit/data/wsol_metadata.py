@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -47,8 +48,17 @@ class WSOLMetadata(RecordDataset):
                                one line per instance mask; the ignore path is given on the
                                image's first line only (later lines leave it empty)
 
-    ``localization.txt`` is optional (the benchmark's training splits have none; samples then
-    carry no boxes). Its kind is taken from the first line's field count (5: boxes, 3: masks).
+    ``localization.txt`` is optional: missing or empty (the benchmark's training splits have none,
+    its OpenImages ``train/localization.txt`` is an empty file), the split has no annotations and
+    samples carry no boxes or masks. Its kind is taken from the first line's field count (5:
+    boxes, 3: masks).
+
+    ``image_sizes.txt`` is optional too, as in the benchmark, which reads it only to scale boxes
+    (its OpenImages ``image_sizes.txt`` files are empty). A size it gives is checked against the
+    decoded image; an image it does not list takes its size from the decoded image when the
+    sample is loaded, and its boxes are then checked against that size there (a box outside the
+    image raises :class:`~spgkit.data.DataError` at that ``localization.txt`` line, whatever
+    ``on_error`` says: a loaded sample cannot be skipped). Mask files must have their image's size.
 
     Boxes are read as the benchmark reads them: its IoU counts ``x1 - x0 + 1`` pixels, so
     ``x1, y1`` are inclusive and become ``x1 + 1, y1 + 1`` here (see
@@ -92,12 +102,18 @@ class WSOLMetadata(RecordDataset):
         problems = Problems(on_error)
         image_ids = read_table(split_dir / "image_ids.txt", 1, problems, sep=",", what="image_id")
         labels = read_table(split_dir / "class_labels.txt", 2, problems, sep=",", what="image_id,label")
-        sizes = read_table(split_dir / "image_sizes.txt", 3, problems, sep=",", what="image_id,width,height")
+        sizes_path = split_dir / "image_sizes.txt"
+        sizes = (
+            read_table(sizes_path, 3, problems, sep=",", what="image_id,width,height")
+            if sizes_path.exists()
+            else {}
+        )
         for table in (labels, sizes):
             for key in table.keys() - image_ids.keys():
                 problems.report(table[key][0].location, f"{key!r} is not in image_ids.txt", key)
         localization_path = split_dir / "localization.txt"
         localization = _read_localization(localization_path, problems) if localization_path.exists() else None
+        # None: a split without annotations (no localization.txt, or an empty one)
         if localization is not None:
             for key in localization.entries.keys() - image_ids.keys():
                 problems.report(
@@ -110,17 +126,18 @@ class WSOLMetadata(RecordDataset):
                 continue
             at = image_line  # the line a failure below is reported at, unless it names its own
             try:
-                for name, table in (("class_labels.txt", labels), ("image_sizes.txt", sizes)):
-                    if key not in table:
-                        raise BadLine(f"{key!r} has no line in {name}")
+                if key not in labels:
+                    raise BadLine(f"{key!r} has no line in class_labels.txt")
                 at, (label_text,) = labels[key]
                 label = parse_int(label_text, "label")
                 if not 0 <= label < len(class_names):
                     raise BadLine(f"label {label} outside [0, {len(class_names)})")
-                at, (width_text, height_text) = sizes[key]
-                size = (parse_int(height_text, "height"), parse_int(width_text, "width"))
-                if min(size) <= 0:
-                    raise BadLine(f"image size {width_text}x{height_text} is not positive")
+                size = None  # not listed in image_sizes.txt: the decoded image's
+                if key in sizes:
+                    at, (width_text, height_text) = sizes[key]
+                    size = (parse_int(height_text, "height"), parse_int(width_text, "width"))
+                    if min(size) <= 0:
+                        raise BadLine(f"image size {width_text}x{height_text} is not positive")
                 boxes, extra = NO_BOXES, None
                 if localization is not None:
                     at = image_line
@@ -129,6 +146,8 @@ class WSOLMetadata(RecordDataset):
                         raise BadLine(f"{key!r} has no line in localization.txt")
                     if localization.kind == "boxes":
                         boxes = _boxes(entries, size)
+                        if size is None:  # finished against the decoded size
+                            extra = _UnsizedBoxes([line.location for line, _ in entries])
                     else:
                         extra = _mask_files(entries, mask_root)
             except BadLine as error:
@@ -142,6 +161,8 @@ class WSOLMetadata(RecordDataset):
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         if record.extra is None:
             return record.boxes, None, None
+        if isinstance(record.extra, _UnsizedBoxes):
+            return record.extra.finish(record.boxes, size), None, None
         mask_paths, ignore_path = record.extra
         instances = [_load_mask(path, size) for path in mask_paths]
         boxes = []
@@ -169,11 +190,15 @@ class _Localization:
 _KINDS = {5: ("boxes", "image_id,x0,y0,x1,y1"), 3: ("masks", "image_id,mask_path,ignore_path")}
 
 
-def _read_localization(path: Path, problems: Problems) -> _Localization:
-    """Group localization.txt by image id; its kind comes from the first well-formed line's field count."""
+def _read_localization(path: Path, problems: Problems) -> _Localization | None:
+    """Group localization.txt by image id; its kind comes from the first well-formed line's field
+    count. None for a file without lines: a split without annotations, as the benchmark ships its
+    OpenImages ``train/localization.txt``."""
     kind = layout = None
     entries: dict[str, Entries] = defaultdict(list)
+    empty = True
     for line in read_lines(path):
+        empty = False
         try:
             if kind is None:
                 count = len(line.text.split(","))
@@ -185,21 +210,50 @@ def _read_localization(path: Path, problems: Problems) -> _Localization:
             problems.report(line.location, str(error), line.key(","))
             continue
         entries[fields[0]].append((line, fields[1:]))
+    if empty:
+        return None
     if kind is None:
         raise DataError(str(path), "no usable line")
     return _Localization(kind, entries)
 
 
-def _boxes(entries: Entries, size: Size) -> np.ndarray:
+def _boxes(entries: Entries, size: Size | None) -> np.ndarray:
+    """The boxes of one image in the exclusive convention, checked. With ``size`` None (unknown
+    until the image is decoded) every ``x1, y1`` gets its ``+ 1`` and only what needs no size is
+    checked; :meth:`_UnsizedBoxes.finish` completes both once the size is known."""
     boxes = []
     for line, fields in entries:
         try:
-            box = inclusive_to_exclusive(parse_box(fields), size)
+            box = parse_box(fields)
+            box = inclusive_to_exclusive(box, size if size is not None else (math.inf, math.inf))
             check_box(box, size)
         except BadLine as error:
             raise BadLine(str(error), line) from None
         boxes.append(box)
     return np.array(boxes, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class _UnsizedBoxes:
+    """Marks the boxes of an image that ``image_sizes.txt`` does not list: its record's ``boxes``
+    are ``x0, y0, x1 + 1, y1 + 1`` of the lines at ``locations``, finished when it is decoded."""
+
+    locations: list[str]
+
+    def finish(self, boxes: np.ndarray, size: Size) -> np.ndarray:
+        """``boxes`` as :func:`~spgkit.data.base.inclusive_to_exclusive` makes them for ``size``
+        (an ``x1`` written equal to the width stays at the border), checked against ``size``, or
+        :class:`DataError` at the culprit's line."""
+        height, width = size
+        finished = np.array(boxes, dtype=np.float32)
+        finished[finished[:, 2] == width + 1, 2] = width
+        finished[finished[:, 3] == height + 1, 3] = height
+        for location, box in zip(self.locations, finished.tolist()):
+            try:
+                check_box(tuple(box), size)
+            except BadLine as error:
+                raise DataError(location, str(error)) from None
+        return finished
 
 
 def _mask_files(entries: Entries, mask_root: Path) -> tuple[list[Path], Path | None]:
