@@ -282,6 +282,27 @@ def default_roles(strides: list[int]) -> dict[str, int]:
     return {"low": first(4, 0.25), "mid": first(8, 0.5), "late": max(n - 2, 0), "high": n - 1}
 
 
+def check_roles(model_name: str, roles: object, stages: int) -> dict[str, int]:
+    """``roles`` (role -> index into the model's ``stages`` feature stages; negative indices count
+    from the end) with every index made non-negative; a one-line TypeError or ValueError naming
+    the backbone, the role, the index and how many stages the model has."""
+    if not isinstance(roles, dict):
+        raise TypeError(f"backbone {model_name!r}: roles must be a dict of role -> stage index, not {roles!r}")
+    checked = {}
+    for role, index in roles.items():
+        if not isinstance(role, str):
+            raise TypeError(f"backbone {model_name!r}: roles: role {role!r} is not a string")
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"backbone {model_name!r}: roles[{role!r}] must be an integer stage index, not {index!r}")
+        if not -stages <= index < stages:
+            raise ValueError(
+                f"backbone {model_name!r}: roles[{role!r}] = {index} is past the model: it has {stages} "
+                f"feature stages, indices 0 to {stages - 1}"
+            )
+        checked[role] = index % stages
+    return checked
+
+
 def _as_nchw(x: torch.Tensor, channels: int, declared_nhwc: bool) -> torch.Tensor:
     """``x`` as NCHW: timm's Swin and MambaOut stages give NHWC maps. The channel count tells the
     layouts apart; where a map is as tall as it has channels, the layout timm declares settles it."""
@@ -323,7 +344,8 @@ class TimmBackbone(AttentionBackbone):
         super().__init__()
         self.name = model_name
         probe, kwargs = _probe(model_name, {"output_stride": output_stride} if output_stride else {})
-        roles = roles or default_roles([stage["reduction"] for stage in probe.feature_info])
+        strides = [stage["reduction"] for stage in probe.feature_info]
+        roles = check_roles(model_name, roles, len(strides)) if roles else default_roles(strides)
         indices = sorted(set(roles.values()))
         weight_file = None if isinstance(weights, dict) else weights
         if weight_file is not None:

@@ -19,8 +19,10 @@ weigh is the arm's choice (``HeadSpec(name, args, weight=...)``), not the head's
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -30,6 +32,50 @@ from spgkit.backbones import StageInfo
 
 class MissingRole(ValueError):
     """A head asked for a backbone role the backbone does not provide."""
+
+
+def check_int(head: str, arg: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int of at least ``minimum``; else a one-line TypeError or ValueError naming
+    the head and the argument (``head 'spg_b': width must be at least 1, not -3``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"head {head!r}: {arg} must be an integer, not {value!r}")
+    if value < minimum:
+        raise ValueError(f"head {head!r}: {arg} must be at least {minimum}, not {value}")
+    return int(value)
+
+
+def check_number(head: str, arg: str, value: Any, low: float | None = None, high: float | None = None, high_open: bool = False) -> float:
+    """``value`` as a finite float in ``[low, high]`` (``[low, high)`` with ``high_open``; an open
+    end where None); else a one-line TypeError or ValueError naming the head and the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"head {head!r}: {arg} must be a number, not {value!r}")
+    value = float(value)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or (low is not None and value < low) or too_high:
+        if low is not None and high is not None:
+            where = f"in [{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            where = f"finite and at least {low:g}"
+        else:
+            where = "finite" if high is None else f"finite and at most {high:g}"
+        raise ValueError(f"head {head!r}: {arg} must be {where}, not {value}")
+    return value
+
+
+def check_thresholds(head: str, arg: str, value: Any) -> tuple[float, float]:
+    """A seed's ``(delta_h, delta_l)``: two numbers in [0, 1] with ``delta_h >= delta_l`` (pixels
+    above delta_h are object, below delta_l background); else a one-line ValueError or TypeError
+    naming the head, the argument and both values."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"head {head!r}: {arg} must be a pair (delta_h, delta_l), not {value!r}")
+    high = check_number(head, f"{arg} delta_h", value[0], 0.0, 1.0)
+    low = check_number(head, f"{arg} delta_l", value[1], 0.0, 1.0)
+    if high < low:
+        raise ValueError(
+            f"head {head!r}: {arg} (delta_h, delta_l) = ({high:g}, {low:g}): delta_h {high:g} is below "
+            f"delta_l {low:g}; object pixels are those above delta_h, background those below delta_l"
+        )
+    return high, low
 
 
 @dataclass(frozen=True)
@@ -112,7 +158,16 @@ class GuidanceHead(nn.Module):
 
     Constructor: ``__init__(self, spec: ModelSpec, **hyperparameters)``; it reads the backbone roles
     it needs with ``spec.stage(role)``, so a backbone without them is refused when the model is
-    built.
+    built. It refuses a bad hyperparameter with a ValueError or TypeError whose message names the
+    head and the argument (:func:`check_int`, :func:`check_number`, :func:`check_thresholds`);
+    :func:`spgkit.model.build_model` passes those on as argument errors and reports anything else
+    the constructor raises as a :class:`spgkit.plugins.HeadError` (a bug in the head).
+
+    What the model checks of a head at run time (each failure a ``HeadError`` naming the head, its
+    plugin and the method): ``forward`` returns a :class:`HeadOutput`; its ``map`` is (N, K, h, w)
+    with K the number of classes, or (N, 1, h, w); every loss is a 0-d floating-point tensor and
+    every stat a 0-d tensor; ``transform_batch`` returns ``(images, targets)``, two tensors of the
+    batch's size; ``feature_transforms`` returns a dict of callables.
     """
 
     name: ClassVar[str] = ""

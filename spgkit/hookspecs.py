@@ -14,6 +14,11 @@ an entry point in the ``spgkit`` group of its distribution::
     @spgkit.hookimpl
     def spgkit_register_heads(register):
         register(MyHead)
+
+A function named ``spgkit_*`` without ``@spgkit.hookimpl`` would be ignored by pluggy, so the plugin
+would register nothing; spgkit refuses such a plugin with a :class:`spgkit.plugins.PluginError`
+naming it and the function. A decorated function whose name is not a hook below (a misspelling)
+is refused the same way.
 """
 
 from __future__ import annotations

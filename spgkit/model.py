@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -15,7 +16,11 @@ from spgkit.guidance import class_maps, minmax_normalize, upsample
 from spgkit.config import HeadSpec
 from spgkit.heads import ClassifierOutput, GuidanceHead, HeadContext, HeadOutput, MissingRole, ModelSpec
 from spgkit.init import xavier_init
-from spgkit.plugins import PluginError, Registry
+from spgkit.plugins import BackboneError, HeadError, PluginError, Registry, one_line
+
+#: Errors that pass out of a head's or a backbone's code unwrapped: already attributed, or not the
+#: plugin's fault (memory). KeyboardInterrupt and SystemExit are no Exception and pass anyway.
+_PASS_THROUGH = (PluginError, MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
 
 
 class Classifier(nn.Module):
@@ -99,26 +104,56 @@ def order_heads(heads: Mapping[str, type[GuidanceHead]]) -> list[str]:
 
 
 class WSOLModel(nn.Module):
-    """The attention backbone, the CAM classifier on its ``high`` stage, and ordered heads."""
+    """The attention backbone, the CAM classifier on its ``high`` stage, and ordered heads.
+
+    Every call into a head's code is guarded: an exception it raises, or an output the head
+    contract (:mod:`spgkit.heads`) does not allow, is a :class:`~spgkit.plugins.HeadError` naming
+    the head, the plugin that registered it (``plugins``: head name -> plugin, as the registry
+    knows it; default the head's module) and the method. A backbone's forward pass that fails with
+    anything but a RuntimeError or AssertionError (what torch and timm raise for an input too small
+    for the network) is a :class:`~spgkit.plugins.BackboneError`.
+    """
 
     def __init__(
-        self, backbone: AttentionBackbone, classifier: Classifier, heads: list[GuidanceHead], weights: Mapping[str, float] | None = None
+        self,
+        backbone: AttentionBackbone,
+        classifier: Classifier,
+        heads: list[GuidanceHead],
+        weights: Mapping[str, float] | None = None,
+        plugins: Mapping[str, str] | None = None,
+        backbone_plugin: str | None = None,
     ):
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
         self.heads = nn.ModuleDict({head.name: head for head in heads})
         self.weights = {head.name: float((weights or {}).get(head.name, 1.0)) for head in heads}  #: each head's loss weight
+        #: the plugin that registered each head, for messages
+        self.plugins = {head.name: (plugins or {}).get(head.name) or f"module {type(head).__module__}" for head in heads}
+        self.backbone_plugin = backbone_plugin or f"module {type(backbone).__module__}"
         for head in heads:
-            for path, transform in head.feature_transforms().items():
+            plugin = self.plugins[head.name]
+            try:
+                transforms = head.feature_transforms()
+            except _PASS_THROUGH:
+                raise
+            except Exception as exc:
+                raise HeadError.wrap(head.name, plugin, "feature_transforms", exc) from exc
+            if not isinstance(transforms, Mapping) or not all(isinstance(k, str) and callable(v) for k, v in transforms.items()):
+                raise HeadError(
+                    f"head {head.name!r} (plugin {plugin!r}): feature_transforms returned {_describe(transforms)}, "
+                    "not a dict of module path -> callable",
+                    head.name, plugin, "feature_transforms",
+                )  # fmt: skip
+            for path, transform in transforms.items():
                 try:
                     module = self.get_submodule(path)
                 except AttributeError:
                     raise ValueError(
                         f"head {head.name!r} transforms the output of {path!r}, which this model does not have "
-                        f"(its stages: {_stage_paths(backbone)}; the classifier's A3: classifier.a3)"
+                        f"(its stages: {_stage_paths(backbone)}; the classifier's A3: classifier.a3); plugin {plugin!r}"
                     ) from None
-                module.register_forward_hook(_TrainingTransform(transform))
+                module.register_forward_hook(_TrainingTransform(transform, head.name, plugin, path))
 
     def forward(
         self, images: torch.Tensor, labels: torch.Tensor | None = None, classes: torch.Tensor | None = None
@@ -134,16 +169,53 @@ class WSOLModel(nn.Module):
         """
         targets = labels
         if self.training and labels is not None:
-            for head in self.heads.values():
-                images, targets = head.transform_batch(images, targets)
-        features = self.backbone(images)
+            for name, head in self.heads.items():
+                try:
+                    result = head.transform_batch(images, targets)
+                except _PASS_THROUGH:
+                    raise
+                except Exception as exc:
+                    raise HeadError.wrap(name, self.plugins[name], "transform_batch", exc) from exc
+                if not _is_batch(result, len(images)):
+                    what = f"returned {_describe(result)}; it must return (images, targets), two tensors of the batch's {len(images)} rows"
+                    raise self._contract(name, "transform_batch", what)
+                images, targets = result
+        try:
+            features = self.backbone(images)
+        except (RuntimeError, AssertionError, *_PASS_THROUGH):  # too small an input; a head's feature transform (HeadError)
+            raise
+        except Exception as exc:
+            name = getattr(self.backbone, "name", "") or type(self.backbone).__name__
+            raise BackboneError(f"backbone {name!r} (plugin {self.backbone_plugin!r}) failed in forward: {one_line(exc)}") from exc
         cls_out = self.classifier(features["high"])
         if classes is None:
             classes = labels if labels is not None else cls_out.logits.argmax(1)
         ctx = HeadContext(images, features, cls_out, labels, targets, classes, outputs={})
+        n, k = cls_out.cams.shape[:2]
         for name, head in self.heads.items():
-            ctx.outputs[name] = head(ctx)
+            try:
+                out = head(ctx)
+            except _PASS_THROUGH:
+                raise
+            except Exception as exc:
+                raise HeadError.wrap(name, self.plugins[name], "forward", exc) from exc
+            if not isinstance(out, HeadOutput):
+                raise self._contract(name, "forward", f"returned {_describe(out)}, not a HeadOutput")
+            if out.map is not None and not _is_map(out.map, n, k):
+                raise self._contract(
+                    name, "forward",
+                    f"returned as its map {_describe(out.map)}; a head's map is ({n}, {k}, h, w), one channel per class, or ({n}, 1, h, w)",
+                )  # fmt: skip
+            if not (isinstance(out.losses, dict) and isinstance(out.stats, dict)):
+                what = f"returned losses {_describe(out.losses)} and stats {_describe(out.stats)}; both must be dicts"
+                raise self._contract(name, "forward", what)
+            ctx.outputs[name] = out
         return ModelOutput(cls_out, ctx.outputs, targets)
+
+    def _contract(self, name: str, method: str, what: str) -> HeadError:
+        """A HeadError for an output of head ``name``'s ``method`` that breaks the head contract."""
+        plugin = self.plugins.get(name, "unknown")
+        return HeadError(f"head {name!r} (plugin {plugin!r}): {method} {what}", name, plugin, method)
 
     def losses(self, out: ModelOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every loss term by name (``ce`` and ``<head>.<loss>``, already weighted). The
@@ -154,13 +226,22 @@ class WSOLModel(nn.Module):
         for name, head_out in out.heads.items():
             weight = self.weights[name]
             for key, value in head_out.losses.items():
+                if not (isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point()):
+                    raise self._contract(
+                        name, "forward", f"returned loss {key!r} as {_describe(value)}; a loss is a 0-d floating-point tensor (take .mean() or .sum())"
+                    )
                 terms[f"{name}.{key}"] = weight * value
         return terms
 
-    @staticmethod
-    def stats(out: ModelOutput) -> dict[str, torch.Tensor]:
+    def stats(self, out: ModelOutput) -> dict[str, torch.Tensor]:
         """Every head's training statistics by name (``<head>.<stat>``)."""
-        return {f"{name}.{key}": value for name, head_out in out.heads.items() for key, value in head_out.stats.items()}
+        stats = {}
+        for name, head_out in out.heads.items():
+            for key, value in head_out.stats.items():
+                if not (isinstance(value, torch.Tensor) and value.ndim == 0):
+                    raise self._contract(name, "forward", f"returned stat {key!r} as {_describe(value)}; a stat is a 0-d tensor")
+                stats[f"{name}.{key}"] = value
+        return stats
 
     def localization_maps(self, out: ModelOutput, classes: torch.Tensor) -> torch.Tensor:
         """(N, h, w) maps at feature resolution for the given classes: the raw CAM when no head
@@ -185,6 +266,24 @@ class WSOLModel(nn.Module):
         return {"pretrained": backbone, "new": [p for p in self.parameters() if id(p) not in seen]}
 
 
+def _describe(value: Any) -> str:
+    """A value for a message: a tensor's shape and dtype, else its type."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} ({str(value.dtype).removeprefix('torch.')})"
+    return f"a {type(value).__name__}"
+
+
+def _is_map(value: Any, n: int, k: int) -> bool:
+    return isinstance(value, torch.Tensor) and value.ndim == 4 and value.shape[0] == n and value.shape[1] in (1, k)
+
+
+def _is_batch(result: Any, n: int) -> bool:
+    return (
+        isinstance(result, tuple) and len(result) == 2
+        and all(isinstance(t, torch.Tensor) and t.ndim >= 1 and t.shape[0] == n for t in result)
+    )  # fmt: skip
+
+
 def _stage_paths(backbone: AttentionBackbone) -> str:
     """Each role's module as a path in the model (``mid: backbone.net.layer2``), for messages."""
     names = [name for name, _ in backbone.named_modules()]
@@ -199,13 +298,22 @@ def _stage_paths(backbone: AttentionBackbone) -> str:
 class _TrainingTransform:
     """A forward hook that replaces a module's output by ``transform(output)`` in training (a
     returned None keeps the output). An object, not a closure, so that a copy of the model
-    (``copy.deepcopy``, an EMA model) runs its own heads' transforms."""
+    (``copy.deepcopy``, an EMA model) runs its own heads' transforms. An error in the transform is
+    a HeadError naming the head, its plugin and the module path."""
 
-    def __init__(self, transform):
+    def __init__(self, transform, head: str = "", plugin: str = "", path: str = ""):
         self.transform = transform
+        self.head, self.plugin, self.path = head, plugin, path
 
     def __call__(self, module, args, output):
-        return self.transform(output) if module.training else None
+        if not module.training:
+            return None
+        try:
+            return self.transform(output)
+        except _PASS_THROUGH:
+            raise
+        except Exception as exc:
+            raise HeadError.wrap(self.head, self.plugin, f"its feature transform of {self.path!r}", exc) from exc
 
 
 def build_model(
@@ -225,31 +333,70 @@ def build_model(
     ``weight`` scales that head's losses.
     """
     registry = registry if registry is not None else Registry()
+    _check_model_arguments(num_classes, classifier_width, dropout)
     names = [spec.name for spec in heads]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"head(s) {duplicates} listed more than once")
     head_classes = {spec.name: registry.head(spec.name) for spec in heads}
+    plugins = {spec.name: registry.head_plugin(spec.name) for spec in heads}
     args = {spec.name: dict(spec.args) for spec in heads}
     for name, cls in head_classes.items():
         check_arguments(cls, args[name], f"head {name!r}", skip=1)
     order = order_heads(head_classes)
     if dropout is None:
         dropout = classifier_dropout(head_classes)
-    net = registry.backbone(backbone)(**dict(backbone_args or {}))
-    if "high" not in net.stages:
-        raise PluginError(f"backbone {backbone!r} has no 'high' stage (roles: {sorted(net.stages)})")
-    spec = ModelSpec(dict(net.stages), num_classes, classifier_width)
-    classifier = Classifier(net.stages["high"].channels, num_classes, classifier_width, dropout)
+    factory, backbone_plugin = registry.backbone(backbone), registry.backbone_plugin(backbone)
+    try:
+        net = factory(**dict(backbone_args or {}))
+    except (ValueError, TypeError, OSError, ImportError, *_PASS_THROUGH):  # bad arguments, a missing file or package
+        raise
+    except Exception as exc:
+        raise BackboneError(f"backbone {backbone!r} (plugin {backbone_plugin!r}) could not be built: {one_line(exc)}") from exc
+    stages = getattr(net, "stages", None)
+    if not isinstance(net, nn.Module) or not isinstance(stages, Mapping):
+        raise BackboneError(
+            f"backbone {backbone!r} (plugin {backbone_plugin!r}) built {type(net).__name__}, not an AttentionBackbone with a dict of stages"
+        )
+    if "high" not in stages:
+        raise BackboneError(f"backbone {backbone!r} (plugin {backbone_plugin!r}) has no 'high' stage (roles: {sorted(stages)})")
+    spec = ModelSpec(dict(stages), num_classes, classifier_width)
+    classifier = Classifier(stages["high"].channels, num_classes, classifier_width, dropout)
     built = []
     for name in order:
+        plugin = plugins[name]
         try:
-            built.append(head_classes[name](spec, **args[name]))
+            head = head_classes[name](spec, **args[name])
         except MissingRole as exc:
-            raise ValueError(f"head {name!r} {exc}; backbone {backbone!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"head {name!r}: {exc}") from exc
-    return WSOLModel(net, classifier, built, {s.name: s.weight for s in heads})
+            raise ValueError(f"head {name!r} {exc}; backbone {backbone!r} (head from plugin {plugin!r})") from None
+        except (TypeError, ValueError) as exc:  # a bad argument, by the contract
+            message = " ".join(str(exc).split())
+            if not message.startswith(f"head {name!r}"):
+                message = f"head {name!r}: {message}"
+            kind = TypeError if isinstance(exc, TypeError) else ValueError
+            raise kind(f"{message} (head from plugin {plugin!r})") from exc
+        except _PASS_THROUGH:
+            raise
+        except Exception as exc:
+            raise HeadError.wrap(name, plugin, "__init__", exc) from exc
+        if not isinstance(head, GuidanceHead):
+            raise HeadError(f"head {name!r} (plugin {plugin!r}) is a {type(head).__name__}, not a GuidanceHead", name, plugin, "__init__")
+        built.append(head)
+    return WSOLModel(net, classifier, built, {s.name: s.weight for s in heads}, plugins, backbone_plugin)
+
+
+def _check_model_arguments(num_classes: Any, classifier_width: Any, dropout: Any) -> None:
+    """The core's own model arguments: a TypeError or ValueError naming the one at fault."""
+    for label, value in (("num_classes", num_classes), ("classifier_width", classifier_width)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"model: {label} must be an integer, not {value!r}")
+        if value < 1:
+            raise ValueError(f"model: {label} must be at least 1, not {value}")
+    if dropout is not None:
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"model: dropout must be a number, not {dropout!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"model: dropout must be in [0, 1), not {dropout}")
 
 
 def check_arguments(target: Any, args: Mapping[str, Any], what: str, skip: int = 0) -> None:

@@ -7,6 +7,7 @@ readers.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -25,6 +26,56 @@ CORE_DATA = "spgkit (core datasets)"
 
 class PluginError(RuntimeError):
     """A plugin failed to load, registered a duplicate name, or a name is unknown."""
+
+
+class HeadError(PluginError):
+    """A guidance head's own code failed or broke the head contract (:mod:`spgkit.heads`): its
+    constructor raised something other than an argument error, its ``forward``, ``transform_batch``,
+    ``feature_transforms`` or one of its feature transforms raised, or it returned what the contract
+    does not allow (not a :class:`~spgkit.heads.HeadOutput`, a loss that is not a 0-d floating-point
+    tensor, a map with the wrong number of channels). The message is one line naming the head, the
+    plugin that registered it (with its distribution) and the method; so are the attributes."""
+
+    def __init__(self, message: str, head: str = "", plugin: str = "", method: str = ""):
+        super().__init__(message)
+        self.head, self.plugin, self.method = head, plugin, method
+
+    @classmethod
+    def wrap(cls, head: str, plugin: str, method: str, exc: BaseException) -> "HeadError":
+        """The error for ``exc`` raised by the head's ``method``."""
+        return cls(f"head {head!r} (plugin {plugin!r}) failed in {method}: {one_line(exc)}", head, plugin, method)
+
+
+class BackboneError(PluginError):
+    """A backbone failed to build, or its forward pass failed with an error that is not the
+    RuntimeError/AssertionError of an input it cannot take (too small an image). One line naming
+    the backbone and the plugin that registered it."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (whitespace runs collapsed)."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def check_hookimpls(pm: pluggy.PluginManager, plugin: object, where: str) -> None:
+    """Refuse a plugin with a function named ``spgkit_*`` that pluggy did not take as a hook
+    implementation (it lacks ``@spgkit.hookimpl``): it would register nothing and say nothing.
+    ``where`` names the plugin (and its distribution) in the message."""
+    for attr in sorted(dir(plugin)):
+        if not attr.startswith("spgkit_"):
+            continue
+        try:
+            value = getattr(plugin, attr)
+        except Exception:  # a property that raises: not a hook
+            continue
+        if not callable(value) or inspect.isclass(value):
+            continue
+        if pm.parse_hookimpl_opts(plugin, attr) is None:
+            raise PluginError(
+                f"{where}: function {attr!r} is not decorated with @spgkit.hookimpl, so spgkit never "
+                f"calls it; decorate it with @spgkit.hookimpl (import spgkit first)"
+            )
 
 
 def get_plugin_manager(autoload: bool | None = None) -> pluggy.PluginManager:
@@ -57,6 +108,7 @@ def get_plugin_manager(autoload: bool | None = None) -> pluggy.PluginManager:
                 pm.register(plugin, name=f"{ep.name} ({dist})")
             except pluggy.PluginValidationError as exc:
                 raise PluginError(f"spgkit plugin {ep.name!r} from distribution {dist!r}: {exc}") from exc
+            check_hookimpls(pm, plugin, f"spgkit plugin {ep.name!r} ({ep.value}) from distribution {dist!r}")
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -80,6 +132,8 @@ class Registry:
 
     def __init__(self, pm: pluggy.PluginManager | None = None):
         self.pm = pm if pm is not None else get_plugin_manager()
+        for plugin_name, plugin in self.pm.list_name_plugin():  # plugins registered by hand too
+            check_hookimpls(self.pm, plugin, f"plugin {plugin_name!r}")
         self.heads = self._collect("spgkit_register_heads", "head")
         self.backbones = self._collect("spgkit_register_backbones", "backbone")
         self.datasets = self._collect("spgkit_register_datasets", "dataset")
@@ -111,6 +165,16 @@ class Registry:
     def head(self, name: str):
         """The head class registered as ``name``."""
         return self._lookup(self.heads, name, "head").obj
+
+    def head_plugin(self, name: str) -> str:
+        """The plugin (``"entry point (distribution)"``) that registered the head ``name``."""
+        return self._lookup(self.heads, name, "head").plugin
+
+    def backbone_plugin(self, name: str) -> str:
+        """The plugin that registered the backbone ``name`` (timm's models: the core)."""
+        if name.startswith(backbones.TIMM_PREFIX):
+            return f"{CORE}, timm"
+        return self._lookup(self.backbones, name, "backbone").plugin
 
     def backbone(self, name: str):
         """The backbone factory registered as ``name``; ``timm:<model>`` names any timm model

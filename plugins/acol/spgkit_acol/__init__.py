@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import spgkit
 from spgkit.guidance import class_maps, minmax_normalize
-from spgkit.heads import GuidanceHead, HeadContext, HeadOutput, ModelSpec
+from spgkit.heads import GuidanceHead, HeadContext, HeadOutput, ModelSpec, check_int, check_number
 from spgkit.model import Classifier
 
 
@@ -47,8 +47,10 @@ class ACoL(GuidanceHead):
         dropout: float = 0.0,
     ):
         super().__init__(spec)
-        self.delta = delta
-        self.classifier_b = Classifier(spec.stage("high").channels, spec.num_classes, width or spec.classifier_channels, dropout)
+        self.delta = check_number(self.name, "delta", delta, 0.0, 1.0)
+        width = spec.classifier_channels if width is None else check_int(self.name, "width", width)
+        dropout = check_number(self.name, "dropout", dropout, 0.0, 1.0, high_open=True)
+        self.classifier_b = Classifier(spec.stage("high").channels, spec.num_classes, width, dropout)
 
     def forward(self, ctx: HeadContext) -> HeadOutput:
         with torch.no_grad():

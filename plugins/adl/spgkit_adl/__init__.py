@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 import spgkit
-from spgkit.heads import GuidanceHead, ModelSpec
+from spgkit.heads import GuidanceHead, ModelSpec, check_number
 
 #: Where the WSOL benchmark's Inception-V3 has its ADL layers, as module paths in spgkit's model.
 INCEPTION_LAYERS = ("backbone.Mixed_5d", "backbone.Mixed_6e", "classifier.a3")
@@ -56,13 +56,14 @@ class ADL(GuidanceHead):
 
     def __init__(self, spec: ModelSpec, *, drop_rate: float = 0.75, threshold: float = 0.9, at: tuple[str, ...] = INCEPTION_LAYERS):
         super().__init__(spec)
-        for label, value in (("drop_rate", drop_rate), ("threshold", threshold)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{label} must be in [0, 1], not {value}")
+        self.drop_rate = check_number(self.name, "drop_rate", drop_rate, 0.0, 1.0)
+        self.threshold = check_number(self.name, "threshold", threshold, 0.0, 1.0)
+        if isinstance(at, str):
+            raise TypeError(f"head {self.name!r}: at must be a tuple of module paths, not one string; write at=({at!r},)")
+        if not isinstance(at, (tuple, list)) or not all(isinstance(path, str) for path in at):
+            raise TypeError(f"head {self.name!r}: at must be a tuple of module paths (strings), not {at!r}")
         if not at:
-            raise ValueError("at must name at least one module")
-        self.drop_rate = drop_rate
-        self.threshold = threshold
+            raise ValueError(f"head {self.name!r}: at must name at least one module")
         self.at = tuple(at)
 
     def feature_transforms(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import spgkit
-from spgkit.heads import GuidanceHead, ModelSpec
+from spgkit.heads import GuidanceHead, ModelSpec, check_number
 
 
 def cut_box(height: int, width: int, lam: float, center: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -62,12 +62,8 @@ class CutMix(GuidanceHead):
 
     def __init__(self, spec: ModelSpec, *, beta: float = 1.0, prob: float = 1.0):
         super().__init__(spec)
-        if beta < 0:
-            raise ValueError(f"beta must be at least 0, not {beta}")
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"prob must be in [0, 1], not {prob}")
-        self.beta = beta
-        self.prob = prob
+        self.beta = check_number(self.name, "beta", beta, 0.0)
+        self.prob = check_number(self.name, "prob", prob, 0.0, 1.0)
 
     def transform_batch(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.beta == 0 or (self.prob < 1 and torch.rand(()).item() >= self.prob):

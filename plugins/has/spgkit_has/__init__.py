@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 import spgkit
-from spgkit.heads import GuidanceHead, ModelSpec
+from spgkit.heads import GuidanceHead, ModelSpec, check_int, check_number
 
 
 def hide_patches(images: torch.Tensor, draws: torch.Tensor, grid_size: int, drop_rate: float) -> torch.Tensor:
@@ -46,12 +46,8 @@ class HideAndSeek(GuidanceHead):
 
     def __init__(self, spec: ModelSpec, *, grid_size: int = 4, drop_rate: float = 0.5):
         super().__init__(spec)
-        if grid_size < 0:
-            raise ValueError(f"grid_size must be at least 0, not {grid_size}")
-        if not 0.0 <= drop_rate <= 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1], not {drop_rate}")
-        self.grid_size = grid_size
-        self.drop_rate = drop_rate
+        self.grid_size = check_int(self.name, "grid_size", grid_size, minimum=0)
+        self.drop_rate = check_number(self.name, "drop_rate", drop_rate, 0.0, 1.0)
 
     def transform_batch(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.grid_size == 0:

@@ -20,7 +20,7 @@ from torch import nn
 
 import spgkit
 from spgkit.guidance import class_maps, masked_bce, minmax_normalize, seed_mask, seed_stats, upsample
-from spgkit.heads import GuidanceHead, HeadContext, HeadOutput, ModelSpec
+from spgkit.heads import GuidanceHead, HeadContext, HeadOutput, ModelSpec, check_int, check_thresholds
 from spgkit.init import xavier_init
 
 #: (delta_h, delta_l) of the CAM seed that supervises B2, named after their source.
@@ -31,13 +31,14 @@ def _conv_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True))
 
 
-def _thresholds(value: str | tuple[float, float]) -> tuple[float, float]:
-    if isinstance(value, str):
+def _thresholds(head: str, arg: str, value: str | tuple[float, float], presets: bool = False) -> tuple[float, float]:
+    """``(delta_h, delta_l)`` from a pair, or from a preset name of :data:`B2_THRESHOLDS` where
+    ``presets``; a one-line ValueError or TypeError names the head, the argument and the values."""
+    if isinstance(value, str) and presets:
         if value not in B2_THRESHOLDS:
-            raise ValueError(f"unknown b2_thresholds preset {value!r}; presets: {sorted(B2_THRESHOLDS)} or (delta_h, delta_l)")
+            raise ValueError(f"head {head!r}: unknown {arg} preset {value!r}; presets: {sorted(B2_THRESHOLDS)} or (delta_h, delta_l)")
         return B2_THRESHOLDS[value]
-    high, low = value
-    return float(high), float(low)
+    return check_thresholds(head, arg, value)
 
 
 class SPGB(GuidanceHead):
@@ -74,10 +75,12 @@ class SPGB(GuidanceHead):
         normalize_scores: bool = False,
     ):
         super().__init__(spec)
+        width = check_int(self.name, "width", width)
         self.shared = shared
         self.normalize_scores = normalize_scores
         self.b1_role, self.b2_role = b1_role, b2_role
-        self.b2_thresholds, self.b1_thresholds = _thresholds(b2_thresholds), _thresholds(b1_thresholds)
+        self.b2_thresholds = _thresholds(self.name, "b2_thresholds", b2_thresholds, presets=True)
+        self.b1_thresholds = _thresholds(self.name, "b1_thresholds", b1_thresholds)
         self.b1_first = _conv_relu(spec.stage(b1_role).channels, width)
         self.b2_first = _conv_relu(spec.stage(b2_role).channels, width)
         self.b1_second, self.b1_out = _conv_relu(width, width), nn.Conv2d(width, 1, 1)
@@ -135,9 +138,9 @@ class SPGC(GuidanceHead):
     ):
         super().__init__(spec)
         self.feedback = feedback
-        if depth < 1:
-            raise ValueError(f"spg_c depth must be at least 1, not {depth}")
-        self.thresholds = _thresholds(thresholds)
+        width = check_int(self.name, "width", width)
+        depth = check_int(self.name, "depth", depth)
+        self.thresholds = _thresholds(self.name, "thresholds", thresholds)
         self.normalize_scores = normalize_scores
         convs = [_conv_relu(spec.classifier_channels if i == 0 else width, width) for i in range(depth)]
         self.layers = nn.Sequential(*convs, nn.Conv2d(width, 1, 1))
