@@ -12,9 +12,30 @@ from pathlib import Path
 
 EPILOG = "Set SPGKIT_DEBUG=1 to see a traceback instead of a one-line error."
 
+#: Bounds of the numeric arguments, each with the reason a value outside them is refused.
+MAX_THRESHOLDS = 10_000
+MAX_IMAGE_SIZE = 4096
+MAX_CLASSES = 1_000_000
+MAX_WIDTH = 65_536
+THRESHOLDS_REASON = (
+    "more only costs time and memory: the benchmark reports with 100 and selects with 1000, "
+    "and its uint8 maps have 256 levels"
+)
+IMAGE_SIZE_REASON = "a map needs 2 x 2 pixels to hold a region; one 4096 x 4096 map is already 64 MiB"
+CAM_THRESHOLD_HELP = (
+    "CAM threshold in [0, 1] of GT-known/Top-1/Top-5 Loc, chosen on held-out data, never on the split scored"
+)
+
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (``spgkit COMMAND: error: ...``), status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -67,8 +88,9 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser, protocol_help: str) 
     parser.add_argument("--root", type=Path, help="dataset root, for datasets read from files")
     parser.add_argument("--data-arg", type=_json_value, action="append", default=[], metavar="KEY=VALUE", help="further reader arguments (repeatable)")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--thresholds", type=int, default=100, help="number of CAM thresholds in [0, 1)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch, at least 1 (default: 64)")
+    parser.add_argument("--thresholds", type=int, default=100,
+                        help=f"number of CAM thresholds in [0, 1) of MaxBoxAcc, MaxBoxAccV2 and PxAP, 1 to {MAX_THRESHOLDS:,} (default: 100)")  # fmt: skip
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="benchmark", help=protocol_help)
     parser.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
     parser.add_argument("--csv", type=Path, help="also write the metrics to this CSV file (a header row, then one row)")
@@ -78,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     from spgkit.config import PROTOCOLS
 
     protocol_help = "evaluation protocol (default: benchmark): " + "; ".join(f"'{k}' = {v}" for k, v in PROTOCOLS.items())
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spgkit",
         description="Weakly-supervised object localization studies: SPG, ACoL and CAM as pluggable heads.",
         epilog=EPILOG,
@@ -92,18 +114,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set any field of the study by its dotted path, e.g. training.weight_decay=5e-4, "
                           "data.args.num_images=500, arms.spg.heads.spg_b.args.width=64 (repeatable)")  # fmt: skip
     _add_shorthands(run)
-    run.add_argument("--arms", nargs="+", help="run and report only these arms")
-    run.add_argument("--retrain", action="store_true", help="replace runs trained with another configuration instead of refusing")
+    run.add_argument("--arms", nargs="+", help="run only these arms (the report still covers every finished run of the study)")
+    run.add_argument("--retrain", action="store_true", help="train the runs again from scratch, replacing what their folders hold")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    where = run.add_argument_group("where the runs train (see the docs' page on clusters)")
+    where.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local: one after another in this process (default); ray: each run a Ray task (pip install 'spgkit[ray]')")  # fmt: skip
+    where.add_argument("--address", help="ray: the cluster (auto, ray://HOST:10001, HOST:6379; default: start a local instance)")
+    where.add_argument("--cpus-per-run", type=float, help="ray: CPU cores each run reserves, and its torch threads (default 1)")
+    where.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run reserves; fractions share a GPU, 0.25 = four a GPU (default 0)")
+    where.add_argument("--max-retries", type=int, help="ray: how often a run whose worker died starts again, resuming (default 3)")
 
     sub.add_parser("heads", help="list registered guidance heads and the distribution providing each")
     sub.add_parser("backbones", help="list registered backbones and the distribution providing each")
     sub.add_parser("datasets", help="list registered dataset readers and the distribution providing each")
 
-    ev = sub.add_parser("evaluate", help="classification and localization metrics of a checkpoint", epilog=EPILOG)
+    ev = sub.add_parser(
+        "evaluate",
+        help="classification and localization metrics of a checkpoint",
+        description="Score a checkpoint on a dataset split. GT-known/Top-1/Top-5 Loc are taken at the CAM threshold "
+        "the run chose on its selection split (its metrics.json beside the checkpoint) or at --cam-threshold; "
+        "without either they are left out and the threshold-free metrics (MaxBoxAcc, MaxBoxAccV2, PxAP) are "
+        "reported, as `spgkit score` does: the two commands give the same numbers for the same maps and arguments. "
+        "The JSON records the cam_threshold used and where it came from. The dataset's classes are matched to the "
+        "checkpoint's by name. A diverged run's checkpoint (its last good one) is evaluated, with a notice.",
+        epilog=EPILOG,
+    )  # fmt: skip
     ev.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by `spgkit run`")
     _add_scoring_arguments(ev, protocol_help)
-    ev.add_argument("--cam-threshold", type=float, help="threshold for GT-known/Top-1 Loc (default: the one chosen in training)")
+    ev.add_argument("--cam-threshold", type=float, help=CAM_THRESHOLD_HELP + " (default: the run's, chosen on its selection split; none: Loc left out)")
+    ev.add_argument("--max-images", type=int, metavar="N",
+                    help="score at most N images, drawn as a study's data.max_eval draws them, so a run's checkpoint "
+                         "with its study's cap gives the run's numbers")  # fmt: skip
     ev.add_argument("--device", default="auto")
 
     sc = sub.add_parser(
@@ -111,20 +153,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="the metrics of `evaluate` for localization maps made by any code, read from .npy/.npz files",
         description="Score the maps of the ground-truth classes, one 2-D array of any size per image, keyed by the "
         "dataset's image id (`FOLDER/<image id>.npy`, or the entry <image id> of one .npz), with the metrics and "
-        "protocols of `spgkit evaluate`: each map is resized to --image-size and normalised as the protocol says.",
+        "protocols of `spgkit evaluate`: each map is resized to --image-size and normalised as the protocol says "
+        "(min-max normalisation is scale invariant: a map times 1e300 scores as the map). There is no trained CAM "
+        "threshold here: GT-known/Top-1/Top-5 Loc are reported only at --cam-threshold (choose it on held-out data, "
+        "never on the split scored); without it the threshold-free metrics (MaxBoxAcc, MaxBoxAccV2, PxAP) are "
+        "reported, exactly as `spgkit evaluate` reports them. The JSON records the cam_threshold used. "
+        "--center-baseline scores the WSOL benchmark's centre baseline instead: one centred Gaussian map "
+        "(sigma 1/4 of the side) for every image.",
         epilog=EPILOG,
     )  # fmt: skip
-    sc.add_argument("--maps", type=Path, required=True, help="a folder of <image id>.npy files or one .npz file: a 2-D map per image")
-    sc.add_argument("--logits", type=Path, help="class scores stored the same way, one 1-D vector per image: adds top-1/top-5 accuracy and Loc")
-    sc.add_argument("--image-size", type=int, default=224, help="side of the square the images, boxes, masks and maps are resized to (default: 224, the WSOL benchmark's)")
+    sc.add_argument("--maps", type=Path, help="a folder of <image id>.npy files or one .npz file: a 2-D map per image")
+    sc.add_argument("--logits", type=Path, help="class scores stored the same way, one 1-D vector per image: adds top-1/top-5 accuracy (and Loc, with --cam-threshold)")
+    sc.add_argument("--center-baseline", action="store_true", help="score a centred Gaussian map for every image (no --maps): the floor any method must clear")
+    sc.add_argument("--image-size", type=int, default=224,
+                    help=f"side of the square the images, boxes, masks and maps are resized to, 2 to {MAX_IMAGE_SIZE} (default: 224, the WSOL benchmark's)")  # fmt: skip
     _add_scoring_arguments(sc, protocol_help)
-    sc.add_argument("--cam-threshold", type=float, default=0.2, help="threshold for GT-known/Top-1 Loc (default: 0.2)")
+    sc.add_argument("--cam-threshold", type=float, help=CAM_THRESHOLD_HELP + " (default: none, Loc left out)")
 
-    loc = sub.add_parser("localize", help="draw maps and boxes for images with a checkpoint", epilog=EPILOG)
+    loc = sub.add_parser(
+        "localize",
+        help="draw maps and boxes for images with a checkpoint",
+        description="Classify each image, draw its map and the box at the CAM threshold. Photos are read upright "
+        "(their EXIF orientation applied), so boxes are in the frame a viewer shows.",
+        epilog=EPILOG,
+    )  # fmt: skip
     loc.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by `spgkit run`")
     loc.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files")
     loc.add_argument("--out", type=Path, required=True, help="folder for <image>_overlay.png and boxes.json")
-    loc.add_argument("--threshold", type=float, help="CAM threshold for the box (default: the one chosen in training)")
+    loc.add_argument("--threshold", type=float,
+                     help="CAM threshold in [0, 1] for the box (default: the one the run chose on its selection split; "
+                          "required where the checkpoint has no finished run beside it)")  # fmt: skip
     loc.add_argument("--protocol", choices=sorted(PROTOCOLS), default="benchmark", help="how the map is resized and the box found; " + protocol_help)
     loc.add_argument("--device", default="auto")
     return parser
@@ -136,8 +194,13 @@ def _registry():
     return Registry()
 
 
+#: How ``spgkit run`` names what it did with each run (:attr:`spgkit.runs.RunFolder.action`).
+ACTIONS = {"train": "trained", "evaluate": "scored again", "done": "reused", "diverged": "diverged"}
+
+
 def cmd_run(args) -> int:
-    from spgkit.study import SHORTHANDS, load_study, override, run_study, select_arms
+    from spgkit.executors import make_executor
+    from spgkit.study import SHORTHANDS, load_study, override, run_study
 
     study = load_study(args.study)
     shorthands = {path: getattr(args, name) for name, path in SHORTHANDS.items() if getattr(args, name) is not None}
@@ -146,10 +209,16 @@ def cmd_run(args) -> int:
     if "seeds" in shorthands:
         shorthands["seeds"] = tuple(shorthands["seeds"])
     study = override(study, {**shorthands, **dict(args.settings)})
-    if args.arms:
-        study = select_arms(study, args.arms)
     start = time.perf_counter()
-    folder = run_study(study, args.out, registry=_registry(), progress=not args.no_progress, retrain=args.retrain, where=str(args.study))
+    options = {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run, "max_retries": args.max_retries}
+    for name in ("cpus_per_run", "gpus_per_run", "max_retries"):
+        if options[name] is not None and not 0 <= options[name] < 10_000:
+            raise CLIError(f"--{name.replace('_', '-')} must be in [0, 10000), not {options[name]}")
+    executor = make_executor(args.executor, **options)
+    folder = run_study(
+        study, args.out, registry=_registry(), progress=not args.no_progress, retrain=args.retrain, where=str(args.study), arms=args.arms,
+        executor=executor,
+    )  # fmt: skip
     import torch.distributed as dist
 
     if dist.is_initialized():  # under torchrun: rank 0 alone reports
@@ -160,7 +229,8 @@ def cmd_run(args) -> int:
     if folder.results_md.exists():
         print(folder.results_md.read_text())
         print(f"tables: {folder.results_csv}, {folder.results_md}; figures: {folder.figures}")
-    print(f"wall time: {time.perf_counter() - start:.0f} s")
+    done = ", ".join(f"{n} {ACTIONS[action]}" for action, n in sorted(folder.actions.items()))
+    print(f"runs: {done}; wall time: {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -181,11 +251,179 @@ def cmd_list(kind: str) -> int:
     return 0
 
 
-def _trained_threshold(checkpoint: Path) -> float | None:
-    from spgkit.runs import RunFolder
+def _is_int(value) -> bool:
+    import numbers
 
-    run = RunFolder(checkpoint.parent)
-    return run.read_metrics()["cam_threshold"] if run.metrics.exists() else None
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    import math
+    import numbers
+
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_range(value, flag: str, low: int, high: int | None = None, reason: str = "") -> None:
+    """CLIError unless the integer ``value`` of ``flag`` lies in ``low..high``."""
+    if value is None:
+        return
+    if value < low or (high is not None and value > high):
+        bound = f"between {low:,} and {high:,}" if high is not None else f"at least {low:,}"
+        raise CLIError(f"{flag} must be {bound}, not {value}" + (f" ({reason})" if reason else ""))
+
+
+def _check_threshold(value, flag: str) -> None:
+    """CLIError unless ``value`` (a CAM threshold) is a number in [0, 1]."""
+    if value is not None and not (_is_number(value) and 0 <= value <= 1):
+        raise CLIError(f"{flag} must be a number in [0, 1] (a share of the normalised map's range), not {value}")
+
+
+def check_numbers(args) -> None:
+    """The numeric arguments of ``evaluate``, ``score`` and ``localize``, checked before anything
+    is read: one line naming the argument, with the reason for its bounds."""
+    if args.command in ("evaluate", "score"):
+        _check_range(args.batch_size, "--batch-size", 1)
+        _check_range(args.thresholds, "--thresholds", 1, MAX_THRESHOLDS, THRESHOLDS_REASON)
+        _check_threshold(args.cam_threshold, "--cam-threshold")
+    if args.command == "score":
+        _check_range(args.image_size, "--image-size", 2, MAX_IMAGE_SIZE, IMAGE_SIZE_REASON)
+    if args.command == "evaluate":
+        _check_range(args.max_images, "--max-images", 1)
+    if args.command == "localize":
+        _check_threshold(args.threshold, "--threshold")
+
+
+def _check_config(config, path: Path) -> None:
+    """CLIError, naming the file and the field, unless a checkpoint's model config holds what a
+    model can be built from (checked before anything is built: a class count of 1e11 would try
+    to allocate terabytes)."""
+
+    def bad(field: str, why: str):
+        raise CLIError(f"{path}: its config's {field} {why}; this is no checkpoint spgkit can use (train the run again, or use another file)")
+
+    if not isinstance(config, dict):
+        bad("", f"is a {type(config).__name__}, not a mapping")
+    classes = config.get("num_classes")
+    if not _is_int(classes) or not 1 <= classes <= MAX_CLASSES:
+        bad("num_classes", f"is {classes!r}, not a whole number from 1 to {MAX_CLASSES:,}")
+    names = config.get("class_names")
+    if names is not None and (not isinstance(names, (list, tuple)) or len(names) != classes or not all(isinstance(n, str) for n in names)):
+        bad("class_names", f"is not a list of {classes} names")
+    size = config.get("image_size")
+    if not _is_int(size) or not 2 <= size <= MAX_IMAGE_SIZE:
+        bad("image_size", f"is {size!r}, not a whole number from 2 to {MAX_IMAGE_SIZE}")
+    for field in ("mean", "std"):
+        value = config.get(field)
+        if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_number(v) for v in value):
+            bad(field, f"is {value!r}, not 3 finite numbers")
+    if not all(v > 0 for v in config["std"]):
+        bad("std", f"is {config['std']!r}: a standard deviation must be positive")
+    width = config.get("classifier_width")
+    if not _is_int(width) or not 1 <= width <= MAX_WIDTH:
+        bad("classifier_width", f"is {width!r}, not a whole number from 1 to {MAX_WIDTH:,}")
+    dropout = config.get("dropout")
+    if dropout is not None and not (_is_number(dropout) and 0 <= dropout < 1):
+        bad("dropout", f"is {dropout!r}, not a number in [0, 1)")
+    if not isinstance(config.get("backbone"), str):
+        bad("backbone", f"is {config.get('backbone')!r}, not a name")
+    if not isinstance(config.get("backbone_args"), dict):
+        bad("backbone_args", "is not a mapping")
+    heads = config.get("heads")
+    if not isinstance(heads, (list, tuple)) or not all(
+        isinstance(h, (list, tuple)) and len(h) == 3 and isinstance(h[0], str) and isinstance(h[1], dict) and _is_number(h[2]) for h in heads
+    ):
+        bad("heads", "is not a list of [name, arguments, weight]")
+    if not isinstance(config.get("resize", "torchvision"), str):
+        bad("resize", "is not a name")
+
+
+def _read_checkpoint(path: Path) -> None:
+    """Check the checkpoint at ``path`` before a model is built from it (:func:`_check_config`)."""
+    from spgkit.io import load_checkpoint
+
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise CLIError(f"{path}: not an spgkit checkpoint (no model config)")
+    _check_config(state["config"], path)
+
+
+def _load_model(path: Path, registry):
+    """The checkpoint's model and config: checked first, and every failure to rebuild the model
+    one line that names the file."""
+    from spgkit.plugins import PluginError
+    from spgkit.runs import load_model
+
+    if not path.is_file() and (path.parent / "metrics.json").is_file():
+        try:
+            diverged = json.loads((path.parent / "metrics.json").read_text(encoding="utf-8")).get("diverged")
+        except (OSError, ValueError, AttributeError):
+            diverged = None
+        if diverged:
+            what = " ".join(str(diverged).split())
+            raise CLIError(f"{path}: no checkpoint: its run diverged before its first epoch ended ({what}); there is nothing to use")
+    _read_checkpoint(path)
+    try:
+        return load_model(path, registry)
+    except (PluginError, ValueError, TypeError, RuntimeError, KeyError, IndexError, AttributeError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise CLIError(message if message.startswith(str(path)) else f"{path}: its model cannot be rebuilt ({message})") from None
+
+
+def _run_record(checkpoint: Path, command: str, given: float | None, flag: str) -> tuple[float | None, str | None, str | None]:
+    """The CAM threshold to use beside ``checkpoint``, where it came from, and a notice for
+    stderr: ``given`` (the value of ``flag``), else the one the run chose on its selection split
+    (``metrics.json`` beside the checkpoint), else none. A run that diverged after this
+    checkpoint (its last good one) chose none: the notice says so, in one line. A run record
+    that cannot be read is refused in one line naming it, unless ``given`` makes it unneeded."""
+    import json
+
+    metrics = checkpoint.parent / "metrics.json"
+    if not metrics.exists():
+        return (given, flag, None) if given is not None else (None, None, None)
+    try:
+        record = json.loads(metrics.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(f"a {type(record).__name__}, not an object")
+    except (OSError, ValueError) as exc:
+        if given is not None:
+            return given, flag, None
+        reason = " ".join(str(exc).split())
+        raise CLIError(f"{metrics}: not a readable run record ({reason}); pass {flag}, or delete the run and train it again") from None
+    if "diverged" in record:
+        what = " ".join(str(record["diverged"]).split())
+        note = (
+            f"spgkit {command}: note: the run of {checkpoint} diverged after this checkpoint, its last good one, "
+            f"which is used as it is ({what}); it has no CAM threshold chosen in training"
+        )
+        return (given, flag, note) if given is not None else (None, None, note)
+    if given is not None:
+        return given, flag, None
+    chosen = record.get("cam_threshold")
+    if not (_is_number(chosen) and 0 <= chosen <= 1):
+        found = "has no cam_threshold" if chosen is None else f"has cam_threshold {chosen!r}, not a number in [0, 1]"
+        raise CLIError(f"{metrics}: {found} (an incomplete run record); pass {flag}, or delete the run and train it again")
+    return float(chosen), str(metrics), None
+
+
+def _check_reader_arguments(reader, reader_args: dict) -> None:
+    """``--data-arg`` values checked against the reader: numbers finite, whole numbers where the
+    reader's default is one, an ``image_size`` within bounds. One line naming the argument."""
+    import inspect
+
+    try:
+        params = inspect.signature(reader).parameters
+    except (TypeError, ValueError):
+        params = {}
+    for key, value in reader_args.items():
+        flag = f"--data-arg {key}"
+        if isinstance(value, float) and not _is_number(value):
+            raise CLIError(f"{flag}: {value} is not a finite number")
+        default = params[key].default if key in params else None
+        if _is_int(default) and not _is_int(value):
+            raise CLIError(f"{flag}: expected a whole number, got {value!r}")
+        if key == "image_size" and _is_int(value):
+            _check_range(value, flag, 2, MAX_IMAGE_SIZE, IMAGE_SIZE_REASON)
 
 
 def _open_dataset(args, registry, transform):
@@ -194,17 +432,76 @@ def _open_dataset(args, registry, transform):
 
     reader = registry.dataset(args.data)
     reader_args = dict(args.data_arg)
+    _check_reader_arguments(reader, reader_args)
     if args.root is not None:
         reader_args["root"] = str(args.root)
     check_arguments(reader, {"split": args.split, "transform": None, **reader_args}, f"dataset {args.data!r}")
     return reader(split=args.split, transform=transform, **reader_args)
 
 
-def _report(args, metrics: dict) -> None:
-    """Print the metrics, and write them where ``--json`` and ``--csv`` say."""
+class _Relabelled:
+    """A dataset whose labels are renumbered (``mapping[label]``) into another class order: a
+    checkpoint's, matched by name."""
+
+    def __init__(self, dataset, mapping: list[int], class_names: list[str]):
+        self.dataset, self.mapping = dataset, mapping
+        self.class_names, self.num_classes = list(class_names), len(class_names)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        sample = dict(self.dataset[index])
+        sample["label"] = self.mapping[int(sample["label"])]
+        return sample
+
+
+def _some(names) -> str:
+    names = sorted(names)
+    return ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def match_classes(dataset, config: dict, checkpoint: Path, what: str):
+    """``dataset`` with its labels in the checkpoint's class order: matched by name where both
+    name their classes (a folder whose classes are listed in another order scores as the same
+    folder), by count otherwise. Classes that differ by name or count are refused in one line."""
+    trained = config.get("class_names")
+    names = getattr(dataset, "class_names", None)
+    count = dataset.num_classes
+    if trained is None or names is None or len(set(trained)) != len(trained) or len(set(map(str, names))) != len(names):
+        if count != config["num_classes"]:
+            raise CLIError(f"{checkpoint} was trained for {config['num_classes']} classes, but {what} has {count}")
+        return dataset
+    names = [str(n) for n in names]
+    if set(names) != set(trained):
+        missing, extra = set(trained) - set(names), set(names) - set(trained)
+        counts = f"was trained for {len(trained)} classes, but {what} has {len(names)}" if len(names) != len(trained) else (
+            f"and {what} name different classes"
+        )
+        detail = "; ".join(
+            part for part in (
+                f"{len(missing)} of the checkpoint's are not in the data ({_some(missing)})" if missing else "",
+                f"{len(extra)} of the data's are not in the checkpoint ({_some(extra)})" if extra else "",
+            ) if part
+        )  # fmt: skip
+        raise CLIError(f"{checkpoint} {counts}: {detail}")
+    if names == list(trained):
+        return dataset
+    index = {name: k for k, name in enumerate(trained)}
+    return _Relabelled(dataset, [index[name] for name in names], trained)
+
+
+def _report(args, metrics: dict, cam_threshold: float | None, source: str | None) -> None:
+    """Print the metrics, and write them where ``--json`` and ``--csv`` say, with the protocol,
+    the CAM threshold used (None: none, Loc left out) and where it came from."""
     metrics["protocol"] = args.protocol
+    metrics["cam_threshold"] = cam_threshold
+    metrics["cam_threshold_from"] = source
     for key, value in metrics.items():
         print(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
+    if cam_threshold is None:
+        flag = "--threshold" if args.command == "localize" else "--cam-threshold"
+        print(f"no CAM threshold: GT-known/Top-1/Top-5 Loc left out (pass {flag}, chosen on held-out data)")
     if args.json:
         from spgkit.io import write_json
 
@@ -225,20 +522,18 @@ def _report(args, metrics: dict) -> None:
 def cmd_evaluate(args) -> int:
     from spgkit.data import eval_transform
     from spgkit.evaluate import evaluate
-    from spgkit.runs import load_model
-    from spgkit.train import resolve_device
+    from spgkit.train import _cap, resolve_device
 
     registry = _registry()
-    model, config = load_model(args.checkpoint, registry)
-    dataset = _open_dataset(args, registry, eval_transform(config["image_size"], config["mean"], config["std"], config["resize"]))
-    classes = dataset.num_classes
-    if classes != config["num_classes"]:
-        raise CLIError(
-            f"{args.checkpoint} was trained for {config['num_classes']} classes, but {args.data} "
-            f"split {args.split!r} has {classes}"
-        )
     device = resolve_device(args.device)
-    cam_threshold = args.cam_threshold if args.cam_threshold is not None else (_trained_threshold(args.checkpoint) or 0.2)
+    model, config = _load_model(args.checkpoint, registry)
+    cam_threshold, source, note = _run_record(args.checkpoint, "evaluate", args.cam_threshold, "--cam-threshold")
+    dataset = _open_dataset(args, registry, eval_transform(config["image_size"], config["mean"], config["std"], config["resize"]))
+    dataset = match_classes(dataset, config, args.checkpoint, f"{args.data} split {args.split!r}")
+    if args.max_images is not None:
+        dataset = _cap(dataset, args.max_images)  # the very draw of a study's data.max_eval
+    if note:
+        print(note, file=sys.stderr)
     metrics = evaluate(
         model.to(device),
         dataset,
@@ -249,29 +544,29 @@ def cmd_evaluate(args) -> int:
         protocol=args.protocol,
         progress=True,
     )
-    _report(args, metrics)
+    _report(args, metrics, cam_threshold, source)
     return 0
 
 
 def cmd_score(args) -> int:
     from spgkit.data import eval_transform
-    from spgkit.score import score
+    from spgkit.score import center_baseline, score
 
+    if args.center_baseline and (args.maps is not None or args.logits is not None):
+        raise CLIError("--center-baseline scores a centred Gaussian map of its own: give it no --maps or --logits")
+    if not args.center_baseline and args.maps is None:
+        raise CLIError("--maps is required (or --center-baseline, for the centre baseline)")
+    source = None if args.cam_threshold is None else "--cam-threshold"
     # The maps are made already, so no pixel is looked at and any normalisation does: what matters is
     # the size the images, boxes and masks are resized to.
     dataset = _open_dataset(args, _registry(), eval_transform(args.image_size))
-    metrics = score(
-        dataset,
-        args.maps,
-        args.logits,
-        what=f"{args.data} split {args.split!r}",
-        batch_size=args.batch_size,
-        thresholds=args.thresholds,
-        cam_threshold=args.cam_threshold,
-        protocol=args.protocol,
-        progress=True,
-    )
-    _report(args, metrics)
+    common = dict(batch_size=args.batch_size, thresholds=args.thresholds, cam_threshold=args.cam_threshold, protocol=args.protocol, progress=True)
+    if args.center_baseline:
+        metrics = center_baseline(dataset, **common)
+        metrics["maps"] = "centre baseline (a centred Gaussian, sigma 1/4 of the side)"
+    else:
+        metrics = score(dataset, args.maps, args.logits, what=f"{args.data} split {args.split!r}", **common)
+    _report(args, metrics, args.cam_threshold, source)
     return 0
 
 
@@ -287,28 +582,54 @@ def overlay_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def load_upright(path: Path):
+    """An image file as uint8 RGB (H, W, 3) in the frame a viewer shows: its EXIF orientation
+    applied (``PIL.ImageOps.exif_transpose``). For ``localize`` only: datasets are read as the
+    WSOL benchmark reads them, in the stored frame (:func:`~spgkit.data.base.load_rgb`)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from spgkit.data.base import load_rgb
+
+    rgb = load_rgb(path)  # every mode, and every decoding error named, as the readers do
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 -- a file load_rgb decoded but whose EXIF is unreadable: as stored
+        return rgb
+    if orientation in (None, 1):
+        return rgb
+    upright = Image.fromarray(rgb)
+    upright.getexif()[0x0112] = orientation
+    return np.asarray(ImageOps.exif_transpose(upright))
+
+
 def cmd_localize(args) -> int:
     import torch
     from torchvision import tv_tensors
 
     from spgkit.data import image_transform
-    from spgkit.data.base import load_rgb
     from spgkit.evaluate import predict_maps
     from spgkit.io import write_json
     from spgkit.localization import largest_region_box
     from spgkit.figures import localize_figure
-    from spgkit.runs import load_model
     from spgkit.train import resolve_device
 
-    model, config = load_model(args.checkpoint, _registry())
     device = resolve_device(args.device)
+    model, config = _load_model(args.checkpoint, _registry())
     model.to(device)
-    threshold = args.threshold if args.threshold is not None else (_trained_threshold(args.checkpoint) or 0.2)
+    threshold, _, note = _run_record(args.checkpoint, "localize", args.threshold, "--threshold")
+    if threshold is None:
+        why = "its run diverged after this checkpoint" if note else "no finished run beside it"
+        raise CLIError(f"{args.checkpoint}: no CAM threshold was chosen for it ({why}); pass --threshold")
+    if note:
+        print(note, file=sys.stderr)
     size = config["image_size"]
+    names = config.get("class_names") or [str(k) for k in range(config["num_classes"])]
     transform = image_transform(size, config["mean"], config["std"], config["resize"])
     results = {}
     for path, name in zip(args.images, overlay_names(args.images)):
-        rgb = load_rgb(path)
+        rgb = load_upright(path)
         height, width = rgb.shape[:2]
         tensor = transform(tv_tensors.Image(torch.tensor(rgb).permute(2, 0, 1)))
         out, maps = predict_maps(model, tensor[None].to(device), protocol=args.protocol)
@@ -317,19 +638,20 @@ def cmd_localize(args) -> int:
         heat = maps[0].cpu().numpy() if isinstance(maps, torch.Tensor) else maps[0]
         box = largest_region_box(heat, threshold, protocol=args.protocol)
         sx, sy = width / size, height / size
-        # Inclusive corners in network pixels -> [x0, y0, x1, y1) in the original image.
+        # Inclusive corners in network pixels -> [x0, y0, x1, y1) in the upright image.
         box_orig = None if box is None else [box[0] * sx, box[1] * sy, (box[2] + 1) * sx, (box[3] + 1) * sy]
         overlay = args.out / name
-        localize_figure(rgb, heat, box_orig, f"{config['class_names'][label]} ({score:.2f})", overlay)
+        localize_figure(rgb, heat, box_orig, f"{names[label]} ({score:.2f})", overlay)
         results[str(path)] = {
             "class_index": label,
-            "class_name": config["class_names"][label],
+            "class_name": names[label],
             "probability": score,
             "threshold": threshold,
             "box_xyxy": box_orig,
+            "image_size": [width, height],
             "overlay": str(overlay),
         }
-        print(f"{path}: {config['class_names'][label]} ({score:.2f}) box {None if box_orig is None else [round(v, 1) for v in box_orig]}")
+        print(f"{path}: {names[label]} ({score:.2f}) box {None if box_orig is None else [round(v, 1) for v in box_orig]}")
     write_json(args.out / "boxes.json", results)
     print(f"wrote {len(results)} overlay(s) and {args.out / 'boxes.json'}")
     return 0
@@ -337,6 +659,7 @@ def cmd_localize(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from spgkit.executors import ExecutorError
     from spgkit.config import ConfigError
     from spgkit.data import DataError
     from spgkit.plugins import PluginError
@@ -345,18 +668,29 @@ def main(argv: list[str] | None = None) -> int:
     from spgkit.train import TrainingDiverged
 
     user_errors = (
-        CLIError, ConfigError, StudyError, PluginError, DataError, RunConflict, TrainingDiverged,
+        CLIError, ConfigError, StudyError, PluginError, DataError, RunConflict, TrainingDiverged, ExecutorError,
         OSError, ValueError, TypeError, ImportError,
     )  # fmt: skip
     handlers = {"run": cmd_run, "evaluate": cmd_evaluate, "score": cmd_score, "localize": cmd_localize}
+    debug = bool(os.environ.get("SPGKIT_DEBUG"))
     try:
+        check_numbers(args)
         if args.command in ("heads", "backbones", "datasets"):
             return cmd_list(args.command)
         return handlers[args.command](args)
-    except user_errors as exc:
-        if os.environ.get("SPGKIT_DEBUG"):
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        # Every file spgkit writes is written whole or not at all, and runs resume from their
+        # last checkpoint: the same command picks up where this one stopped.
+        print(f"spgkit {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except (*user_errors, MemoryError) as exc:
+        if debug:
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, MemoryError):
+            message = f"out of memory ({message}); use smaller images, batches or fewer thresholds"
         print(f"spgkit {args.command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -60,6 +61,15 @@ def _at_least(low: float) -> dict:
 
 def _positive() -> dict:
     return {"check": (lambda v: v > 0, "positive")}
+
+
+#: Names that become folders: one path component, not hidden (no ``/``, ``\``, control
+#: characters, leading dot; so never ``.`` or ``..``).
+NAME = re.compile(r"[^/\\\x00-\x1f.][^/\\\x00-\x1f]*")
+
+
+def _folder_name() -> dict:
+    return {"check": (lambda v: NAME.fullmatch(v) is not None, "a folder name (no '/', no leading '.')")}
 
 
 def _one_of(*choices: str) -> dict:
@@ -161,6 +171,9 @@ class Data(_Checked):
         max_train, max_eval: cap the number of images used (0 = all); for quick runs.
         resize: how images and masks are resized, one of :data:`RESIZES`: ``"benchmark"`` (its
             PIL and OpenCV calls) or ``"torchvision"``.
+        select_on_test: allow ``select_split`` to be the test split. Choosing the CAM threshold on
+            the images it is then scored on is what the WSOL benchmark shows inflates every
+            method, so it is refused unless set, and a table made so says it on its first line.
     """
 
     name: str
@@ -173,6 +186,16 @@ class Data(_Checked):
     max_train: int = field(default=0, metadata=_at_least(0))
     max_eval: int = field(default=0, metadata=_at_least(0))
     resize: str = field(default="benchmark", metadata=_one_of(*RESIZES))
+    select_on_test: bool = False
+
+    def __post_init__(self) -> None:
+        check_fields(self, "Data")
+        if self.select_split == self.test_split and not self.select_on_test:
+            raise ConfigError(
+                f"Data.select_split is the test split {self.test_split!r}: the CAM threshold would be chosen on the "
+                "images it is scored on; choose another split (or None to hold images out of training), or set "
+                "data.select_on_test=true to do it anyway, which the table then says"
+            )
 
 
 @dataclass(frozen=True)
@@ -258,9 +281,10 @@ class Evaluation(_Checked):
 
 @dataclass(frozen=True)
 class Arm(_Checked):
-    """One compared method: a name and the heads it adds to the CAM classifier (none: plain CAM)."""
+    """One compared method: a name (its folder's: no ``/``, no leading ``.``) and the heads it adds to
+    the CAM classifier (none: plain CAM)."""
 
-    name: str
+    name: str = field(metadata=_folder_name())
     heads: tuple[HeadSpec, ...] = ()
 
     def __post_init__(self) -> None:
@@ -280,7 +304,7 @@ class Study(_Checked):
     """A declared experiment: every arm, trained under one protocol, for every seed.
 
     Attributes:
-        name: the output folder's name.
+        name: the output folder's name (one folder: no ``/``, no leading ``.``).
         data, training, evaluation: see :class:`Data`, :class:`Training`, :class:`Evaluation`.
         arms: the methods compared; the first is the baseline the results table compares every
             other arm with, seed by seed (conventionally ``Arm("cam")``).
@@ -294,7 +318,7 @@ class Study(_Checked):
             each disagreement gallery.
     """
 
-    name: str
+    name: str = field(metadata=_folder_name())
     data: Data
     arms: tuple[Arm, ...]
     backbone: str = "inception_v3"

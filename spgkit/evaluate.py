@@ -60,11 +60,18 @@ class Scores:
     (:mod:`spgkit.score`) maps written by any code, so both report the same numbers by the same
     code."""
 
-    def __init__(self, thresholds: int = 100, cam_threshold: float = 0.2, protocol: str = "benchmark", per_image: bool = False):
+    def __init__(self, thresholds: int = 100, cam_threshold: float | None = 0.2, protocol: str = "benchmark", per_image: bool = False):
         grid = threshold_grid(thresholds)
-        self.objects = LocalizationEvaluator(thresholds=grid, cam_threshold=cam_threshold, protocol=protocol, keep_images=per_image)
-        self.part_boxes = LocalizationEvaluator(thresholds=grid, cam_threshold=cam_threshold, protocol=protocol)
-        self.part_pixels = PartScores(cam_threshold, protocol)
+        if cam_threshold is None and per_image:
+            raise ValueError("per-image scores need a CAM threshold (their boxes are taken at it)")
+        # Without a CAM threshold the metrics at one (GT-known, Top-1 and Top-5 Loc, on_part,
+        # object_covered) are left out of compute(). The evaluators still need one: the first grid
+        # threshold adds no work (regions are found at it anyway) and changes no other metric.
+        self.cam_threshold = cam_threshold
+        cam = float(grid[0]) if cam_threshold is None else cam_threshold
+        self.objects = LocalizationEvaluator(thresholds=grid, cam_threshold=cam, protocol=protocol, keep_images=per_image)
+        self.part_boxes = LocalizationEvaluator(thresholds=grid, cam_threshold=cam, protocol=protocol)
+        self.part_pixels = PartScores(cam, protocol)
         self.protocol = protocol
         self.correct = np.zeros(3)  # top-1 hits, top-5 hits, images with logits
         self.per_image = per_image
@@ -123,12 +130,16 @@ class Scores:
             self.correct = dist_info.sum(self.correct)
             self.part_pixels.sums = dist_info.sum(self.part_pixels.sums)
         metrics = self.objects.compute()
+        if self.cam_threshold is None:
+            for key in ("gt_known_loc", "top1_loc", "top5_loc"):
+                metrics.pop(key, None)
         if self.correct[2]:
             metrics["top1_acc"] = 100.0 * self.correct[0] / self.correct[2]
             metrics["top5_acc"] = 100.0 * self.correct[1] / self.correct[2]
         if parts:
             metrics["part_maxboxaccv2"] = self.part_boxes.compute()["maxboxaccv2"]
-            metrics.update(self.part_pixels.compute())
+            if self.cam_threshold is not None:
+                metrics.update(self.part_pixels.compute())
         return metrics
 
 
@@ -154,7 +165,7 @@ def evaluate(
     *,
     batch_size: int = 64,
     thresholds: int = 100,
-    cam_threshold: float = 0.2,
+    cam_threshold: float | None = 0.2,
     protocol: str = "benchmark",
     dist_info: Dist | None = None,
     num_workers: int = 0,
@@ -172,6 +183,9 @@ def evaluate(
     part: ``part_maxboxaccv2`` (MaxBoxAccV2 with the part box as the ground truth), and at
     ``cam_threshold`` ``on_part`` and ``object_covered`` (:class:`PartScores`). Under DDP each
     rank scores its shard and counts are summed. The metrics are counted by :class:`Scores`.
+    ``cam_threshold=None`` leaves out every metric taken at one (GT-known, Top-1 and Top-5 Loc,
+    ``on_part``, ``object_covered``): what is reported without a threshold chosen on held-out data
+    is threshold-free (MaxBoxAcc, MaxBoxAccV2, PxAP); ``per_image`` needs a threshold.
 
     ``images`` holds, per image of ``dataset`` in its order (gathered from every rank under
     DDP), the arrays of :meth:`Scores.images`, and the grid they were scored on: ``thresholds``,

@@ -25,7 +25,7 @@ from spgkit.guidance import IGNORE  # noqa: E402
 from spgkit.io import atomic_write_bytes  # noqa: E402
 from spgkit.localization import largest_region_box  # noqa: E402
 from spgkit.plugins import Registry  # noqa: E402
-from spgkit.report import box_accuracy, box_hits, collect_images  # noqa: E402
+from spgkit.report import Collected, box_accuracy, box_hits  # noqa: E402
 from spgkit.runs import StudyFolder, load_model  # noqa: E402
 from spgkit.train import open_test  # noqa: E402
 
@@ -178,7 +178,7 @@ def curves_figure(logs: dict[str, list[dict[str, str]]], path: Path) -> None:
 
 def threshold_figure(images: dict[str, dict[int, dict[str, np.ndarray]]], path: Path) -> None:
     """Box accuracy on the test split against the CAM threshold, from the runs' per-image records
-    (:func:`~spgkit.report.collect_images`), one colour per arm: the mean over seeds, a band from
+    (:attr:`~spgkit.report.Collected.images`), one colour per arm: the mean over seeds, a band from
     the lowest seed to the highest, and a dotted line at each threshold a seed chose on the
     selection split.
 
@@ -237,13 +237,14 @@ def disagreement_figure(models: dict, records: dict[str, dict[str, np.ndarray]],
     overlay_figure(panels, batch, mean, std, path, protocol)
 
 
-def write_figures(study: Study, folder: StudyFolder, registry: Registry | None = None) -> list[Path]:
+def write_figures(study: Study, folder: StudyFolder, collected: Collected, registry: Registry | None = None) -> list[Path]:
     """Overlays (arms side by side), what each arm's heads offer figures (SPG's maps and seed
     masks, ACoL's erased region) and training curves, from the first seed's checkpoints, into the
     study's ``figures/``; from the runs' per-image records (where they have them), box accuracy
     against the CAM threshold over every seed (:func:`threshold_figure`) and, per arm, the first
     seed's test images on which its chosen box and the baseline's differ most
-    (``disagree_<arm>.png``, captioned with each box's IoU). Returns the files written."""
+    (``disagree_<arm>.png``, captioned with each box's IoU). Only the runs ``collected``
+    (:func:`~spgkit.report.collect`) are drawn. Returns the files written."""
     registry = registry if registry is not None else Registry()
     protocol = study.evaluation.protocol
     seed = study.seeds[0]
@@ -251,7 +252,7 @@ def write_figures(study: Study, folder: StudyFolder, registry: Registry | None =
     panels: dict[str, dict[str, Any]] = {}
     logs: dict[str, list[dict[str, str]]] = {}
     batch = mean = std = test = None
-    images = collect_images(study, folder)
+    images = collected.images
     first = {arm: by_seed[seed] for arm, by_seed in images.items() if seed in by_seed}
     baseline = study.arms[0].name
     picks = {}
@@ -261,8 +262,11 @@ def write_figures(study: Study, folder: StudyFolder, registry: Registry | None =
             picks[arm] = shown
     for arm in study.arms:
         run = folder.run(arm.name, seed)
+        metrics = next((m for m in collected.metrics.get(arm.name, []) if m["seed"] == seed), None)
+        if metrics is None:
+            continue
         logs[arm.name] = run.read_log()
-        if not run.metrics.exists() or "diverged" in run.read_metrics():
+        if "diverged" in metrics:
             continue
         model, config = load_model(run.checkpoint, registry)
         if batch is None:
@@ -270,7 +274,7 @@ def write_figures(study: Study, folder: StudyFolder, registry: Registry | None =
             transform = eval_transform(config["image_size"], mean, std, config["resize"])
             test = open_test(study, transform, registry)  # the images the runs were scored on
             batch = collate([test[i] for i in range(min(study.figure_images, len(test)))])
-        panels[arm.name] = {"maps": _maps(model, batch, protocol), "threshold": run.read_metrics()["cam_threshold"]}
+        panels[arm.name] = {"maps": _maps(model, batch, protocol), "threshold": metrics["cam_threshold"]}
         if arm.name == baseline:
             baseline_model = model
         if arm.name in picks:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from spgkit.config import PROTOCOLS, Study
 from spgkit.io import write_text
-from spgkit.runs import StudyFolder
+from spgkit.runs import FIX, RunFileError, StudyFolder, mismatch, record_hash
 
 #: Columns of the results table, in order, with their headers. A column no run reports is left out.
 COLUMNS = {
@@ -30,29 +31,55 @@ COLUMNS = {
 }
 
 
-def collect(study: Study, folder: StudyFolder) -> dict[str, list[dict[str, Any]]]:
-    """Finished runs' metrics by arm, diverged runs' records included (arms or seeds still
-    running are left out)."""
-    runs: dict[str, list[dict[str, Any]]] = {}
+@dataclass
+class Collected:
+    """The runs a report may use: those whose record says they were scored with what the study
+    asks for. ``metrics`` by arm (diverged runs' records included), ``images`` (their
+    ``per_image.npz``) by arm and seed, and ``left_out``: a line per run that was not used, and why."""
+
+    metrics: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    images: dict[str, dict[int, dict[str, np.ndarray]]] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
+
+
+def collect(study: Study, folder: StudyFolder, asked: dict[tuple[str, int], dict[str, Any]]) -> Collected:
+    """The finished runs of ``study`` whose ``metrics.json`` records what ``asked[(arm, seed)]``
+    (:func:`~spgkit.runs.scored_with`) says; runs not finished yet are skipped, runs scored with
+    anything else are left out and listed. A ``per_image.npz`` is used only when it belongs to
+    its metrics and reproduces their numbers (:class:`~spgkit.runs.RunFileError` otherwise)."""
+    found = Collected()
     for arm in study.arms:
         for seed in study.seeds:
             run = folder.run(arm.name, seed)
-            if run.metrics.exists():
-                runs.setdefault(arm.name, []).append(run.read_metrics())
-    return runs
+            if not run.metrics.exists():
+                continue
+            metrics = run.read_metrics()
+            changed = ["(recorded by an older spgkit)"] if "record" not in metrics else mismatch(metrics["record"], asked[(arm.name, seed)])
+            if changed:
+                found.left_out.append(f"{arm.name}/seed{seed}: scored with another configuration ({'; '.join(changed)})")
+                continue
+            found.metrics.setdefault(arm.name, []).append(metrics)
+            if "diverged" in metrics or not run.per_image.exists():
+                continue
+            record = run.read_per_image()
+            if record["record"] != record_hash(metrics["record"]):
+                found.left_out.append(f"{arm.name}/seed{seed}: per_image.npz is from another scoring; its intervals are left out")
+                continue
+            check_per_image(run.per_image, record, metrics)
+            found.images.setdefault(arm.name, {})[seed] = record
+    return found
 
 
-def collect_images(study: Study, folder: StudyFolder) -> dict[str, dict[int, dict[str, np.ndarray]]]:
-    """Finished runs' ``per_image.npz`` by arm and seed. Runs finished before spgkit saved the file
-    (until a re-run evaluates them again) and diverged runs have none: what needs it leaves them
-    out."""
-    images: dict[str, dict[int, dict[str, np.ndarray]]] = {}
-    for arm in study.arms:
-        for seed in study.seeds:
-            run = folder.run(arm.name, seed)
-            if run.metrics.exists() and run.per_image.exists():
-                images.setdefault(arm.name, {})[seed] = run.read_per_image()
-    return images
+def check_per_image(path: Path, record: dict[str, np.ndarray], metrics: dict[str, Any]) -> None:
+    """Raise :class:`~spgkit.runs.RunFileError` unless the per-image record gives the metrics'
+    GT-known Loc and MaxBoxAccV2 (the numbers its intervals are computed from)."""
+    scored = box_accuracy(box_hits(record))
+    for key in BOOTSTRAPPED:
+        if key in metrics and not abs(float(scored[key][0]) - metrics[key]) <= 1e-6:
+            raise RunFileError(
+                f"{path}: gives {COLUMNS[key]} {float(scored[key][0]):.2f} where metrics.json says {metrics[key]:.2f}; "
+                f"it was edited or damaged; {FIX}"
+            )
 
 
 def box_hits(record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -160,7 +187,7 @@ def paired_differences(
 ) -> list[dict[str, Any]]:
     """One row per other arm: mean and sample std over seeds of (arm - baseline), and how many
     seeds the arm is ahead, per metric of :data:`PAIRED`, over the seeds both finished without
-    diverging. Given the runs' per-image records (:func:`collect_images`) for all those seeds,
+    diverging. Given the runs' per-image records (:attr:`Collected.images`) for all those seeds,
     also the bootstrap interval of :func:`paired_intervals` per metric of :data:`BOOTSTRAPPED`
     (``<metric>_ci_low`` and ``<metric>_ci_high``).
 
@@ -240,23 +267,42 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
     write_text(path, buffer.getvalue())
 
 
-def write_tables(study: Study, folder: StudyFolder) -> str:
+#: The results table's row for the centre baseline.
+CENTER = "centre baseline"
+
+
+def write_tables(study: Study, folder: StudyFolder, collected: Collected, center: dict[str, Any] | None = None) -> str:
     """Write ``results.csv``, ``results.md`` and, with two arms or more, ``differences.csv`` into
-    the study's folder; return the Markdown. The differences compare every arm with the study's
-    first arm, its baseline."""
-    runs = collect(study, folder)
+    the study's folder from the runs ``collected`` (:func:`collect`); return the Markdown. The
+    differences compare every arm with the study's first arm, its baseline. ``center``, the
+    metrics of the centre baseline on the same test split (:func:`spgkit.score.center_baseline`),
+    is a row of the Markdown table below the arms (``results.csv`` holds the arms alone)."""
+    runs = collected.metrics
     rows = summarize(runs)
     _write_csv(folder.results_csv, rows, ["diverged", "protocol"] + [k for key in COLUMNS for k in (key, f"{key}_std")])
     many = any(row["seeds"] > 1 for row in rows)
     spread = "Mean ± sample std over seeds" if many else "One seed per arm, so no spread: a single run proves nothing"
     protocols = sorted({m["protocol"] for metrics in runs.values() for m in metrics})
     described = "; ".join(f"`{p}` protocol: {PROTOCOLS[p]}" for p in protocols)
-    text = (
-        f"# {study.name}\n\n{spread}; localization on the test split ({study.data.test_split}) in the "
-        f"{described}.\n\n" + markdown_table(rows)
-    )
+    text = f"# {study.name}\n\n"
+    if study.data.select_on_test:
+        text += (
+            f"**The CAM threshold was chosen on the test split ({study.data.test_split})** (`data.select_on_test`): "
+            "every number at a chosen threshold is optimistic.\n\n"
+        )
+    text += f"{spread}; localization on the test split ({study.data.test_split}) in the {described}.\n\n"
+    shown = rows + ([{"arm": f"*{CENTER}*", "seeds": "-", **{k: center[k] for k in COLUMNS if k in center}}] if center else [])
+    text += markdown_table(shown)
+    if center:
+        text += (
+            f"\n*{CENTER}*: the same centred Gaussian map for every test image, scored in the same protocol (no network): "
+            "what a method must beat for its maps to say anything about where the object is.\n"
+        )
+    if collected.left_out:
+        text += "\nLeft out, scored with another configuration than this study's (re-run it to train or score them again):\n\n"
+        text += "".join(f"- {line}\n" for line in collected.left_out)
     baseline = study.arms[0].name
-    differences = paired_differences(runs, baseline, collect_images(study, folder))
+    differences = paired_differences(runs, baseline, collected.images)
     if differences:
         intervals = [f"{key}_ci_{end}" for key in BOOTSTRAPPED for end in ("low", "high")]
         _write_csv(folder.differences_csv, differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")] + intervals)
@@ -272,18 +318,69 @@ def write_tables(study: Study, folder: StudyFolder) -> str:
                 "and finding MaxBoxAccV2's best thresholds anew)."
             )
         text += "\n\n" + differences_table(differences)
-    text += reading(rows, differences, baseline)
+    text += reading(rows, differences, baseline, runs, center)
     write_text(folder.results_md, text)
     return text
 
 
-def reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], baseline: str) -> str:
-    """A few sentences read off the numbers, for data with part annotations: whether the
-    baseline's map sits on the part, which arm covers most of the object and by how much, and how
-    much a difference that rests on few seeds can be trusted. Empty without part scores."""
+def near_chance(metrics: list[dict[str, Any]]) -> bool:
+    """Whether a run's Top-1 accuracy (mean over its seeds) cannot be told from guessing: at most
+    chance (one over the number of classes) plus 2.58 binomial standard errors of a guesser on
+    its test images (a one-sided 99.5 % bound)."""
+    scored = [m for m in metrics if "num_classes" in m and "top1_acc" in m]
+    if not scored:
+        return False
+    chance = 1 / scored[0]["num_classes"]
+    bound = 100 * (chance + 2.58 * (chance * (1 - chance) / scored[0]["test_images"]) ** 0.5)
+    return float(np.mean([m["top1_acc"] for m in scored])) <= bound
+
+
+def reading(
+    rows: list[dict[str, Any]], differences: list[dict[str, Any]], baseline: str,
+    runs: dict[str, list[dict[str, Any]]] | None = None, center: dict[str, Any] | None = None,
+) -> str:  # fmt: skip
+    """A few sentences read off the numbers: which arms cannot be told from chance or localise no
+    better than the centre baseline; for data with part annotations, whether the baseline's map
+    sits on the part, which arm covers most of the object and by how much; and how much a
+    difference that rests on few seeds can be trusted. Empty when there is nothing to say."""
+    runs = runs or {}
+    chance = [r["arm"] for r in rows if near_chance([m for m in runs.get(r["arm"], []) if "diverged" not in m])]
+    lines = []
+    if chance:
+        lines.append(
+            f"At chance: {', '.join(chance)} (Top-1 no better than guessing among the classes, within sampling error): "
+            "their maps follow no class, and no difference involving them means anything."
+        )
+    if center and "maxboxaccv2" in center:
+        below = [r["arm"] for r in rows if r.get("maxboxaccv2", np.inf) <= center["maxboxaccv2"]]
+        if below:
+            lines.append(
+                f"No better than a centred Gaussian: {', '.join(below)} (MaxBoxAccV2 at most the centre baseline's "
+                f"{center['maxboxaccv2']:.1f}): on this data their maps say nothing about where the object is."
+            )
     base = next((r for r in rows if r["arm"] == baseline), None)
-    if base is None or "part_maxboxaccv2" not in base:
+    if base is not None and "part_maxboxaccv2" in base and baseline not in chance:
+        lines += _part_reading(rows, [d for d in differences if d["arm"] not in chance], base)
+    diverged = [f"{r['arm']} ({r['diverged']} of {r['seeds'] + r['diverged']})" for r in rows if r.get("diverged")]
+    if diverged:
+        lines.append(f"Diverged runs, left out of every number: {', '.join(diverged)}; their metrics.json says at which step.")
+    if lines:
+        single = [r["arm"] for r in rows if r["seeds"] == 1]
+        if max((r["seeds"] for r in rows), default=0) <= 1:
+            lines.append("One seed proves nothing: run more (--seeds 0 1 2) before reading a difference as a result.")
+        else:
+            line = "Read a difference as a result only where an arm is ahead on most of its seeds and the mean exceeds the spread."
+            if single:  # survivors of diverged runs, say
+                line += f" {', '.join(single)}: one seed, which proves nothing."
+            lines.append(line)
+    if not lines:
         return ""
+    return "\nReading (generated from the numbers above):\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+
+
+def _part_reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], base: dict[str, Any]) -> list[str]:
+    """The reading's lines on data with part annotations (see :func:`reading`)."""
+    baseline = base["arm"]
     gap = base["part_maxboxaccv2"] - base["maxboxaccv2"]
     where = "sits on the part" if gap > 0 else "does not sit on the part"
     lines = [
@@ -311,15 +408,4 @@ def reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], basel
             f"{d['arm']} lost its classification ({row['top1_acc']:.1f} % Top-1, {d['top1_acc']:+.1f} on {baseline}): "
             f"its map, which no longer follows a class, covers {row['object_covered']:.1f} % of the object (not ranked)."
         )
-    diverged = [f"{r['arm']} ({r['diverged']} of {r['seeds'] + r['diverged']})" for r in rows if r.get("diverged")]
-    if diverged:
-        lines.append(f"Diverged runs, left out of every number: {', '.join(diverged)}; their metrics.json says at which step.")
-    single = [r["arm"] for r in rows if r["seeds"] == 1]
-    if max((r["seeds"] for r in rows), default=0) <= 1:
-        lines.append("One seed proves nothing: run more (--seeds 0 1 2) before reading a difference as a result.")
-    else:
-        line = "Read a difference as a result only where an arm is ahead on most of its seeds and the mean exceeds the spread."
-        if single:  # survivors of diverged runs, say
-            line += f" {', '.join(single)}: one seed, which proves nothing."
-        lines.append(line)
-    return "\nReading (generated from the numbers above):\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+    return lines

@@ -1,15 +1,17 @@
 """Where results live: a run's folder (one arm, one seed) and a study's folder. The layout is
 spelled out here and nowhere else.
 
-A run folder records the configuration that produced it (``config.json``), so a run is reused only
-for the configuration it was made with: a re-run whose training configuration differs is refused
-with the differing fields named (or, when asked, trained again), and one whose evaluation settings
-alone differ is evaluated again from its checkpoint, and so is a finished run that has no
-``per_image.npz`` (made before spgkit saved one): evaluation is a forward pass over the selection
-and test splits, far cheaper than training, and it gives every run the file the report's
-intervals and figures read. A lock keeps two processes out of one folder. The layout::
+A run folder records what its numbers depend on (``config.json``, :func:`run_config`): the whole
+declaration, the source fingerprints of the plugins it used and the fingerprints of the splits it
+read (:mod:`spgkit.record`). A run is reused only where that record matches: a re-run whose
+training part differs is refused with the differing fields named (or, when asked, trained again
+from scratch), and one whose evaluation part alone differs is scored again from its checkpoint.
+``metrics.json`` records what its scores were computed with and ``per_image.npz`` a hash of it,
+so a report never takes them for another configuration's, and old scores can stay until new ones
+replace them. Every file is checked when read back (:class:`RunFileError` names it). A lock per
+run keeps two processes out of one folder, and one per study serialises reports. The layout::
 
-    <out>/<study>/results.csv, results.md, differences.csv, figures/
+    <out>/<study>/results.csv, results.md, differences.csv, figures/, .report.lock
     <out>/<study>/<arm>/seed<k>/config.json, checkpoint.pt, log.csv, metrics.json, per_image.npz,
                                snapshots.pt, .lock
 """
@@ -20,11 +22,15 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
+import hashlib
 import io
-import os
+import json
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 from spgkit.config import EXECUTION_FIELDS, Arm, Data, Evaluation, HeadSpec, Study, Training
 from spgkit.io import load_checkpoint, read_arrays, read_json, save_checkpoint, write_arrays, write_json, write_text
@@ -36,10 +42,39 @@ class RunConflict(ValueError):
     """A run folder holds results of another configuration than the one asked for."""
 
 
-def run_config(study: Study, arm: Arm, seed: int) -> dict[str, Any]:
+class RunBusy(RunConflict):
+    """Another process holds the run's lock."""
+
+
+class RunFileError(ValueError):
+    """A file of a run folder that spgkit cannot use as it is; the message names it and what to do."""
+
+
+#: What a :class:`RunFileError` suggests.
+FIX = "delete the run's folder, or re-run with --retrain"
+#: What a finished run's ``metrics.json`` always holds.
+METRICS = ("cam_threshold", "top1_acc", "maxboxaccv2", "test_images")
+#: What ``per_image.npz`` always holds.
+PER_IMAGE = ("image_id", "cam_iou", "largest_iou", "best_iou", "iou_thresholds")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunFileError(f"{path}: not valid JSON ({exc}); {FIX}") from None
+
+
+def run_config(study: Study, arm: Arm, seed: int, facts: dict[str, Any]) -> dict[str, Any]:
     """What one run computes, as plain JSON: ``training`` (everything that changes the trained
-    weights) and ``evaluation`` (how they are scored)."""
+    weights: the declaration with every default, the source fingerprints of the dataset reader,
+    backbone and heads it uses and the fingerprint of the training split), ``evaluation`` (how
+    and on what they are scored: the settings and the selection and test splits' fingerprints)
+    and ``environment`` (library versions, recorded but not compared). ``facts`` comes from
+    :func:`spgkit.train.study_facts`."""
     training = {k: v for k, v in dataclasses.asdict(study.training).items() if k not in EXECUTION_FIELDS}
+    sources = facts["sources"]
+    used = [f"dataset {study.data.name}", f"backbone {study.backbone}"] + [f"head {h.name}" for h in arm.heads]
     return _plain(
         {
             "training": {
@@ -52,10 +87,32 @@ def run_config(study: Study, arm: Arm, seed: int) -> dict[str, Any]:
                 "classifier_width": study.classifier_width,
                 "dropout": study.dropout,
                 "training": training,
+                "sources": {key: sources[key] for key in used},
+                "splits": {"train": facts["splits"]["train"]},
             },
-            "evaluation": dataclasses.asdict(study.evaluation),
+            "evaluation": {
+                **dataclasses.asdict(study.evaluation),
+                "splits": {k: v for k, v in facts["splits"].items() if k != "train"},
+            },
+            "environment": facts["environment"],
         }
     )
+
+
+def scored_with(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a :func:`run_config` that a run's scores depend on (all but the environment):
+    what ``metrics.json`` records as ``record``."""
+    return {"training": config["training"], "evaluation": config["evaluation"]}
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    """A short hash of a :func:`scored_with` record, kept in ``per_image.npz``."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def mismatch(recorded: dict[str, Any], asked: dict[str, Any]) -> list[str]:
+    """The differences between two :func:`scored_with` records, training then evaluation."""
+    return [d for part in ("training", "evaluation") for d in differences(recorded.get(part, {}), asked[part], part)]
 
 
 def _plain(value: Any) -> Any:
@@ -160,64 +217,71 @@ class RunFolder:
         self.metrics = self.path / "metrics.json"
         self.per_image = self.path / "per_image.npz"
         self.snapshots = self.path / "snapshots.pt"
+        self.action: str | None = None  #: what :func:`~spgkit.train.train_arm` did last: train, evaluate or done
+        self.node: str | None = None  #: the Ray node that ran it, under :class:`~spgkit.executors.RayExecutor`
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the folder's lock; a second process gets a one-line error instead of writing beside."""
+    def lock(self, wait: bool = False) -> Iterator[None]:
+        """Hold the folder's lock. Another process holding it: :class:`RunBusy`, or with ``wait``,
+        wait for it to finish."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "w") as handle:
+        with open(self.path / ".lock", "a") as handle:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
-                raise RunConflict(f"{self.path}: another spgkit process is running this run; wait for it or use another --out") from None
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
+                raise RunBusy(f"{self.path}: another spgkit process is running this run; wait for it or use another --out") from None
             yield
 
     def prepare(self, config: dict[str, Any], retrain: bool = False) -> str:
         """Compare ``config`` (from :func:`run_config`) with what the folder holds and say what to do:
         ``"train"`` (nothing usable yet, or a checkpoint to resume from), ``"evaluate"`` (trained with
-        this configuration, but scored otherwise or without ``per_image.npz``) or ``"done"``.
-        Writes ``config.json`` for a new run.
+        this configuration, but not yet scored with it) or ``"done"`` (scored with it: its
+        ``metrics.json`` records the same :func:`scored_with`, and its ``per_image.npz`` belongs to
+        those metrics). Records ``config`` in ``config.json``.
 
-        A folder trained with another configuration raises :class:`RunConflict` naming the fields,
-        unless ``retrain``, which empties it first.
+        A folder trained with another configuration raises :class:`RunConflict` naming the fields;
+        ``retrain`` empties the folder and trains again whatever it holds. Scores of another
+        evaluation stay until the new ones replace them: they are recorded with what they were
+        scored with, so nothing reports them as the new ones.
         """
         for stale in self.path.glob(".*.tmp"):  # half-written by a killed process; the target is intact
             stale.unlink()
-        made = [p for p in (self.checkpoint, self.metrics, self.log) if p.exists()]
-        recorded = read_json(self.config) if self.config.exists() else None
-        changed = None
-        if recorded is None and made:
-            changed = ["(no config.json: made by an older spgkit)"]
-        elif recorded is not None and recorded["training"] != config["training"]:
-            changed = differences(recorded["training"], config["training"], "training")
-        if changed and not retrain:
-            raise RunConflict(
-                f"{self.path} was trained with another configuration ({'; '.join(changed)}); "
-                "use another --out, or --retrain to replace it"
-            )
-        if changed:
+        if retrain:
             self.clear()
-            made, recorded = [], None
-        if recorded is None:
+        trained = [p for p in (self.checkpoint, self.metrics, self.log) if p.exists()]
+        recorded = self.read_config() if self.config.exists() else None
+        if trained:
+            if recorded is None:
+                changed = ["(no config.json: made by an older spgkit)"]
+            else:
+                changed = differences(recorded["training"], config["training"], "training")
+            if changed:
+                raise RunConflict(
+                    f"{self.path} was trained with another configuration ({'; '.join(changed)}); "
+                    "use another --out, or --retrain to replace it"
+                )
+        if recorded != config:  # nothing trained yet, or trained alike and scored or run otherwise
             write_json(self.config, config)
-            return "train"
         if not self.metrics.exists():
             return "train"
-        if differences(recorded["evaluation"], config["evaluation"], "evaluation"):
-            # The old scores go first: a run killed while scoring again must not leave them
-            # standing as the results of the new configuration.
-            self.metrics.unlink()
-            self.per_image.unlink(missing_ok=True)
-            write_json(self.config, config)
+        metrics = self.read_metrics()
+        if "diverged" in metrics:
+            return "done"  # no final model to score: it stays as recorded
+        if "record" not in metrics or mismatch(metrics["record"], scored_with(config)):
             return "evaluate"
-        if not self.per_image.exists() and "diverged" not in self.read_metrics():
-            return "evaluate"  # a diverged run has no final model to score: it stays as recorded
+        if not self.per_image.exists() or self.read_per_image().get("record") != record_hash(metrics["record"]):
+            return "evaluate"  # from before spgkit saved it, or half of a later scoring
         return "done"
+
+    def read_config(self) -> dict[str, Any]:
+        """``config.json``, checked: a :func:`run_config` with its parts."""
+        config = _read_json(self.config)
+        if not (isinstance(config, dict) and all(isinstance(config.get(k), dict) for k in ("training", "evaluation"))):
+            raise RunFileError(f"{self.config}: not a run configuration (no training and evaluation parts); {FIX}")
+        return config
 
     def clear(self) -> None:
         """Remove every result of this run (its lock stays)."""
@@ -227,8 +291,16 @@ class RunFolder:
     def save_checkpoint(self, payload: dict) -> None:
         save_checkpoint(self.checkpoint, payload)
 
-    def load_checkpoint(self) -> dict:
-        return load_checkpoint(self.checkpoint)
+    def load_checkpoint(self, arm: str, seed: int) -> dict:
+        """The checkpoint to resume ``arm``'s run of ``seed`` from, checked: every part a resumed
+        run reads, and that arm and seed."""
+        state = load_checkpoint(self.checkpoint)
+        missing = [k for k in ("config", "model", "optimizer", "scheduler", "epoch", "history", "arm", "seed") if k not in state]
+        if missing:
+            raise RunFileError(f"{self.checkpoint}: not a checkpoint spgkit can resume from (no {', '.join(missing)}); {FIX}")
+        if (state["arm"], state["seed"]) != (arm, seed):
+            raise RunFileError(f"{self.checkpoint}: a checkpoint of arm {state['arm']!r} seed {state['seed']}, not of {arm!r} seed {seed}; {FIX}")
+        return state
 
     def write_snapshots(self, payload: dict) -> None:
         """``snapshots.pt``: the fixed images and what was recorded of them during training."""
@@ -238,19 +310,38 @@ class RunFolder:
         return load_checkpoint(self.snapshots)
 
     def read_metrics(self) -> dict[str, Any]:
-        return read_json(self.metrics)
+        """``metrics.json``, checked: a finished run's scores, or a diverged run's record."""
+        metrics = _read_json(self.metrics)
+        needed = ("arm", "seed", "protocol") + (() if isinstance(metrics, dict) and "diverged" in metrics else METRICS)
+        missing = [k for k in needed if not isinstance(metrics, dict) or k not in metrics]
+        if missing:
+            raise RunFileError(f"{self.metrics}: not a run's metrics (no {', '.join(missing)}); {FIX}")
+        return metrics
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_json(self.metrics, metrics)
 
-    def write_per_image(self, images: dict[str, Any]) -> None:
+    def write_per_image(self, images: dict[str, Any], record: dict[str, Any]) -> None:
         """``per_image.npz``: what each test image scored (:func:`~spgkit.evaluate.evaluate`'s
-        ``images``). IoUs stay float64, so every ``IoU >= delta`` comparison, and with it every
-        box metric, comes out of the file exactly as in ``metrics.json``."""
-        write_arrays(self.per_image, images)
+        ``images``), and the :func:`record_hash` of what it was scored with. IoUs stay float64,
+        so every ``IoU >= delta`` comparison, and with it every box metric, comes out of the
+        file exactly as in ``metrics.json``."""
+        write_arrays(self.per_image, {**images, "record": np.array(record_hash(record))})
 
     def read_per_image(self) -> dict[str, Any]:
-        return read_arrays(self.per_image)
+        """``per_image.npz``, checked: readable, every array the report reads, one row per image."""
+        try:
+            arrays = read_arrays(self.per_image)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunFileError(f"{self.per_image}: not readable ({type(exc).__name__}: {exc}); {FIX}") from None
+        missing = [k for k in PER_IMAGE if k not in arrays]
+        if missing:
+            raise RunFileError(f"{self.per_image}: lacks {', '.join(missing)}; {FIX}")
+        rows = {k: len(arrays[k]) for k in PER_IMAGE if k != "iou_thresholds"}
+        if len(set(rows.values())) != 1:
+            raise RunFileError(f"{self.per_image}: its arrays disagree on the number of images ({rows}); {FIX}")
+        arrays["record"] = str(arrays.get("record", ""))
+        return arrays
 
     def write_log(self, history: list[dict[str, float]]) -> None:
         """``log.csv``: one row per epoch, a column per key any row has."""
@@ -270,21 +361,37 @@ class RunFolder:
 
 
 class StudyFolder:
-    """A study's output folder: its runs, tables and figures."""
+    """A study's output folder: its runs, tables and figures, inside ``out`` whatever the names say
+    (they are checked when declared; this is the second line of defence)."""
 
     def __init__(self, out: str | Path, study: Study):
-        self.path = Path(out) / study.name
+        root = Path(out).resolve()
+        self.path = (root / study.name).resolve()
+        if self.path.parent != root:
+            raise ValueError(f"study name {study.name!r} leads outside the output folder {out}")
         self.results_csv = self.path / "results.csv"
         self.results_md = self.path / "results.md"
         self.differences_csv = self.path / "differences.csv"
         self.figures = self.path / "figures"
+        self.actions: dict[str, int] = {}  #: runs by what :func:`~spgkit.study.run_study` did with them
+        self.nodes: dict[tuple[str, int], str] = {}  #: the Ray node of each run, by (arm, seed)
 
     def run(self, arm: str, seed: int) -> RunFolder:
-        return RunFolder(self.path / arm / f"seed{seed}")
+        run = RunFolder(self.path / arm / f"seed{seed}")
+        if run.path.resolve().parent.parent != self.path:
+            raise ValueError(f"arm name {arm!r} leads outside the study's folder {self.path}")
+        return run
+
+    @contextlib.contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Hold the study's report lock: one process at a time rewrites its tables and figures."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".report.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
     def clear_reports(self) -> None:
-        """Remove the tables and figures, so a report on a subset of arms leaves none of a former
-        report's files behind."""
+        """Remove the tables and figures, so a report leaves none of a former report's files behind."""
         for path in (self.results_csv, self.results_md, self.differences_csv):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.figures, ignore_errors=True)

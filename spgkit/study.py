@@ -12,7 +12,7 @@ import importlib.util
 import json
 import sys
 import typing
-import warnings
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,16 @@ import torch
 
 from spgkit.backbones import check_pretrained
 from spgkit.config import Arm, ConfigError, LocalData, Study, conforms
-from spgkit.data import resolve_local
+from spgkit.data import IMAGENET_MEAN, IMAGENET_STD, resolve_local
 from spgkit.distributed import Dist
 from spgkit.model import build_model, check_arguments
-from spgkit.plugins import Registry
+from spgkit.plugins import PluginError, Registry
 from spgkit.figures import write_figures
-from spgkit.report import write_tables
-from spgkit.runs import StudyFolder
-from spgkit.train import TrainingDiverged, resolve_device, train_arm
+from spgkit.report import Collected, collect, write_tables
+from spgkit.executors import ExecutorError, LocalExecutor, RayExecutor
+from spgkit.runs import StudyFolder, run_config, scored_with
+from spgkit.score import center_baseline
+from spgkit.train import make_datasets, make_optimizer, open_split, resolve_device, study_facts, train_step
 
 
 class StudyError(ValueError):
@@ -71,9 +73,9 @@ def load_study(path: str | Path) -> Study:
 def check_study(study: Study, registry: Registry, where: str = "") -> None:
     """Check everything that can be checked before training, so that no arm fails after others
     trained: the dataset's name and arguments and its folders, the backbone's name, arguments and
-    weights, the device, and for every arm a model built without weights on the meta device
-    (head names, head arguments bound to their constructors, needs, feature roles) that runs a
-    forward pass at the study's image size. The first error is raised as :class:`StudyError`
+    weights, the device, and for every arm a model built without weights (head names, head
+    arguments bound to their constructors, needs, feature roles) that runs one training step at
+    the study's image size (:func:`check_arm`). The first error is raised as :class:`StudyError`
     naming ``where`` (the file), the arm and the field."""
     prefix = f"{where}: " if where else ""
 
@@ -99,21 +101,53 @@ def check_study(study: Study, registry: Registry, where: str = "") -> None:
         resolve_device(study.training.device)
     except ValueError as exc:
         raise fail("training.device", exc) from None
-    offline = {k: v for k, v in study.backbone_args.items() if k not in ("pretrained", "weights")}
-    size = data.image_size
     for arm in study.arms:
-        try:
-            with torch.device("meta"):
-                model = build_model(
-                    2, list(arm.heads), backbone=study.backbone, backbone_args=offline,
-                    classifier_width=study.classifier_width, dropout=study.dropout, registry=registry,
-                )  # fmt: skip
-                model.eval()(torch.empty(2, 3, size, size))
-        except (RuntimeError, AssertionError) as exc:  # the image is too small; timm asserts it fits a ViT's patches
-            message = str(exc).strip().splitlines()[0]
-            raise fail(f"arm {arm.name!r}", f"image size {size} is too small for backbone {study.backbone!r} ({message})") from None
-        except (ValueError, TypeError) as exc:
-            raise fail(f"arm {arm.name!r}", exc) from None
+        check_arm(study, arm, registry, prefix)
+
+
+#: Images in the batch of :func:`check_arm`'s training step.
+CHECK_BATCH = 2
+
+
+def check_arm(study: Study, arm: Arm, registry: Registry, prefix: str = "") -> None:
+    """Build ``arm``'s model without weights and run one training step on a tiny random batch at
+    the study's image size (train mode, labels, every loss, backward, the optimiser's step), so a
+    head whose constructor, forward or loss fails stops the study before any arm trains. Global
+    random state is left as it was. StudyError names the arm and the cause."""
+    offline = {k: v for k, v in study.backbone_args.items() if k not in ("pretrained", "weights")}
+    size = study.data.image_size
+
+    def build():
+        return build_model(
+            CHECK_BATCH, list(arm.heads), backbone=study.backbone, backbone_args=offline,
+            classifier_width=study.classifier_width, dropout=study.dropout, registry=registry,
+        )  # fmt: skip
+
+    def fails(side: int) -> str | None:
+        """Why a forward pass on the meta device fails at ``side`` pixels (None if it does not)."""
+        with torch.device("meta"):
+            try:
+                build().eval()(torch.empty(CHECK_BATCH, 3, side, side))
+            except PluginError:
+                raise
+            except (RuntimeError, AssertionError) as exc:  # timm asserts an image fits a ViT's patches
+                return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return None
+
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            small = fails(size)
+            if small and not fails(max(4 * size, 512)):
+                raise StudyError(f"image size {size} is too small for backbone {study.backbone!r} ({small})")
+            model = build()
+            images, labels = torch.randn(CHECK_BATCH, 3, size, size), torch.arange(CHECK_BATCH)
+            train_step(model, model, make_optimizer(model, study), images, labels)
+    except (ValueError, TypeError, PluginError) as exc:  # StudyError included: messages that name their cause
+        raise StudyError(f"{prefix}arm {arm.name!r}: {exc}") from None
+    except Exception as exc:  # the step ran the head's own code: whatever it raised is the cause
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise StudyError(f"{prefix}arm {arm.name!r}: one training step on a tiny batch failed: {type(exc).__name__}: {first}") from None
 
 
 # --------------------------------------------------------------------------- changing
@@ -219,26 +253,67 @@ def select_arms(study: Study, names: list[str]) -> Study:
 
 
 def run_study(
-    study: Study, out: str | Path = "runs", *, registry: Registry | None = None, progress: bool = True, retrain: bool = False, where: str = ""
-) -> StudyFolder:
-    """Check the whole study, train every arm for every seed (reusing finished runs of the same
-    configuration, resuming interrupted ones), then write ``results.csv``, ``results.md``,
-    ``differences.csv`` and ``figures/`` under ``<out>/<study.name>``. A run that diverges is
-    warned about and reported as such in the tables; the other runs go on."""
+    study: Study, out: str | Path = "runs", *, registry: Registry | None = None, progress: bool = True, retrain: bool = False,
+    where: str = "", arms: list[str] | None = None, executor: LocalExecutor | RayExecutor | None = None,
+) -> StudyFolder:  # fmt: skip
+    """Check the whole study, train every arm (or only ``arms``) for every seed, reusing finished
+    runs of the same configuration and resuming interrupted ones, then write ``results.csv``,
+    ``results.md``, ``differences.csv`` and ``figures/`` under ``<out>/<study.name>`` from every
+    run of the study whose record matches it (so ``arms`` adds to the study's report, never
+    narrows it). A run that diverges is warned about and reported as such in the tables; the
+    other runs go on.
+
+    ``executor`` says where the runs train (:mod:`spgkit.executors`): in this process, one after
+    another (the default), or as Ray tasks. Many processes may run one study folder at once: a
+    run another process holds is waited for (and reused, not trained twice); the report is
+    written under the study's own lock from what the runs recorded. ``folder.actions`` counts
+    what was done: ``train``, ``evaluate``, ``done`` (reused), ``diverged``; ``folder.nodes`` the
+    Ray node of each run, by ``(arm, seed)``."""
     registry = registry if registry is not None else Registry()
     check_study(study, registry, where)
     folder = StudyFolder(out, study)
-    for arm in study.arms:
-        for seed in study.seeds:
-            try:
-                train_arm(study, arm, seed, folder.run(arm.name, seed), registry=registry, progress=progress, retrain=retrain)
-            except TrainingDiverged as exc:  # one diverging run does not cost the others
-                warnings.warn(str(exc), stacklevel=1)
-    if Dist.from_env(resolve_device(study.training.device))[0].main:
-        folder.clear_reports()
-        write_tables(study, folder)
-        write_figures(study, folder, registry)
+    facts = study_facts(study, registry)
+    chosen = select_arms(study, arms).arms if arms else study.arms
+    planned = [(arm, seed, folder.run(arm.name, seed)) for arm in chosen for seed in study.seeds]
+    executor = executor if executor is not None else LocalExecutor()
+
+    def report() -> None:
+        folder.actions = dict(Counter(run.action for _, _, run in planned if run.action))
+        folder.nodes = {(arm.name, seed): run.node for arm, seed, run in planned if run.node}
+        if Dist.from_env(resolve_device(study.training.device))[0].main:
+            write_report(study, folder, registry, facts)
+
+    try:
+        executor.run(study, planned, registry=registry, facts=facts, progress=progress, retrain=retrain)
+    except ExecutorError:  # some runs failed for reasons of their own: the others are reported
+        report()
+        raise
+    report()
     return folder
+
+
+def write_report(study: Study, folder: StudyFolder, registry: Registry, facts: dict[str, Any]) -> Collected:
+    """The study's tables and figures, under its report lock, from the runs whose record matches
+    ``study`` (:func:`~spgkit.report.collect`), with the centre baseline on the same test split."""
+    asked = {(arm.name, seed): scored_with(run_config(study, arm, seed, facts)) for arm in study.arms for seed in study.seeds}
+    with folder.reporting():
+        collected = collect(study, folder, asked)
+        folder.clear_reports()
+        write_tables(study, folder, collected, center_metrics(study, registry))
+        write_figures(study, folder, collected, registry)
+    return collected
+
+
+def center_metrics(study: Study, registry: Registry) -> dict[str, Any]:
+    """The centre baseline (:func:`~spgkit.score.center_baseline`) on the study's test images,
+    its GT-known Loc at the threshold chosen as runs choose theirs: its best on the selection
+    images (the held-out training images, or ``select_split``, capped alike)."""
+    e = study.evaluation
+    train = open_split(study, study.data.train_split, None, registry)
+    _, select, test = make_datasets(study, registry, train, IMAGENET_MEAN, IMAGENET_STD)
+    kwargs = {"thresholds": e.thresholds, "protocol": e.protocol, "batch_size": study.training.batch_size}
+    chosen = center_baseline(select, **kwargs)["maxboxacc_threshold"]
+    return center_baseline(test, cam_threshold=chosen, **kwargs)
 
 
 __all__ = ["Arm", "StudyError", "check_study", "load_study", "override", "run_study", "select_arms"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,8 @@ from spgkit.evaluate import evaluate, to_device
 from spgkit.guidance import class_maps, minmax_normalize, upsample
 from spgkit.model import WSOLModel, build_model
 from spgkit.plugins import Registry
-from spgkit.runs import RunConflict, RunFolder, model_config, run_config
+from spgkit.record import data_fingerprint, source_fingerprint, versions
+from spgkit.runs import RunConflict, RunFolder, model_config, run_config, scored_with
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,6 +57,18 @@ def open_split(study: Study, split: str, transform, registry: Registry) -> Datas
     to folders."""
     args = {k: resolve_local(v) if isinstance(v, LocalData) else v for k, v in study.data.args.items()}
     return registry.dataset(study.data.name)(split=split, transform=transform, **args)
+
+
+def study_facts(study: Study, registry: Registry, arms: Sequence[Arm] | None = None) -> dict[str, Any]:
+    """What every run of ``study`` (of its ``arms``, by default all) records beyond its
+    declaration (:func:`~spgkit.runs.run_config`): the source fingerprint of the dataset reader,
+    the backbone and every head, the fingerprint of each split it reads, and the library versions
+    (:mod:`spgkit.record`)."""
+    used = {f"dataset {study.data.name}": registry.dataset(study.data.name), f"backbone {study.backbone}": registry.backbone(study.backbone)}
+    used |= {f"head {h.name}": registry.head(h.name) for arm in (study.arms if arms is None else arms) for h in arm.heads}
+    roles = {"train": study.data.train_split, "select": study.data.select_split, "test": study.data.test_split}
+    splits = {role: data_fingerprint(open_split(study, split, None, registry)) for role, split in roles.items() if split is not None}
+    return {"sources": {key: source_fingerprint(obj) for key, obj in used.items()}, "splits": splits, "environment": versions()}
 
 
 def _cap(ds: Dataset, limit: int) -> Dataset:
@@ -255,7 +269,7 @@ def setup(study: Study, arm: Arm, seed: int, run: RunFolder, registry: Registry,
     scheduler = make_scheduler(optimizer, study, len(loader))
     start, history = 0, []
     if run.checkpoint.exists():
-        state = run.load_checkpoint()
+        state = run.load_checkpoint(arm.name, seed)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -374,12 +388,15 @@ def select_and_test(s: Session, select: dict[str, float] | None) -> tuple[dict[s
     metrics = {
         "study": s.study.name, "arm": s.arm.name, "seed": s.seed, "protocol": s.study.evaluation.protocol,
         "cam_threshold": chosen, "select_maxboxaccv2": select["maxboxaccv2"], **test,
-        "train_images": len(s.augmented), "test_images": len(s.test_ds),
+        "train_images": len(s.augmented), "test_images": len(s.test_ds), "num_classes": s.config["num_classes"],
     }  # fmt: skip
     return metrics, images
 
 
-def train_arm(study: Study, arm: Arm, seed: int, run: RunFolder, *, registry: Registry | None = None, progress: bool = True, retrain: bool = False) -> dict[str, Any]:
+def train_arm(
+    study: Study, arm: Arm, seed: int, run: RunFolder, *, registry: Registry | None = None, facts: dict[str, Any] | None = None,
+    progress: bool = True, retrain: bool = False, wait: bool = True,
+) -> dict[str, Any]:
     """Train one arm for one seed into ``run`` and return its final metrics.
 
     A finished run of the same configuration is reused; one of the same training configuration
@@ -389,18 +406,26 @@ def train_arm(study: Study, arm: Arm, seed: int, run: RunFolder, *, registry: Re
     configuration is refused (:class:`~spgkit.runs.RunConflict`), or emptied with ``retrain``.
     A run whose loss diverges raises :class:`TrainingDiverged` and records it in its metrics
     (``{"diverged": message}``); a re-run of the same configuration returns that record.
+
+    The run's folder is locked while it trains; another process holding it raises
+    :class:`~spgkit.runs.RunBusy`, or with ``wait`` is waited for. ``facts`` is
+    :func:`study_facts` (computed when not given); ``run.action`` says afterwards what was done:
+    ``"train"``, ``"evaluate"`` or ``"done"`` (reused).
     """
     registry = registry if registry is not None else Registry()
+    facts = facts if facts is not None else study_facts(study, registry, [arm])
+    config = run_config(study, arm, seed, facts)
     dist_info, device = Dist.from_env(resolve_device(study.training.device))
-    with run.lock() if dist_info.main else contextlib.nullcontext():
+    with run.lock(wait) if dist_info.main else contextlib.nullcontext():
         # Rank 0 alone reads and writes the folder; the others follow its decision (or its error).
         try:
-            todo = run.prepare(run_config(study, arm, seed), retrain) if dist_info.main else None
-        except RunConflict as exc:
+            todo = run.prepare(config, retrain) if dist_info.main else None
+        except (RunConflict, ValueError) as exc:
             todo = exc
         todo = dist_info.share(todo)
-        if isinstance(todo, RunConflict):
+        if isinstance(todo, Exception):
             raise todo
+        run.action = todo
         if todo == "done":
             return run.read_metrics()
         s = setup(study, arm, seed, run, registry, device, dist_info, progress)
@@ -417,11 +442,14 @@ def train_arm(study: Study, arm: Arm, seed: int, run: RunFolder, *, registry: Re
         except TrainingDiverged as exc:
             # Recorded, so that a re-run of this configuration reports it instead of training again.
             if dist_info.main:
-                run.write_metrics({"study": study.name, "arm": arm.name, "seed": seed, "protocol": study.evaluation.protocol, "diverged": str(exc)})
+                run.write_metrics(
+                    {"study": study.name, "arm": arm.name, "seed": seed, "protocol": study.evaluation.protocol, "diverged": str(exc), "record": scored_with(config)}
+                )
             raise
         metrics, images = select_and_test(s, select)
+        metrics["record"] = scored_with(config)
         if dist_info.main:
             # metrics.json last: it marks the run finished, so a kill in between evaluates again.
-            run.write_per_image(images)
+            run.write_per_image(images, metrics["record"])
             run.write_metrics(metrics)
     return metrics

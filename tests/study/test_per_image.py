@@ -12,10 +12,10 @@ from spgkit.evaluate import unshard
 from spgkit.io import write_arrays, write_json
 from spgkit.localization import box_iou, resize_gt_boxes
 from spgkit.figures import disagreements, write_figures
-from spgkit.report import box_accuracy, box_hits, paired_intervals, write_tables
-from spgkit.runs import StudyFolder
+from spgkit.report import Collected, box_accuracy, box_hits, collect, paired_intervals, write_tables
+from spgkit.runs import StudyFolder, run_config, scored_with
 from spgkit.study import load_study, run_study
-from spgkit.train import open_test
+from spgkit.train import open_test, study_facts
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -120,13 +120,17 @@ def test_disagreements_largest_gap_first_and_none_where_alike():
     assert disagreements(arm, baseline, 5).tolist() == [2, 1, 4]
 
 
+def _asked(study, registry):
+    """What a report of ``study`` asks each run to have been scored with."""
+    facts = study_facts(study, registry)
+    return {(arm.name, seed): scored_with(run_config(study, arm, seed, facts)) for arm in study.arms for seed in study.seeds}
+
+
 def test_differences_table_shows_the_interval(tmp_path):
     study = Study(name="s", data=Data("synthwsol"), arms=(Arm("cam"), Arm("x")), seeds=(0,))
     records = {"cam": _record([[0.9, 0.0], [0.0, 0.9]], cam=[0.9, 0.0]), "x": _record([[0.9, 0.0], [0.9, 0.0]], cam=[0.9, 0.9])}
-    for arm, value in (("cam", 50.0), ("x", 100.0)):
-        write_json(tmp_path / "s" / arm / "seed0" / "metrics.json", {"seed": 0, "gt_known_loc": value, "maxboxaccv2": value, "protocol": "benchmark"})
-        write_arrays(tmp_path / "s" / arm / "seed0" / "per_image.npz", records[arm])
-    text = write_tables(study, StudyFolder(tmp_path, study))
+    metrics = {arm: [{"seed": 0, "gt_known_loc": value, "maxboxaccv2": value, "protocol": "benchmark"}] for arm, value in (("cam", 50.0), ("x", 100.0))}
+    text = write_tables(study, StudyFolder(tmp_path, study), Collected(metrics, {arm: {0: record} for arm, record in records.items()}))
     assert "| Δ GT-known Loc | Δ MaxBoxAccV2 | Δ GT-known Loc [95% CI] | Δ MaxBoxAccV2 [95% CI] |" in text
     assert "| x | 1 | +50.0 (1/1) | +50.0 (1/1) | [+0.0, +100.0] | [+0.0, +50.0] |" in text
     with open(tmp_path / "s" / "differences.csv") as handle:
@@ -143,8 +147,9 @@ def test_old_runs_report_without_the_file_and_are_evaluated_not_retrained(tiny_s
     for run in runs:
         run.per_image.unlink()
     folder.clear_reports()
-    text = write_tables(study, folder)
-    written = {p.name for p in write_figures(study, folder, registry)}
+    collected = collect(study, folder, _asked(study, registry))
+    text = write_tables(study, folder, collected)
+    written = {p.name for p in write_figures(study, folder, collected, registry)}
     assert "CI" not in text and "| spg | 1 |" in text.split("Difference from cam")[1]
     assert "ci_low" not in folder.differences_csv.read_text()
     assert {"overlays.png", "curves.png", "heads_spg.png"} <= written and not any(n.startswith(("threshold", "disagree")) for n in written)
@@ -162,11 +167,9 @@ def test_threshold_figure_and_disagreement_gallery(tiny_study_file, registry, tm
     figure = (folder.figures / "threshold.png").read_bytes()
     assert figure[:8] == PNG and len(figure) > 10000
     # One epoch leaves both arms choosing the same boxes; make them differ on two images.
-    run = folder.run("spg", 0)
-    record = run.read_per_image()
-    record["cam_iou"][[1, 4]] += (0.5, 0.25)
-    run.write_per_image(record)
-    written = write_figures(study, folder, registry)
+    collected = collect(study, folder, _asked(study, registry))
+    collected.images["spg"][0]["cam_iou"][[1, 4]] += (0.5, 0.25)
+    written = write_figures(study, folder, collected, registry)
     gallery = folder.figures / "disagree_spg.png"
     assert gallery in written and gallery.read_bytes()[:8] == PNG and len(gallery.read_bytes()) > 10000
     assert not (folder.figures / "disagree_cam.png").exists()  # the baseline is not compared with itself

@@ -4,13 +4,14 @@ one asked for, a study is checked whole before anything trains, and two processe
 import errno
 import json
 
+import numpy as np
 import pytest
 import torch
 
 import spgkit
 from spgkit.distributed import Dist, reduce_device
 from spgkit.plugins import PluginError, Registry, get_plugin_manager
-from spgkit.runs import RunConflict, RunFolder, StudyFolder
+from spgkit.runs import RunConflict, RunFolder, StudyFolder, scored_with
 from spgkit.study import StudyError, load_study, override, run_study, select_arms
 
 
@@ -41,27 +42,64 @@ def test_changed_configuration_is_refused_retrained_or_reevaluated(tiny_study_fi
     assert len(run.read_log()) == 2 and json.loads(run.config.read_text())["training"]["training"]["epochs"] == 2
 
 
-def test_a_run_killed_while_scoring_again_never_reports_the_old_scores(tmp_path):
-    run = RunFolder(tmp_path / "run")
+def _finish(run, config, **metrics):
+    """Write what a finished run of ``config`` writes: per_image.npz, then metrics.json."""
+    record = scored_with(config)
+    images = {"image_id": np.array(["a", "b"]), "cam_iou": np.array([0.6, 0.1]), "largest_iou": np.zeros((2, 3)),
+              "best_iou": np.zeros((2, 3, 3)), "iou_thresholds": np.array([30.0, 50.0, 70.0])}  # fmt: skip
+    run.write_per_image(images, record)
+    run.write_metrics({"arm": "cam", "seed": 0, "protocol": "benchmark", "cam_threshold": 0.2, "top1_acc": 100.0,
+                       "maxboxaccv2": 0.0, "test_images": 2, "record": record, **metrics})  # fmt: skip
+
+
+def test_scores_of_another_evaluation_stay_until_replaced_and_never_count_as_the_new_ones(tmp_path):
+    run = RunFolder(tmp_path / "cam" / "seed0")
     config = {"training": {"epochs": 1}, "evaluation": {"protocol": "benchmark"}}
     assert run.prepare(config) == "train"
-    run.write_metrics({"maxboxaccv2": 50.0})
-    run.per_image.write_bytes(b"scores of the benchmark protocol")
+    _finish(run, config)
     assert run.prepare(config) == "done"
     asked = {**config, "evaluation": {"protocol": "float"}}
     assert run.prepare(asked) == "evaluate"
-    assert not run.metrics.exists() and not run.per_image.exists()
-    # Killed before the new scores were written: the next run scores again (from the checkpoint).
-    assert run.prepare(asked) == "train"
+    # Nothing deleted before its replacement exists (a corrupt checkpoint would leave no scores at
+    # all), and the config records the new evaluation at once...
+    assert run.metrics.exists() and run.per_image.exists() and run.read_config()["evaluation"] == {"protocol": "float"}
+    # ...yet killed before the new scores were written, the next run scores again: the old scores
+    # record what they were scored with.
+    assert run.prepare(asked) == "evaluate"
+    assert run.prepare(config) == "done"  # and stay valid for the evaluation they were made with
+    # Half of a later scoring (per_image.npz of another evaluation beside the old metrics) is not used.
+    run.write_per_image(run.read_per_image(), scored_with(asked))
+    assert run.prepare(config) == "evaluate"
+
+
+def test_a_resumed_run_records_the_evaluation_it_is_asked_for(tmp_path):
+    # Killed before its metrics existed, then resumed with another evaluation setting.
+    run = RunFolder(tmp_path / "cam" / "seed0")
+    run.prepare({"training": {"epochs": 1}, "evaluation": {"thresholds": 100}})
+    run.log.write_text("epoch\n1\n")
+    asked = {"training": {"epochs": 1}, "evaluation": {"thresholds": 3}}
+    assert run.prepare(asked) == "train" and run.read_config()["evaluation"] == {"thresholds": 3}
+
+
+def test_retrain_always_trains_and_a_folder_where_nothing_trained_takes_the_new_configuration(tmp_path):
+    run = RunFolder(tmp_path / "cam" / "seed0")
+    config = {"training": {"epochs": 1}, "evaluation": {}}
+    run.prepare(config)
+    _finish(run, config)
+    assert run.prepare(config, retrain=True) == "train" and not run.metrics.exists()
+    # A failure after the check left config.json but nothing trained: the corrected run is not refused.
+    other = RunFolder(tmp_path / "spg" / "seed0")
+    other.prepare(config)
+    assert other.prepare({**config, "training": {"epochs": 2}}) == "train"
 
 
 def test_a_field_added_to_spgkit_after_a_run_counts_as_its_default(tmp_path):
-    run = RunFolder(tmp_path / "run")
+    run = RunFolder(tmp_path / "cam" / "seed0")
     asked = {"training": {"training": {"epochs": 1, "compile": False}}, "evaluation": {"protocol": "benchmark", "thresholds": 100}}
     # Recorded before spgkit had Training.compile and Evaluation.thresholds.
-    run.prepare({"training": {"training": {"epochs": 1}}, "evaluation": {"protocol": "benchmark"}})
-    run.write_metrics({"maxboxaccv2": 50.0})
-    run.per_image.write_bytes(b"scores")
+    old = {"training": {"training": {"epochs": 1}}, "evaluation": {"protocol": "benchmark"}}
+    run.prepare(old)
+    _finish(run, old)
     assert run.prepare(asked) == "done"
     with pytest.raises(RunConflict, match=r"training\.compile: False -> True"):
         run.prepare({**asked, "training": {"training": {"epochs": 1, "compile": True}}})
@@ -71,10 +109,10 @@ def test_a_field_added_to_spgkit_after_a_run_counts_as_its_default(tmp_path):
 def test_a_run_from_before_the_benchmark_resize_is_not_reused_for_it(tmp_path):
     # Runs recorded before Data.resize existed resized with torchvision: not what the new default
     # ("benchmark", PIL and OpenCV) computes, so they are not reported for it.
-    run = RunFolder(tmp_path / "run")
-    run.prepare({"training": {"data": {"image_size": 32}}, "evaluation": {}})
-    run.write_metrics({"maxboxaccv2": 50.0})
-    run.per_image.write_bytes(b"scores")
+    run = RunFolder(tmp_path / "cam" / "seed0")
+    old = {"training": {"data": {"image_size": 32}}, "evaluation": {}}
+    run.prepare(old)
+    _finish(run, old)
     with pytest.raises(RunConflict, match=r"data\.resize: 'torchvision' -> 'benchmark'"):
         run.prepare({"training": {"data": {"image_size": 32, "resize": "benchmark"}}, "evaluation": {}})
     assert run.prepare({"training": {"data": {"image_size": 32, "resize": "torchvision"}}, "evaluation": {}}) == "done"

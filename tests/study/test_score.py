@@ -164,7 +164,7 @@ def test_maps_of_a_folder_csv_dataset_are_keyed_by_image_path(tmp_path, capsys):
         return folder
 
     report = tmp_path / "right.json"
-    args = ["--data", "folder_csv", "--root", str(root), "--image-size", "32", "--thresholds", "10", "--json", str(report)]
+    args = ["--data", "folder_csv", "--root", str(root), "--image-size", "32", "--thresholds", "10", "--cam-threshold", "0.2", "--json", str(report)]
     assert main(["score", "--maps", str(box_maps(tmp_path / "right")), *args]) == 0
     right = json.loads(report.read_text())
     assert right["num_images"] == 2 and right["gt_known_loc"] == right["maxboxacc"] == right["maxboxaccv2_iou70"] == 100

@@ -152,6 +152,20 @@ def test_max_train_draws_across_classes_not_the_first_images(registry):
     assert [again[i]["label"] for i in range(40)] == [train[i]["label"] for i in range(40)]  # same draw every run
 
 
+def _written(root, study):
+    """The metrics.json files a test wrote by hand, as the report's input (no record to check)."""
+    from spgkit.io import read_json
+    from spgkit.report import Collected
+
+    found = Collected()
+    for arm in study.arms:
+        for seed in study.seeds:
+            path = root / study.name / arm.name / f"seed{seed}" / "metrics.json"
+            if path.exists():
+                found.metrics.setdefault(arm.name, []).append(read_json(path))
+    return found
+
+
 def test_paired_differences_by_seed_with_hand_numbers(tmp_path):
     from spgkit.io import write_json
     from spgkit.report import write_tables
@@ -161,7 +175,7 @@ def test_paired_differences_by_seed_with_hand_numbers(tmp_path):
     for arm, by_seed in numbers.items():
         for seed, value in by_seed.items():
             write_json(tmp_path / "s" / arm / f"seed{seed}" / "metrics.json", {"seed": seed, "maxboxaccv2": value, "top1_acc": 90.0, "protocol": "benchmark"})
-    text = write_tables(study, StudyFolder(tmp_path, study))
+    text = write_tables(study, StudyFolder(tmp_path, study), _written(tmp_path, study))
     # x - cam = +3, -1, +6: mean 2.667, sample std sqrt(((1/3)^2 + (11/3)^2 + (10/3)^2) / 2) = 3.512
     assert "| x | 3 | +0.0 ± 0.0 (0/3) | +2.7 ± 3.5 (2/3) |" in text
     assert "lonely" not in text.split("Difference from cam")[1]
@@ -179,7 +193,7 @@ def test_one_seed_shows_no_spread(tmp_path):
     study = Study(name="s", data=Data("synthwsol"), arms=(Arm("cam"), Arm("x")), seeds=(0,))
     for arm, value in (("cam", 50.0), ("x", 52.5)):
         write_json(tmp_path / "s" / arm / "seed0" / "metrics.json", {"seed": 0, "maxboxaccv2": value, "protocol": "float"})
-    text = write_tables(study, StudyFolder(tmp_path, study))
+    text = write_tables(study, StudyFolder(tmp_path, study), _written(tmp_path, study))
     assert "| cam | 1 | 50.0 |" in text and "| x | 1 | +2.5 (1/1) |" in text
     assert "±" not in text and "One seed per arm" in text and "in the `float` protocol" in text
     with open(tmp_path / "s" / "results.csv") as handle:
@@ -221,7 +235,7 @@ def test_reading_is_generated_from_the_numbers(tmp_path):
     }
     for arm, values in numbers.items():
         write_json(tmp_path / "s" / arm / "seed0" / "metrics.json", {"seed": 0, "protocol": "benchmark", **values})
-    text = write_tables(study, StudyFolder(tmp_path, study))
+    text = write_tables(study, StudyFolder(tmp_path, study), _written(tmp_path, study))
     assert "cam's map sits on the part: its MaxBoxAccV2 is 55.0 against the part's box and 30.0 against the object's (+25.0)" in text
     assert "acol covers the most of the object: 47.5 %, +12.5 points on cam (ahead on 1 of 1 seeds), at -4.0 MaxBoxAccV2 and -2.0 Top-1." in text
     # A collapsed arm's near-flat map "covers" more of the object than any: said apart, not ranked.
@@ -231,13 +245,13 @@ def test_reading_is_generated_from_the_numbers(tmp_path):
     numbers["acol"]["object_covered"] = numbers["spg"]["object_covered"] = 30.0
     for arm in ("acol", "spg"):
         write_json(tmp_path / "s" / arm / "seed0" / "metrics.json", {"seed": 0, "protocol": "benchmark", **numbers[arm]})
-    text = write_tables(study, StudyFolder(tmp_path, study))
+    text = write_tables(study, StudyFolder(tmp_path, study), _written(tmp_path, study))
     assert "No arm covers more of the object than cam." in text and "covers the most" not in text
     # With a second seed for every arm but one, the caveat speaks of that arm alone.
     study = Study(name="s", data=Data("synthwsol"), arms=study.arms, seeds=(0, 1))
     for arm in ("cam", "acol", "spg"):
         write_json(tmp_path / "s" / arm / "seed1" / "metrics.json", {"seed": 1, "protocol": "benchmark", **numbers[arm]})
-    text = write_tables(study, StudyFolder(tmp_path, study))
+    text = write_tables(study, StudyFolder(tmp_path, study), _written(tmp_path, study))
     assert "One seed proves nothing" not in text and "ahead on most of its seeds" in text
     assert "spg_c: one seed, which proves nothing." in text
 
