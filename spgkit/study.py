@@ -316,4 +316,4 @@ def center_metrics(study: Study, registry: Registry) -> dict[str, Any]:
     return center_baseline(test, cam_threshold=chosen, **kwargs)
 
 
-__all__ = ["Arm", "StudyError", "check_study", "load_study", "override", "run_study", "select_arms"]
+__all__ = ["Arm", "StudyError", "center_metrics", "check_arm", "check_study", "load_study", "override", "run_study", "select_arms", "write_report"]

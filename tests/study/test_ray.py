@@ -97,3 +97,29 @@ def test_a_run_failing_for_its_own_reason_is_reported_not_retried(cluster, tiny_
     (run / "checkpoint.pt").write_bytes(b"damaged")  # ...which cannot be read
     with pytest.raises(ExecutorError, match=r"1 of 1 runs failed: .*cam/seed0: .*checkpoint.pt: not a readable spgkit checkpoint"):
         run_study(study, tmp_path, registry=registry, progress=False, executor=RayExecutor(address=cluster.address, max_retries=5))
+
+
+def test_ctrl_c_on_the_driver_cancels_the_tasks_and_every_run_resumes(cluster, tiny_study_file, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    study = tiny_study_file(images=48, epochs=3)
+    env = {**os.environ, "SPGKIT_DISABLE_PLUGIN_AUTOLOAD": "0"}
+    command = [sys.executable, "-m", "spgkit", "run", str(study), "--out", str(tmp_path), "--no-progress", "--arms", "cam",
+               "--executor", "ray", "--address", cluster.address]  # fmt: skip
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "tiny" / "cam" / "seed0"
+    deadline = time.monotonic() + 300
+    while not (run / "log.csv").exists() and time.monotonic() < deadline:  # epoch 1 checkpointed
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and stderr.strip().splitlines()[-1] == "spgkit run: interrupted; re-run the same command to resume"
+    deadline = time.monotonic() + 60
+    while _worker_running_a_run() is not None and time.monotonic() < deadline:  # cancelled, not left running
+        time.sleep(0.2)
+    assert _worker_running_a_run() is None and not (run / "metrics.json").exists()
+    # The same command again resumes the run from its checkpoint and finishes it.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "1 trained" in again.stdout and (run / "metrics.json").exists()
