@@ -170,7 +170,7 @@ def curves_figure(logs: dict[str, list[dict[str, str]]], path: Path) -> None:
             ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     _save(fig, path)
