@@ -10,13 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+from spgkit.config import MAX_IMAGE_SIZE
+
 EPILOG = "Set SPGKIT_DEBUG=1 to see a traceback instead of a one-line error."
 
 #: Bounds of the numeric arguments, each with the reason a value outside them is refused.
 MAX_THRESHOLDS = 10_000
-MAX_IMAGE_SIZE = 4096
-MAX_CLASSES = 1_000_000
-MAX_WIDTH = 65_536
 THRESHOLDS_REASON = (
     "more only costs time and memory: the benchmark reports with 100 and selects with 1000, "
     "and its uint8 maps have 256 levels"
@@ -251,17 +250,16 @@ def cmd_list(kind: str) -> int:
     return 0
 
 
-def _is_int(value) -> bool:
-    import numbers
+def _whole(value) -> bool:
+    from spgkit.config import conforms
 
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return conforms(value, int)
 
 
-def _is_number(value) -> bool:
-    import math
-    import numbers
+def _finite(value) -> bool:
+    from spgkit.config import conforms
 
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return conforms(value, float)
 
 
 def _check_range(value, flag: str, low: int, high: int | None = None, reason: str = "") -> None:
@@ -275,7 +273,7 @@ def _check_range(value, flag: str, low: int, high: int | None = None, reason: st
 
 def _check_threshold(value, flag: str) -> None:
     """CLIError unless ``value`` (a CAM threshold) is a number in [0, 1]."""
-    if value is not None and not (_is_number(value) and 0 <= value <= 1):
+    if value is not None and not (_finite(value) and 0 <= value <= 1):
         raise CLIError(f"{flag} must be a number in [0, 1] (a share of the normalised map's range), not {value}")
 
 
@@ -294,63 +292,9 @@ def check_numbers(args) -> None:
         _check_threshold(args.threshold, "--threshold")
 
 
-def _check_config(config, path: Path) -> None:
-    """CLIError, naming the file and the field, unless a checkpoint's model config holds what a
-    model can be built from (checked before anything is built: a class count of 1e11 would try
-    to allocate terabytes)."""
-
-    def bad(field: str, why: str):
-        raise CLIError(f"{path}: its config's {field} {why}; this is no checkpoint spgkit can use (train the run again, or use another file)")
-
-    if not isinstance(config, dict):
-        bad("", f"is a {type(config).__name__}, not a mapping")
-    classes = config.get("num_classes")
-    if not _is_int(classes) or not 1 <= classes <= MAX_CLASSES:
-        bad("num_classes", f"is {classes!r}, not a whole number from 1 to {MAX_CLASSES:,}")
-    names = config.get("class_names")
-    if names is not None and (not isinstance(names, (list, tuple)) or len(names) != classes or not all(isinstance(n, str) for n in names)):
-        bad("class_names", f"is not a list of {classes} names")
-    size = config.get("image_size")
-    if not _is_int(size) or not 2 <= size <= MAX_IMAGE_SIZE:
-        bad("image_size", f"is {size!r}, not a whole number from 2 to {MAX_IMAGE_SIZE}")
-    for field in ("mean", "std"):
-        value = config.get(field)
-        if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_number(v) for v in value):
-            bad(field, f"is {value!r}, not 3 finite numbers")
-    if not all(v > 0 for v in config["std"]):
-        bad("std", f"is {config['std']!r}: a standard deviation must be positive")
-    width = config.get("classifier_width")
-    if not _is_int(width) or not 1 <= width <= MAX_WIDTH:
-        bad("classifier_width", f"is {width!r}, not a whole number from 1 to {MAX_WIDTH:,}")
-    dropout = config.get("dropout")
-    if dropout is not None and not (_is_number(dropout) and 0 <= dropout < 1):
-        bad("dropout", f"is {dropout!r}, not a number in [0, 1)")
-    if not isinstance(config.get("backbone"), str):
-        bad("backbone", f"is {config.get('backbone')!r}, not a name")
-    if not isinstance(config.get("backbone_args"), dict):
-        bad("backbone_args", "is not a mapping")
-    heads = config.get("heads")
-    if not isinstance(heads, (list, tuple)) or not all(
-        isinstance(h, (list, tuple)) and len(h) == 3 and isinstance(h[0], str) and isinstance(h[1], dict) and _is_number(h[2]) for h in heads
-    ):
-        bad("heads", "is not a list of [name, arguments, weight]")
-    if not isinstance(config.get("resize", "torchvision"), str):
-        bad("resize", "is not a name")
-
-
-def _read_checkpoint(path: Path) -> None:
-    """Check the checkpoint at ``path`` before a model is built from it (:func:`_check_config`)."""
-    from spgkit.io import load_checkpoint
-
-    state = load_checkpoint(path)
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise CLIError(f"{path}: not an spgkit checkpoint (no model config)")
-    _check_config(state["config"], path)
-
-
 def _load_model(path: Path, registry):
-    """The checkpoint's model and config: checked first, and every failure to rebuild the model
-    one line that names the file."""
+    """The checkpoint's model and config (its config checked by :func:`~spgkit.runs.load_model`
+    before anything is built); every failure to rebuild the model is one line that names the file."""
     from spgkit.plugins import PluginError
     from spgkit.runs import load_model
 
@@ -362,7 +306,6 @@ def _load_model(path: Path, registry):
         if diverged:
             what = " ".join(str(diverged).split())
             raise CLIError(f"{path}: no checkpoint: its run diverged before its first epoch ended ({what}); there is nothing to use")
-    _read_checkpoint(path)
     try:
         return load_model(path, registry)
     except (PluginError, ValueError, TypeError, RuntimeError, KeyError, IndexError, AttributeError) as exc:
@@ -400,7 +343,7 @@ def _run_record(checkpoint: Path, command: str, given: float | None, flag: str) 
     if given is not None:
         return given, flag, None
     chosen = record.get("cam_threshold")
-    if not (_is_number(chosen) and 0 <= chosen <= 1):
+    if not (_finite(chosen) and 0 <= chosen <= 1):
         found = "has no cam_threshold" if chosen is None else f"has cam_threshold {chosen!r}, not a number in [0, 1]"
         raise CLIError(f"{metrics}: {found} (an incomplete run record); pass {flag}, or delete the run and train it again")
     return float(chosen), str(metrics), None
@@ -417,12 +360,12 @@ def _check_reader_arguments(reader, reader_args: dict) -> None:
         params = {}
     for key, value in reader_args.items():
         flag = f"--data-arg {key}"
-        if isinstance(value, float) and not _is_number(value):
+        if isinstance(value, float) and not _finite(value):
             raise CLIError(f"{flag}: {value} is not a finite number")
         default = params[key].default if key in params else None
-        if _is_int(default) and not _is_int(value):
+        if _whole(default) and not _whole(value):
             raise CLIError(f"{flag}: expected a whole number, got {value!r}")
-        if key == "image_size" and _is_int(value):
+        if key == "image_size" and _whole(value):
             _check_range(value, flag, 2, MAX_IMAGE_SIZE, IMAGE_SIZE_REASON)
 
 

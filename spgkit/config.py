@@ -63,6 +63,9 @@ def _positive() -> dict:
     return {"check": (lambda v: v > 0, "positive")}
 
 
+#: The largest image side spgkit resizes to (a 4096 x 4096 float map is already 64 MiB).
+MAX_IMAGE_SIZE = 4096
+
 #: Names that become folders: one path component, not hidden (no ``/``, ``\``, control
 #: characters, leading dot; so never ``.`` or ``..``).
 NAME = re.compile(r"[^/\\\x00-\x1f.][^/\\\x00-\x1f]*")

@@ -32,7 +32,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from spgkit.config import EXECUTION_FIELDS, Arm, Data, Evaluation, HeadSpec, Study, Training
+from spgkit.config import EXECUTION_FIELDS, MAX_IMAGE_SIZE, Arm, Data, Evaluation, HeadSpec, Study, Training, conforms
 from spgkit.io import load_checkpoint, read_arrays, read_json, save_checkpoint, write_arrays, write_json, write_text
 from spgkit.model import WSOLModel, build_model
 from spgkit.plugins import Registry
@@ -191,11 +191,61 @@ def model_from_config(config: dict[str, Any], registry: Registry | None = None) 
     )
 
 
+#: Bounds of a checkpoint's model config (:func:`check_model_config`).
+MAX_CLASSES = 1_000_000
+MAX_WIDTH = 65_536
+
+
+def check_model_config(config: Any, path: str | Path) -> None:
+    """:class:`RunFileError`, naming the file and the field, unless a checkpoint's model config
+    (:func:`model_config`) holds what a model can be built from: checked before anything is
+    built, since a class count of 1e11 would try to allocate terabytes."""
+
+    def bad(field: str, why: str):
+        raise RunFileError(f"{path}: its config's {field} {why}; this is no checkpoint spgkit can use (train the run again, or use another file)")
+
+    if not isinstance(config, dict):
+        bad("", f"is a {type(config).__name__}, not a mapping")
+    classes = config.get("num_classes")
+    if not conforms(classes, int) or not 1 <= classes <= MAX_CLASSES:
+        bad("num_classes", f"is {classes!r}, not a whole number from 1 to {MAX_CLASSES:,}")
+    names = config.get("class_names")
+    if names is not None and (not isinstance(names, (list, tuple)) or len(names) != classes or not all(isinstance(n, str) for n in names)):
+        bad("class_names", f"is not a list of {classes} names")
+    size = config.get("image_size")
+    if not conforms(size, int) or not 2 <= size <= MAX_IMAGE_SIZE:
+        bad("image_size", f"is {size!r}, not a whole number from 2 to {MAX_IMAGE_SIZE}")
+    for field in ("mean", "std"):
+        value = config.get(field)
+        if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(conforms(v, float) for v in value):
+            bad(field, f"is {value!r}, not 3 finite numbers")
+    if not all(v > 0 for v in config["std"]):
+        bad("std", f"is {config['std']!r}: a standard deviation must be positive")
+    width = config.get("classifier_width")
+    if not conforms(width, int) or not 1 <= width <= MAX_WIDTH:
+        bad("classifier_width", f"is {width!r}, not a whole number from 1 to {MAX_WIDTH:,}")
+    dropout = config.get("dropout")
+    if dropout is not None and not (conforms(dropout, float) and 0 <= dropout < 1):
+        bad("dropout", f"is {dropout!r}, not a number in [0, 1)")
+    if not isinstance(config.get("backbone"), str):
+        bad("backbone", f"is {config.get('backbone')!r}, not a name")
+    if not isinstance(config.get("backbone_args"), dict):
+        bad("backbone_args", "is not a mapping")
+    heads = config.get("heads")
+    if not isinstance(heads, (list, tuple)) or not all(
+        isinstance(h, (list, tuple)) and len(h) == 3 and isinstance(h[0], str) and isinstance(h[1], dict) and conforms(h[2], float) for h in heads
+    ):
+        bad("heads", "is not a list of [name, arguments, weight]")
+    if not isinstance(config.get("resize", "torchvision"), str):
+        bad("resize", "is not a name")
+
+
 def load_model(path: str | Path, registry: Registry | None = None) -> tuple[WSOLModel, dict[str, Any]]:
     """A trained model (in eval mode) and its config from a checkpoint written by a run."""
     state = load_checkpoint(path)
-    if "config" not in state or "model" not in state:
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise ValueError(f"{path}: not an spgkit checkpoint (no model config)")
+    check_model_config(state["config"], path)
     model = model_from_config(state["config"], registry)
     try:
         model.load_state_dict(state["model"])
