@@ -33,7 +33,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from spgkit.config import EXECUTION_FIELDS, MAX_IMAGE_SIZE, Arm, Data, Evaluation, HeadSpec, Study, Training, conforms
-from spgkit.io import load_checkpoint, read_arrays, read_json, save_checkpoint, write_arrays, write_json, write_text
+from spgkit.io import load_checkpoint, read_json, save_checkpoint, write_arrays, write_json, write_text
 from spgkit.model import WSOLModel, build_model
 from spgkit.plugins import Registry
 
@@ -322,7 +322,7 @@ class RunFolder:
             return "done"  # no final model to score: it stays as recorded
         if "record" not in metrics or mismatch(metrics["record"], scored_with(config)):
             return "evaluate"
-        if not self.per_image.exists() or self.read_per_image().get("record") != record_hash(metrics["record"]):
+        if not self.per_image.exists() or self.per_image_record() != record_hash(metrics["record"]):
             return "evaluate"  # from before spgkit saved it, or half of a later scoring
         return "done"
 
@@ -380,18 +380,31 @@ class RunFolder:
 
     def read_per_image(self) -> dict[str, Any]:
         """``per_image.npz``, checked: readable, every array the report reads, one row per image."""
-        try:
-            arrays = read_arrays(self.per_image)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise RunFileError(f"{self.per_image}: not readable ({type(exc).__name__}: {exc}); {FIX}") from None
-        missing = [k for k in PER_IMAGE if k not in arrays]
-        if missing:
-            raise RunFileError(f"{self.per_image}: lacks {', '.join(missing)}; {FIX}")
+        arrays = self._read_per_image()
         rows = {k: len(arrays[k]) for k in PER_IMAGE if k != "iou_thresholds"}
         if len(set(rows.values())) != 1:
             raise RunFileError(f"{self.per_image}: its arrays disagree on the number of images ({rows}); {FIX}")
         arrays["record"] = str(arrays.get("record", ""))
         return arrays
+
+    def per_image_record(self) -> str:
+        """The :func:`record_hash` ``per_image.npz`` was written with ('' before spgkit kept one),
+        read without decompressing its other arrays (a test set's IoUs can be large)."""
+        return str(self._read_per_image(["record"]).get("record", ""))
+
+    def _read_per_image(self, keys: list[str] | None = None) -> dict[str, Any]:
+        """The arrays of ``per_image.npz`` (only ``keys``, when given), once it is known to be
+        readable and to hold every array of :data:`PER_IMAGE`."""
+        try:
+            with np.load(self.per_image, allow_pickle=False) as arrays:
+                found = {key: arrays[key] for key in arrays.files if keys is None or key in keys}
+                names = arrays.files
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunFileError(f"{self.per_image}: not readable ({type(exc).__name__}: {exc}); {FIX}") from None
+        missing = [k for k in PER_IMAGE if k not in names]
+        if missing:
+            raise RunFileError(f"{self.per_image}: lacks {', '.join(missing)}; {FIX}")
+        return found
 
     def write_log(self, history: list[dict[str, float]]) -> None:
         """``log.csv``: one row per epoch, a column per key any row has."""
