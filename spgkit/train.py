@@ -29,7 +29,7 @@ from spgkit.guidance import class_maps, minmax_normalize, upsample
 from spgkit.model import WSOLModel, build_model
 from spgkit.plugins import Registry
 from spgkit.record import data_fingerprint, source_fingerprint, versions
-from spgkit.runs import RunConflict, RunFolder, model_config, run_config, scored_with
+from spgkit.runs import RunFolder, model_config, run_config, scored_with
 
 
 class TrainingDiverged(RuntimeError):
@@ -420,7 +420,7 @@ def train_arm(
         # Rank 0 alone reads and writes the folder; the others follow its decision (or its error).
         try:
             todo = run.prepare(config, retrain) if dist_info.main else None
-        except (RunConflict, ValueError) as exc:
+        except ValueError as exc:  # RunConflict, RunFileError: the run cannot go on as asked
             todo = exc
         todo = dist_info.share(todo)
         if isinstance(todo, Exception):
