@@ -79,6 +79,26 @@ def _add_shorthands(run: argparse.ArgumentParser) -> None:
             run.add_argument(flag, type=hint if hint in (int, float) else str, help=text)
 
 
+def _add_study_arguments(run: argparse.ArgumentParser, arms_help: str) -> None:
+    """What ``run`` and ``tune`` share: the study, its overrides, the output and the executor."""
+    run.add_argument("study", type=Path, help="a study file defining STUDY = Study(...), e.g. studies/quickstart.py")
+    run.add_argument("--out", type=Path, default=Path("runs"), help="output root (default: runs/); results go to OUT/<study name>/")
+    run.add_argument("--set", dest="settings", type=_key_value, action="append", default=[], metavar="FIELD=VALUE",
+                     help="set any field of the study by its dotted path, e.g. training.weight_decay=5e-4, "
+                          "data.args.num_images=500, arms.spg.heads.spg_b.args.width=64 (repeatable)")  # fmt: skip
+    _add_shorthands(run)
+    run.add_argument("--arms", nargs="+", help=arms_help)
+    run.add_argument("--retrain", action="store_true", help="train the runs again from scratch, replacing what their folders hold")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    where = run.add_argument_group("where the runs train (see the docs' page on clusters)")
+    where.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local: one after another in this process (default); ray: each run a Ray task (pip install 'spgkit[ray]')")  # fmt: skip
+    where.add_argument("--address", help="ray: the cluster (auto, ray://HOST:10001, HOST:6379; default: start a local instance)")
+    where.add_argument("--cpus-per-run", type=float, help="ray: CPU cores each run reserves, and its torch threads (default 1)")
+    where.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run reserves; fractions share a GPU, 0.25 = four a GPU (default 0)")
+    where.add_argument("--max-retries", type=int, help="ray: how often a run whose worker died starts again, resuming (default 3)")
+
+
 def _add_scoring_arguments(parser: argparse.ArgumentParser, protocol_help: str) -> None:
     """The flags ``evaluate`` and ``score`` share: the dataset split, the metrics' settings, the outputs."""
     from spgkit.config import PROTOCOLS
@@ -107,22 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="check a study, train every arm and seed, then write its table and figures", epilog=EPILOG)
-    run.add_argument("study", type=Path, help="a study file defining STUDY = Study(...), e.g. studies/quickstart.py")
-    run.add_argument("--out", type=Path, default=Path("runs"), help="output root (default: runs/); results go to OUT/<study name>/")
-    run.add_argument("--set", dest="settings", type=_key_value, action="append", default=[], metavar="FIELD=VALUE",
-                     help="set any field of the study by its dotted path, e.g. training.weight_decay=5e-4, "
-                          "data.args.num_images=500, arms.spg.heads.spg_b.args.width=64 (repeatable)")  # fmt: skip
-    _add_shorthands(run)
-    run.add_argument("--arms", nargs="+", help="run only these arms (the report still covers every finished run of the study)")
-    run.add_argument("--retrain", action="store_true", help="train the runs again from scratch, replacing what their folders hold")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    where = run.add_argument_group("where the runs train (see the docs' page on clusters)")
-    where.add_argument("--executor", choices=("local", "ray"), default="local",
-                       help="local: one after another in this process (default); ray: each run a Ray task (pip install 'spgkit[ray]')")  # fmt: skip
-    where.add_argument("--address", help="ray: the cluster (auto, ray://HOST:10001, HOST:6379; default: start a local instance)")
-    where.add_argument("--cpus-per-run", type=float, help="ray: CPU cores each run reserves, and its torch threads (default 1)")
-    where.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run reserves; fractions share a GPU, 0.25 = four a GPU (default 0)")
-    where.add_argument("--max-retries", type=int, help="ray: how often a run whose worker died starts again, resuming (default 3)")
+    _add_study_arguments(run, "run only these arms (the report still covers every finished run of the study)")
+    tune = sub.add_parser(
+        "tune",
+        help="search each arm's hyperparameters on the selection split, then train and report the best with every seed",
+        description="The WSOL benchmark's protocol: every arm's hyperparameters searched alike (random search, its "
+        "space from the study's `search` or the heads' own), each trial an ordinary run trained once and scored on the "
+        "selection split (MaxBoxAccV2; PxAP where masks exist), each arm's best trained again with the study's seeds "
+        "and reported on test. Trials go to OUT/<study>-search/ (trials.csv, search.md, figures/trials.png), the "
+        "tuned study to OUT/<study>-tuned/. Killed and run again, it continues the same search. Needs Optuna: "
+        "pip install 'spgkit[tune]'.",
+        epilog=EPILOG,
+    )  # fmt: skip
+    _add_study_arguments(tune, "tune only these arms (the tuned study then has only them)")
+    tune.add_argument("--trials", type=int, help="configurations per arm (sets search.trials; default: the study's, 30)")
+    tune.add_argument("--storage", help="where Optuna stores the trials: a journal file, or an Optuna storage URL "
+                      "(sqlite:///file.db, postgresql://...) that many machines share (default: OUT/<study>-search/trials.journal)")  # fmt: skip
 
     sub.add_parser("heads", help="list registered guidance heads and the distribution providing each")
     sub.add_parser("backbones", help="list registered backbones and the distribution providing each")
@@ -197,9 +217,9 @@ def _registry():
 ACTIONS = {"train": "trained", "evaluate": "scored again", "done": "reused", "diverged": "diverged"}
 
 
-def cmd_run(args) -> int:
-    from spgkit.executors import make_executor
-    from spgkit.study import SHORTHANDS, load_study, override, run_study
+def _study(args, extra: dict | None = None):
+    """The study file with its command-line changes (shorthands, then ``--set``)."""
+    from spgkit.study import SHORTHANDS, load_study, override
 
     study = load_study(args.study)
     shorthands = {path: getattr(args, name) for name, path in SHORTHANDS.items() if getattr(args, name) is not None}
@@ -207,16 +227,35 @@ def cmd_run(args) -> int:
         shorthands["data.args.root"] = str(shorthands["data.args.root"])
     if "seeds" in shorthands:
         shorthands["seeds"] = tuple(shorthands["seeds"])
-    study = override(study, {**shorthands, **dict(args.settings)})
-    start = time.perf_counter()
+    return override(study, {**shorthands, **(extra or {}), **dict(args.settings)})
+
+
+def _executor(args):
+    from spgkit.executors import make_executor
+
     options = {"address": args.address, "cpus_per_run": args.cpus_per_run, "gpus_per_run": args.gpus_per_run, "max_retries": args.max_retries}
     for name in ("cpus_per_run", "gpus_per_run", "max_retries"):
         if options[name] is not None and not 0 <= options[name] < 10_000:
             raise CLIError(f"--{name.replace('_', '-')} must be in [0, 10000), not {options[name]}")
-    executor = make_executor(args.executor, **options)
+    return make_executor(args.executor, **options)
+
+
+def _print_report(folder, start: float) -> None:
+    if folder.results_md.exists():
+        print(folder.results_md.read_text())
+        print(f"tables: {folder.results_csv}, {folder.results_md}; figures: {folder.figures}")
+    done = ", ".join(f"{n} {ACTIONS[action]}" for action, n in sorted(folder.actions.items()))
+    print(f"runs: {done}; wall time: {time.perf_counter() - start:.0f} s")
+
+
+def cmd_run(args) -> int:
+    from spgkit.study import run_study
+
+    study = _study(args)
+    start = time.perf_counter()
     folder = run_study(
         study, args.out, registry=_registry(), progress=not args.no_progress, retrain=args.retrain, where=str(args.study), arms=args.arms,
-        executor=executor,
+        executor=_executor(args),
     )  # fmt: skip
     import torch.distributed as dist
 
@@ -225,11 +264,28 @@ def cmd_run(args) -> int:
         dist.destroy_process_group()
         if rank != 0:
             return 0
-    if folder.results_md.exists():
-        print(folder.results_md.read_text())
-        print(f"tables: {folder.results_csv}, {folder.results_md}; figures: {folder.figures}")
-    done = ", ".join(f"{n} {ACTIONS[action]}" for action, n in sorted(folder.actions.items()))
-    print(f"runs: {done}; wall time: {time.perf_counter() - start:.0f} s")
+    _print_report(folder, start)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise CLIError("spgkit tune needs Optuna: pip install 'spgkit[tune]' (or pip install optuna)") from None
+    from spgkit.tune import tune
+
+    if args.trials is not None and not 1 <= args.trials <= 100_000:
+        raise CLIError(f"--trials must be in 1..100000, not {args.trials}")
+    study = _study(args, {"search.trials": args.trials} if args.trials is not None else None)
+    start = time.perf_counter()
+    result = tune(
+        study, args.out, registry=_registry(), executor=_executor(args), storage=args.storage, progress=not args.no_progress,
+        retrain=args.retrain, arms=args.arms, where=str(args.study),
+    )  # fmt: skip
+    trials = ", ".join(f"{n} {ACTIONS[action]}" for action, n in sorted(result.actions.items()))
+    print(f"search: {result.folder.path / 'search.md'}, {result.folder.path / 'trials.csv'}, {result.folder.figures / 'trials.png'}; trials: {trials}")
+    _print_report(result.tuned, start)
     return 0
 
 
@@ -450,16 +506,9 @@ def _report(args, metrics: dict, cam_threshold: float | None, source: str | None
 
         write_json(args.json, metrics)
     if args.csv:
-        import csv
-        import io
+        from spgkit.io import write_csv
 
-        from spgkit.io import write_text
-
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(metrics))
-        writer.writeheader()
-        writer.writerow(metrics)
-        write_text(args.csv, buffer.getvalue())
+        write_csv(args.csv, [metrics], list(metrics))
 
 
 def cmd_evaluate(args) -> int:
@@ -614,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         CLIError, ConfigError, StudyError, PluginError, DataError, RunConflict, TrainingDiverged, ExecutorError,
         OSError, ValueError, TypeError, ImportError,
     )  # fmt: skip
-    handlers = {"run": cmd_run, "evaluate": cmd_evaluate, "score": cmd_score, "localize": cmd_localize}
+    handlers = {"run": cmd_run, "tune": cmd_tune, "evaluate": cmd_evaluate, "score": cmd_score, "localize": cmd_localize}
     debug = bool(os.environ.get("SPGKIT_DEBUG"))
     try:
         check_numbers(args)

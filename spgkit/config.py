@@ -171,7 +171,13 @@ class Data(_Checked):
             ``train-fullsup``); ``None`` carves ``holdout`` images out of ``train_split`` instead.
         test_split: split reported in the results table; never used for any choice.
         holdout: images carved out of the training split when ``select_split`` is ``None``.
-        max_train, max_eval: cap the number of images used (0 = all); for quick runs.
+        select_per_class: the WSOL benchmark's few-shot selection set (its ``train-fullsup``: 10
+            images per class for ImageNet, 5 for CUB and OpenImages): this many images of every
+            class, drawn by a fixed permutation, from ``select_split``, or carved out of
+            ``train_split`` when that is ``None`` (instead of ``holdout``). They choose the CAM
+            threshold and, in :func:`spgkit.tune.tune`, the hyperparameters. 0: not used.
+        max_train, max_eval: cap the number of images used (0 = all); for quick runs. ``max_eval``
+            caps the selection set only when ``select_per_class`` is 0.
         resize: how images and masks are resized, one of :data:`RESIZES`: ``"benchmark"`` (its
             PIL and OpenCV calls) or ``"torchvision"``.
         select_on_test: allow ``select_split`` to be the test split. Choosing the CAM threshold on
@@ -186,6 +192,7 @@ class Data(_Checked):
     select_split: str | None = "val"
     test_split: str = "test"
     holdout: int = field(default=0, metadata=_at_least(0))
+    select_per_class: int = field(default=0, metadata=_at_least(0))
     max_train: int = field(default=0, metadata=_at_least(0))
     max_eval: int = field(default=0, metadata=_at_least(0))
     resize: str = field(default="benchmark", metadata=_one_of(*RESIZES))
@@ -199,6 +206,8 @@ class Data(_Checked):
                 "images it is scored on; choose another split (or None to hold images out of training), or set "
                 "data.select_on_test=true to do it anyway, which the table then says"
             )
+        if self.holdout and self.select_per_class:
+            raise ConfigError("Data: holdout and select_per_class both choose the selection images; set one of them")
 
 
 @dataclass(frozen=True)
@@ -284,11 +293,15 @@ class Evaluation(_Checked):
 
 @dataclass(frozen=True)
 class Arm(_Checked):
-    """One compared method: a name (its folder's: no ``/``, no leading ``.``) and the heads it adds to
-    the CAM classifier (none: plain CAM)."""
+    """One compared method: a name (its folder's: no ``/``, no leading ``.``), the heads it adds to
+    the CAM classifier (none: plain CAM), and the :class:`Training` fields it trains with
+    otherwise than the study (``training={"lr": 0.003}``: a method's own learning rate, as a
+    hyperparameter search chooses it per method; the fields that say how a run executes,
+    :data:`EXECUTION_FIELDS`, stay the study's)."""
 
     name: str = field(metadata=_folder_name())
     heads: tuple[HeadSpec, ...] = ()
+    training: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.heads, HeadSpec):
@@ -300,6 +313,111 @@ class Arm(_Checked):
         names = [h.name for h in self.heads]
         if len(set(names)) != len(names):
             raise ConfigError(f"arm {self.name!r}: a head is listed twice: {names}")
+        known = {f.name for f in dataclasses.fields(Training)} - set(EXECUTION_FIELDS)
+        unknown = sorted(set(self.training) - known)
+        if unknown:
+            raise ConfigError(f"arm {self.name!r}: training has no field(s) {unknown} an arm may change; those it may: {', '.join(sorted(known))}")
+        try:
+            dataclasses.replace(Training(), **self.training)
+        except ConfigError as exc:
+            raise ConfigError(f"arm {self.name!r}: training: {exc}") from None
+
+
+def arm_training(study: "Study", arm: Arm) -> "Study":
+    """``study`` with ``arm``'s own training fields in place of the study's: what its runs train with."""
+    if not arm.training:
+        return study
+    return dataclasses.replace(study, training=dataclasses.replace(study.training, **arm.training))
+
+
+#: Where the shipped search spaces come from: the WSOL benchmark's table, which spgkit could not
+#: read here (docs/results.rst says which ranges are verified).
+BENCHMARK_SPACE = "the WSOL benchmark's search space (Choe et al. 2020, appendix Table 5) as recalled, not verified against the paper"
+
+#: How a searched hyperparameter is drawn (:class:`Param`).
+PARAM_KINDS = {
+    "log": "a float, log-uniform in [low, high]",
+    "uniform": "a float, uniform in [low, high]",
+    "int": "an integer, uniform in [low, high]",
+    "choice": "one of ``choices``",
+    "pair": "a (high, low) pair of thresholds with high > low: low uniform in [low, high], then high "
+    "uniform in [that low, high] (SPG's seed thresholds)",
+}
+
+
+@dataclass(frozen=True)
+class Param(_Checked):
+    """One searched hyperparameter of an arm, drawn as ``kind`` says (:data:`PARAM_KINDS`).
+
+    ``path`` names the field as ``--set`` does, inside the arm: ``training.lr`` (the arm's own
+    learning rate), ``heads.spg_b.args.b2_thresholds`` (a head's argument); in a head's
+    ``search_space``, the argument's name alone. ``source`` says where the range comes from (a
+    paper's table, "not verified", "spgkit's choice")."""
+
+    path: str
+    kind: str = field(metadata=_one_of(*PARAM_KINDS))
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        check_fields(self, f"Param {self.path!r}")
+        if self.kind == "choice":
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ConfigError(f"Param {self.path!r}: a choice takes choices=(...) and no low/high")
+            return
+        if self.low is None or self.high is None or not self.low < self.high or self.choices:
+            raise ConfigError(f"Param {self.path!r}: a {self.kind} range takes low < high and no choices, not {self.low}, {self.high}")
+        if self.kind == "log" and self.low <= 0:
+            raise ConfigError(f"Param {self.path!r}: a log range must be positive, not from {self.low}")
+        if self.kind == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ConfigError(f"Param {self.path!r}: an int range takes whole bounds, not {self.low}, {self.high}")
+
+
+@dataclass(frozen=True)
+class Search(_Checked):
+    """How ``spgkit tune`` searches each arm's hyperparameters (:mod:`spgkit.tune`): ``trials``
+    configurations per arm, drawn at random (seeded by ``seed``, planned before any trains), each
+    trained once with the study's first seed and scored on the selection split (MaxBoxAccV2; PxAP
+    where the data has masks); the best is trained again with every seed and reported on test.
+
+    Attributes:
+        trials: configurations per arm (the WSOL benchmark's 30).
+        seed: seeds the draws; the same seed plans the same configurations.
+        common: :class:`Param` s for every arm (a narrower learning-rate range for a short search).
+        spaces: :class:`Param` s of one arm, by arm name.
+
+    An arm searches its default space (:func:`spgkit.tune.default_space`: the learning rate, and
+    each head's own ``search_space``) with the ``common`` and then its own ``spaces`` Params put in
+    place by path (added where the default has no such path); a ``choice`` of one value fixes a
+    field instead of searching it.
+        training: :class:`Training` fields the trials train with otherwise than the study (a
+            cheaper search: fewer epochs, as the benchmark's ``--proxy_training_set``); the
+            chosen configuration is trained again as the study declares.
+    """
+
+    trials: int = field(default=30, metadata=_positive())
+    seed: int = 0
+    common: tuple[Param, ...] = ()
+    spaces: Mapping[str, tuple[Param, ...]] = field(default_factory=dict)
+    training: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "Search")
+        for arm, params in {"common": self.common, **self.spaces}.items():
+            if not isinstance(params, tuple) or not all(isinstance(p, Param) for p in params):
+                raise ConfigError(f"Search.spaces[{arm!r}] must be a tuple of Param, not {params!r}")
+            paths = [p.path for p in params]
+            outside = [p for p in paths if p.split(".")[0] not in ("training", "heads") or "." not in p]
+            if outside:
+                raise ConfigError(f"Search.spaces[{arm!r}]: {outside[0]!r} is not inside an arm: start with training. or heads.<head>.args.")
+            if len(set(paths)) != len(paths):
+                raise ConfigError(f"Search.spaces[{arm!r}]: a path is searched twice: {paths}")
+        try:
+            dataclasses.replace(Training(), **self.training)
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"Search.training: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -319,6 +437,8 @@ class Study(_Checked):
         seeds: one run of every arm per seed; the table reports mean and spread.
         figure_images: evaluation images drawn in the overlay figures, and at most as many in
             each disagreement gallery.
+        search: how ``spgkit tune`` searches the arms' hyperparameters (:class:`Search`); it
+            changes nothing ``spgkit run`` computes.
     """
 
     name: str = field(metadata=_folder_name())
@@ -332,6 +452,7 @@ class Study(_Checked):
     evaluation: Evaluation = field(default_factory=Evaluation)
     seeds: tuple[int, ...] = (0,)
     figure_images: int = field(default=6, metadata=_at_least(0))
+    search: Search = field(default_factory=Search)
 
     def __post_init__(self) -> None:
         check_fields(self, f"study {self.name!r}: Study")
@@ -342,3 +463,6 @@ class Study(_Checked):
             raise ConfigError(f"study {self.name!r}: arm names repeat: {names}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"study {self.name!r}: seeds must be distinct and at least one, not {self.seeds}")
+        unknown = sorted(set(self.search.spaces) - set(names))
+        if unknown:
+            raise ConfigError(f"study {self.name!r}: Search.spaces names no arm(s) {unknown}; its arms: {names}")

@@ -237,6 +237,41 @@ def disagreement_figure(models: dict, records: dict[str, dict[str, np.ndarray]],
     overlay_figure(panels, batch, mean, std, path, protocol)
 
 
+def write_trials_figure(path: Path, spaces: dict[str, tuple], trials: dict[str, list], chosen: dict[str, Any]) -> None:
+    """A hyperparameter search (:mod:`spgkit.tune`): one row per arm, one panel per searched value
+    (a pair's low and high apart), the selection objective of each finished trial against it,
+    diverged trials as red crosses along the bottom and the chosen trial as a star."""
+    draws = {arm: [(p, end) for p in params for end in ((1, 0) if p.kind == "pair" else (None,))] for arm, params in spaces.items()}
+    cols = max(len(d) for d in draws.values())
+    fig, axes = plt.subplots(len(draws), cols, figsize=(3.2 * cols, 2.6 * len(draws)), squeeze=False)
+    finished = [t.value for every in trials.values() for t in every if t.state == "COMPLETE"]
+    floor = min(finished, default=0.0) - 2
+    for row, (arm, panels) in zip(axes, draws.items()):
+        for ax, (p, end) in zip(row, panels):
+            _trials_panel(ax, p, end, trials[arm], chosen.get(arm), floor)
+            ax.set_title(f"{arm}: {p.path.split('.')[-1]}" + ("" if end is None else (" low", " high")[1 - end]), fontsize=9)
+        row[0].set_ylabel("selection objective")
+        for ax in row[len(panels) :]:
+            ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _trials_panel(ax, p, end: int | None, trials: list, chosen: Any, floor: float) -> None:
+    def x(t):
+        return t.values[p.path] if end is None else t.values[p.path][end]
+
+    done = [t for t in trials if t.state == "COMPLETE"]
+    ax.scatter([x(t) for t in done], [t.value for t in done], s=18, color="tab:blue")
+    failed = [t for t in trials if t.state == "FAIL"]
+    ax.scatter([x(t) for t in failed], [floor] * len(failed), marker="x", color="tab:red", s=24, label="diverged" if failed else None)
+    if chosen is not None:
+        ax.scatter([x(chosen)], [chosen.value], marker="*", s=150, color="gold", edgecolor="black", zorder=3)
+    if p.kind == "log":
+        ax.set_xscale("log")
+    ax.tick_params(labelsize=8)
+
+
 def write_figures(study: Study, folder: StudyFolder, collected: Collected, registry: Registry | None = None) -> list[Path]:
     """Overlays (arms side by side), what each arm's heads offer figures (SPG's maps and seed
     masks, ACoL's erased region) and training curves, from the first seed's checkpoints, into the

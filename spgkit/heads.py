@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from spgkit.backbones import StageInfo
+from spgkit.config import Param
 
 
 class MissingRole(ValueError):
@@ -155,6 +156,10 @@ class GuidanceHead(nn.Module):
         classifier_dropout: the dropout of the CAM classifier in the head's reference model, used
             when the study does not set one (ACoL: 0, the WSOL benchmark's ACoL model has none);
             None leaves the library default (0.5).
+        search_space: the hyperparameters ``spgkit tune`` searches by default, as
+            :class:`~spgkit.config.Param` s whose ``path`` is the constructor argument's name, each
+            with its ``source`` (the learning rate is searched for every arm:
+            :func:`spgkit.tune.default_space`).
 
     Constructor: ``__init__(self, spec: ModelSpec, **hyperparameters)``; it reads the backbone roles
     it needs with ``spec.stage(role)``, so a backbone without them is refused when the model is
@@ -173,6 +178,7 @@ class GuidanceHead(nn.Module):
     name: ClassVar[str] = ""
     needs_heads: ClassVar[tuple[str, ...]] = ()
     classifier_dropout: ClassVar[float | None] = None
+    search_space: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, spec: ModelSpec):
         super().__init__()

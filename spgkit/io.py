@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -32,6 +33,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 text atomically: readers see the old file or the new one, never a part."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """``rows`` as CSV with these ``columns`` (a row's other keys left out, its missing ones empty), atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
 
 
 def write_json(path: str | Path, obj: Any) -> None:

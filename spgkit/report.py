@@ -4,8 +4,6 @@ differences with bootstrap intervals and the generated reading. The figures are 
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from spgkit.config import PROTOCOLS, Study
-from spgkit.io import write_text
+from spgkit.io import write_csv, write_text
 from spgkit.runs import FIX, RunFileError, StudyFolder, mismatch, record_hash
 
 #: Columns of the results table, in order, with their headers. A column no run reports is left out.
@@ -259,24 +257,20 @@ def differences_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    keys = ["arm", "seeds"] + [k for k in columns if any(k in r for r in rows)]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
+    write_csv(path, rows, ["arm", "seeds"] + [k for k in columns if any(k in r for r in rows)])
 
 
 #: The results table's row for the centre baseline.
 CENTER = "centre baseline"
 
 
-def write_tables(study: Study, folder: StudyFolder, collected: Collected, center: dict[str, Any] | None = None) -> str:
+def write_tables(study: Study, folder: StudyFolder, collected: Collected, center: dict[str, Any] | None = None, preface: str = "") -> str:
     """Write ``results.csv``, ``results.md`` and, with two arms or more, ``differences.csv`` into
     the study's folder from the runs ``collected`` (:func:`collect`); return the Markdown. The
     differences compare every arm with the study's first arm, its baseline. ``center``, the
     metrics of the centre baseline on the same test split (:func:`spgkit.score.center_baseline`),
-    is a row of the Markdown table below the arms (``results.csv`` holds the arms alone)."""
+    is a row of the Markdown table below the arms (``results.csv`` holds the arms alone). ``preface``
+    (Markdown) follows the title: how the arms were configured, e.g. :func:`spgkit.tune.preface`."""
     runs = collected.metrics
     rows = summarize(runs)
     _write_csv(folder.results_csv, rows, ["diverged", "protocol"] + [k for key in COLUMNS for k in (key, f"{key}_std")])
@@ -284,7 +278,7 @@ def write_tables(study: Study, folder: StudyFolder, collected: Collected, center
     spread = "Mean ± sample std over seeds" if many else "One seed per arm, so no spread: a single run proves nothing"
     protocols = sorted({m["protocol"] for metrics in runs.values() for m in metrics})
     described = "; ".join(f"`{p}` protocol: {PROTOCOLS[p]}" for p in protocols)
-    text = f"# {study.name}\n\n"
+    text = f"# {study.name}\n\n{preface}"
     if study.data.select_on_test:
         text += (
             f"**The CAM threshold was chosen on the test split ({study.data.test_split})** (`data.select_on_test`): "

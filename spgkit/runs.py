@@ -23,7 +23,6 @@ import csv
 import dataclasses
 import fcntl
 import hashlib
-import io
 import json
 import shutil
 import zipfile
@@ -32,8 +31,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from spgkit.config import EXECUTION_FIELDS, MAX_IMAGE_SIZE, Arm, Data, Evaluation, HeadSpec, Study, Training, conforms
-from spgkit.io import load_checkpoint, read_json, save_checkpoint, write_arrays, write_json, write_text
+from spgkit.config import EXECUTION_FIELDS, MAX_IMAGE_SIZE, Arm, Data, Evaluation, HeadSpec, Study, Training, arm_training, conforms
+from spgkit.io import load_checkpoint, read_json, save_checkpoint, write_arrays, write_csv, write_json
 from spgkit.model import WSOLModel, build_model
 from spgkit.plugins import Registry
 
@@ -72,7 +71,7 @@ def run_config(study: Study, arm: Arm, seed: int, facts: dict[str, Any]) -> dict
     and on what they are scored: the settings and the selection and test splits' fingerprints)
     and ``environment`` (library versions, recorded but not compared). ``facts`` comes from
     :func:`spgkit.train.study_facts`."""
-    training = {k: v for k, v in dataclasses.asdict(study.training).items() if k not in EXECUTION_FIELDS}
+    training = {k: v for k, v in dataclasses.asdict(arm_training(study, arm).training).items() if k not in EXECUTION_FIELDS}
     sources = facts["sources"]
     used = [f"dataset {study.data.name}", f"backbone {study.backbone}"] + [f"head {h.name}" for h in arm.heads]
     return _plain(
@@ -146,7 +145,7 @@ LEGACY = {"data.resize": "torchvision"}
 #: Each part of :func:`run_config` -> the default of every field it flattens to: a run recorded
 #: before spgkit had a field computed what the field's default computes (or :data:`LEGACY` says).
 DEFAULTS = {
-    "training": {**_field_defaults(Training, "training."), **_field_defaults(Data, "data."), **LEGACY},
+    "training": {**_field_defaults(Training, "training."), **_field_defaults(Data, "data."), **_field_defaults(Arm, "arm."), **LEGACY},
     "evaluation": _field_defaults(Evaluation, ""),
 }
 
@@ -408,12 +407,7 @@ class RunFolder:
 
     def write_log(self, history: list[dict[str, float]]) -> None:
         """``log.csv``: one row per epoch, a column per key any row has."""
-        keys = list(dict.fromkeys(k for row in history for k in row))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-        write_text(self.log, buffer.getvalue())
+        write_csv(self.log, history, list(dict.fromkeys(k for row in history for k in row)))
 
     def read_log(self) -> list[dict[str, str]]:
         """The rows of ``log.csv``; none when it does not exist yet."""
@@ -439,8 +433,10 @@ class StudyFolder:
         self.actions: dict[str, int] = {}  #: runs by what :func:`~spgkit.study.run_study` did with them
         self.nodes: dict[tuple[str, int], str] = {}  #: the Ray node of each run, by (arm, seed)
 
-    def run(self, arm: str, seed: int) -> RunFolder:
-        run = RunFolder(self.path / arm / f"seed{seed}")
+    def run(self, arm: str, seed: int, trial: int | None = None) -> RunFolder:
+        """The folder of ``arm``'s run with ``seed`` (``<arm>/seed<seed>``), or of its search's
+        ``trial`` (``<arm>/trial<trial>``, :mod:`spgkit.tune`)."""
+        run = RunFolder(self.path / arm / (f"seed{seed}" if trial is None else f"trial{trial:03d}"))
         if run.path.resolve().parent.parent != self.path:
             raise ValueError(f"arm name {arm!r} leads outside the study's folder {self.path}")
         return run

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from spgkit.backbones import check_pretrained
-from spgkit.config import Arm, ConfigError, LocalData, Study, conforms
+from spgkit.config import Arm, ConfigError, LocalData, Study, arm_training, conforms
 from spgkit.data import IMAGENET_MEAN, IMAGENET_STD, resolve_local
 from spgkit.distributed import Dist
 from spgkit.model import build_model, check_arguments
@@ -142,7 +142,7 @@ def check_arm(study: Study, arm: Arm, registry: Registry, prefix: str = "") -> N
                 raise StudyError(f"image size {size} is too small for backbone {study.backbone!r} ({small})")
             model = build()
             images, labels = torch.randn(CHECK_BATCH, 3, size, size), torch.arange(CHECK_BATCH)
-            train_step(model, model, make_optimizer(model, study), images, labels)
+            train_step(model, model, make_optimizer(model, arm_training(study, arm)), images, labels)
     except (ValueError, TypeError, PluginError) as exc:  # StudyError included: messages that name their cause
         raise StudyError(f"{prefix}arm {arm.name!r}: {exc}") from None
     except Exception as exc:  # the step ran the head's own code: whatever it raised is the cause
@@ -246,7 +246,8 @@ def select_arms(study: Study, names: list[str]) -> Study:
     unknown = [a for a in names if a not in known]
     if unknown:
         raise StudyError(f"study {study.name!r} has no arm(s) {unknown}; its arms: {known}")
-    return dataclasses.replace(study, arms=tuple(arm for arm in study.arms if arm.name in names))
+    spaces = {arm: params for arm, params in study.search.spaces.items() if arm in names}
+    return dataclasses.replace(study, arms=tuple(arm for arm in study.arms if arm.name in names), search=dataclasses.replace(study.search, spaces=spaces))
 
 
 # --------------------------------------------------------------------------- running
@@ -254,7 +255,7 @@ def select_arms(study: Study, names: list[str]) -> Study:
 
 def run_study(
     study: Study, out: str | Path = "runs", *, registry: Registry | None = None, progress: bool = True, retrain: bool = False,
-    where: str = "", arms: list[str] | None = None, executor: LocalExecutor | RayExecutor | None = None,
+    where: str = "", arms: list[str] | None = None, executor: LocalExecutor | RayExecutor | None = None, preface: str = "",
 ) -> StudyFolder:  # fmt: skip
     """Check the whole study, train every arm (or only ``arms``) for every seed, reusing finished
     runs of the same configuration and resuming interrupted ones, then write ``results.csv``,
@@ -268,7 +269,8 @@ def run_study(
     run another process holds is waited for (and reused, not trained twice); the report is
     written under the study's own lock from what the runs recorded. ``folder.actions`` counts
     what was done: ``train``, ``evaluate``, ``done`` (reused), ``diverged``; ``folder.nodes`` the
-    Ray node of each run, by ``(arm, seed)``."""
+    Ray node of each run, by ``(arm, seed)``. ``preface`` opens ``results.md`` (how the arms were
+    configured: :func:`spgkit.tune.preface`)."""
     registry = registry if registry is not None else Registry()
     check_study(study, registry, where)
     folder = StudyFolder(out, study)
@@ -281,7 +283,7 @@ def run_study(
         folder.actions = dict(Counter(run.action for _, _, run in planned if run.action))
         folder.nodes = {(arm.name, seed): run.node for arm, seed, run in planned if run.node}
         if Dist.from_env(resolve_device(study.training.device))[0].main:
-            write_report(study, folder, registry, facts)
+            write_report(study, folder, registry, facts, preface)
 
     try:
         executor.run(study, planned, registry=registry, facts=facts, progress=progress, retrain=retrain)
@@ -292,14 +294,14 @@ def run_study(
     return folder
 
 
-def write_report(study: Study, folder: StudyFolder, registry: Registry, facts: dict[str, Any]) -> Collected:
+def write_report(study: Study, folder: StudyFolder, registry: Registry, facts: dict[str, Any], preface: str = "") -> Collected:
     """The study's tables and figures, under its report lock, from the runs whose record matches
     ``study`` (:func:`~spgkit.report.collect`), with the centre baseline on the same test split."""
     asked = {(arm.name, seed): scored_with(run_config(study, arm, seed, facts)) for arm in study.arms for seed in study.seeds}
     with folder.reporting():
         collected = collect(study, folder, asked)
         folder.clear_reports()
-        write_tables(study, folder, collected, center_metrics(study, registry))
+        write_tables(study, folder, collected, center_metrics(study, registry), preface)
         write_figures(study, folder, collected, registry)
     return collected
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from spgkit.config import Arm, LocalData, Study
+from spgkit.config import Arm, LocalData, Study, arm_training
 from spgkit.data import collate, eval_transform, resolve_local, train_transform
 from spgkit.distributed import Dist
 from spgkit.evaluate import evaluate, to_device
@@ -115,20 +115,52 @@ def make_datasets(study: Study, registry: Registry, train: Dataset, mean, std) -
     """Train (untransformed), selection and test (evaluation transform) sets, given the opened,
     untransformed training split.
 
-    Without a ``select_split`` the selection set is ``holdout`` training images chosen by a fixed
-    permutation (the same for every arm and seed), and training uses the rest.
+    The selection set is ``select_per_class`` images of each class (:func:`per_class`) or
+    ``max_eval`` images of ``select_split``; without a ``select_split`` it is carved out of the
+    training split (``select_per_class`` of each class, or ``holdout`` images by a fixed
+    permutation; the same for every arm and seed), and training uses the rest.
     """
     data = study.data
     eval_tf = eval_transform(data.image_size, mean, std, data.resize)
     if data.select_split is not None:
         select = open_split(study, data.select_split, eval_tf, registry)
+        if data.select_per_class:
+            select = Subset(select, per_class(select, data.select_per_class, data.select_split))
     else:
-        if not 0 < data.holdout < len(train):
-            raise ValueError(f"study {study.name!r}: select_split is None, so data.holdout must be in 1..{len(train) - 1}")
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
-        select = Subset(_Transformed(train, eval_tf), sorted(order[: data.holdout]))
-        train = Subset(train, sorted(order[data.holdout :]))
-    return _cap(train, data.max_train), _cap(select, data.max_eval), open_test(study, eval_tf, registry)
+        if data.select_per_class:
+            held = per_class(train, data.select_per_class, data.train_split)
+        elif 0 < data.holdout < len(train):
+            held = sorted(torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: data.holdout].tolist())
+        else:
+            raise ValueError(f"study {study.name!r}: select_split is None, so data.holdout must be in 1..{len(train) - 1} (or set data.select_per_class)")
+        kept = sorted(set(range(len(train))) - set(held))
+        select, train = Subset(_Transformed(train, eval_tf), held), Subset(train, kept)
+    if not data.select_per_class:
+        select = _cap(select, data.max_eval)
+    return _cap(train, data.max_train), select, open_test(study, eval_tf, registry)
+
+
+def split_labels(ds: Dataset) -> list[int]:
+    """Every image's label, read from the split's records (or its ``labels``), not its pixels."""
+    records = getattr(ds, "records", None)
+    labels = [r.label for r in records] if records is not None else getattr(ds, "labels", None)
+    if labels is None:
+        raise ValueError(f"{type(ds).__name__} does not say its labels without reading every image, which select_per_class needs")
+    return list(labels)
+
+
+def per_class(ds: Dataset, n: int, split: str) -> list[int]:
+    """The indices of ``n`` images of every class of ``ds``, in the order of a fixed permutation
+    (the same images every time), sorted; ValueError naming the classes with fewer."""
+    labels = split_labels(ds)
+    taken: dict[int, list[int]] = {label: [] for label in labels}
+    for i in torch.randperm(len(labels), generator=torch.Generator().manual_seed(0)).tolist():
+        if len(taken[labels[i]]) < n:
+            taken[labels[i]].append(i)
+    short = sorted(label for label, got in taken.items() if len(got) < n)
+    if short:
+        raise ValueError(f"data.select_per_class={n}, but split {split!r} has fewer images of class(es) {short[:10]}")
+    return sorted(i for got in taken.values() for i in got)
 
 
 def open_test(study: Study, transform, registry: Registry) -> Dataset:
@@ -387,7 +419,8 @@ def select_and_test(s: Session, select: dict[str, float] | None) -> tuple[dict[s
     test, images = s.evaluate(s.test_ds, "test", cam_threshold=chosen, per_image=True)
     metrics = {
         "study": s.study.name, "arm": s.arm.name, "seed": s.seed, "protocol": s.study.evaluation.protocol,
-        "cam_threshold": chosen, "select_maxboxaccv2": select["maxboxaccv2"], **test,
+        "cam_threshold": chosen, "select_maxboxaccv2": select["maxboxaccv2"],
+        **({"select_pxap": select["pxap"]} if "pxap" in select else {}), **test,
         "train_images": len(s.augmented), "test_images": len(s.test_ds), "num_classes": s.config["num_classes"],
     }  # fmt: skip
     return metrics, images
@@ -414,6 +447,7 @@ def train_arm(
     """
     registry = registry if registry is not None else Registry()
     facts = facts if facts is not None else study_facts(study, registry, [arm])
+    study = arm_training(study, arm)
     config = run_config(study, arm, seed, facts)
     dist_info, device = Dist.from_env(resolve_device(study.training.device))
     with run.lock(wait) if dist_info.main else contextlib.nullcontext():

@@ -165,6 +165,11 @@ class SynthWSOL(Dataset):
     def __len__(self) -> int:
         return self.num_images
 
+    @property
+    def labels(self) -> list[int]:
+        """Every image's class, as :meth:`generate` draws it (classes in turn)."""
+        return [index % self.num_classes for index in range(self.num_images)]
+
     def __getitem__(self, index: int) -> Any:
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")

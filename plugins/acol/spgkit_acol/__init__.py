@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 import spgkit
 from spgkit.guidance import class_maps, minmax_normalize
+from spgkit.config import BENCHMARK_SPACE, Param
 from spgkit.heads import GuidanceHead, HeadContext, HeadOutput, ModelSpec, check_int, check_number
 from spgkit.model import Classifier
 
@@ -36,6 +37,7 @@ class ACoL(GuidanceHead):
     """
 
     name = "acol"
+    search_space = (Param("delta", "uniform", 0.0, 1.0, source=f"{BENCHMARK_SPACE}; Murtaza et al. 2025 list the same"),)
     classifier_dropout = 0.0
 
     def __init__(

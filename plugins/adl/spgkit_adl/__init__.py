@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 import spgkit
+from spgkit.config import BENCHMARK_SPACE, Param
 from spgkit.heads import GuidanceHead, ModelSpec, check_number
 
 #: Where the WSOL benchmark's Inception-V3 has its ADL layers, as module paths in spgkit's model.
@@ -52,6 +53,10 @@ class ADL(GuidanceHead):
     """
 
     name = "adl"
+    search_space = (
+        Param("drop_rate", "uniform", 0.0, 1.0, source=f"{BENCHMARK_SPACE}; Murtaza et al. 2025 list the same"),
+        Param("threshold", "uniform", 0.0, 1.0, source=f"{BENCHMARK_SPACE}; Murtaza et al. 2025 list the same"),
+    )
     classifier_dropout = 0.0  # the benchmark's InceptionAdl classifier has no dropout
 
     def __init__(self, spec: ModelSpec, *, drop_rate: float = 0.75, threshold: float = 0.9, at: tuple[str, ...] = INCEPTION_LAYERS):

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import spgkit
+from spgkit.config import BENCHMARK_SPACE, Param
 from spgkit.heads import GuidanceHead, ModelSpec, check_number
 
 
@@ -59,6 +60,10 @@ class CutMix(GuidanceHead):
     """
 
     name = "cutmix"
+    search_space = (
+        Param("beta", "log", 0.5, 10.0, source=f"spgkit's stand-in for the size prior 1/Uniform(0, 2] recalled from {BENCHMARK_SPACE} (its tail cut at 10)"),
+        Param("prob", "uniform", 0.0, 1.0, source=f"the mix rate, {BENCHMARK_SPACE}"),
+    )
 
     def __init__(self, spec: ModelSpec, *, beta: float = 1.0, prob: float = 1.0):
         super().__init__(spec)

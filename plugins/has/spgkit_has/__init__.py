@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 import spgkit
+from spgkit.config import BENCHMARK_SPACE, Param
 from spgkit.heads import GuidanceHead, ModelSpec, check_int, check_number
 
 
@@ -43,6 +44,10 @@ class HideAndSeek(GuidanceHead):
     """
 
     name = "has"
+    search_space = (
+        Param("drop_rate", "uniform", 0.0, 1.0, source=f"{BENCHMARK_SPACE}; Murtaza et al. 2025 list the same"),
+        Param("grid_size", "int", 2, 64, source="spgkit's choice: the table's 'drop area' in [0, 1] has no known mapping to the code's patch side in pixels"),
+    )
 
     def __init__(self, spec: ModelSpec, *, grid_size: int = 4, drop_rate: float = 0.5):
         super().__init__(spec)

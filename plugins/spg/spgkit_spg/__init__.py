@@ -20,6 +20,7 @@ from torch import nn
 
 import spgkit
 from spgkit.guidance import class_maps, masked_bce, minmax_normalize, seed_mask, seed_stats, upsample
+from spgkit.config import BENCHMARK_SPACE, Param
 from spgkit.heads import GuidanceHead, HeadContext, HeadOutput, ModelSpec, check_int, check_thresholds
 from spgkit.init import xavier_init
 
@@ -61,6 +62,10 @@ class SPGB(GuidanceHead):
     """
 
     name = "spg_b"
+    search_space = (
+        Param("b2_thresholds", "pair", 0.0, 1.0, source=f"{BENCHMARK_SPACE}: delta_l uniform in [0, 1], delta_h in [delta_l, 1]"),
+        Param("b1_thresholds", "pair", 0.0, 1.0, source=f"{BENCHMARK_SPACE}: delta_l uniform in [0, 1], delta_h in [delta_l, 1]"),
+    )
 
     def __init__(
         self,
@@ -124,6 +129,7 @@ class SPGC(GuidanceHead):
     """
 
     name = "spg_c"
+    search_space = (Param("thresholds", "pair", 0.0, 1.0, source=f"{BENCHMARK_SPACE}: delta_l uniform in [0, 1], delta_h in [delta_l, 1]"),)
     needs_heads = ("spg_b",)
 
     def __init__(
