@@ -237,7 +237,7 @@ def disagreement_figure(models: dict, records: dict[str, dict[str, np.ndarray]],
     overlay_figure(panels, batch, mean, std, path, protocol)
 
 
-def write_trials_figure(path: Path, spaces: dict[str, tuple], trials: dict[str, list], chosen: dict[str, Any]) -> None:
+def write_trials_figure(path: Path, spaces: dict[str, tuple], trials: dict[str, list], chosen: dict[str, Any], objective: str) -> None:
     """A hyperparameter search (:mod:`spgkit.tune`): one row per arm, one panel per searched value
     (a pair's low and high apart), the selection objective of each finished trial against it,
     diverged trials as red crosses along the bottom and the chosen trial as a star."""
@@ -249,8 +249,9 @@ def write_trials_figure(path: Path, spaces: dict[str, tuple], trials: dict[str, 
     for row, (arm, panels) in zip(axes, draws.items()):
         for ax, (p, end) in zip(row, panels):
             _trials_panel(ax, p, end, trials[arm], chosen.get(arm), floor)
-            ax.set_title(f"{arm}: {p.path.split('.')[-1]}" + ("" if end is None else (" low", " high")[1 - end]), fontsize=9)
-        row[0].set_ylabel("selection objective")
+            name = p.path.replace("heads.", "", 1).replace(".args.", ".").replace("training.", "", 1)
+            ax.set_title(f"{arm}: {name}" + ("" if end is None else (" low", " high")[1 - end]), fontsize=9)
+        row[0].set_ylabel(f"selection {objective}")
         for ax in row[len(panels) :]:
             ax.axis("off")
     fig.tight_layout()
@@ -269,6 +270,7 @@ def _trials_panel(ax, p, end: int | None, trials: list, chosen: Any, floor: floa
         ax.scatter([x(chosen)], [chosen.value], marker="*", s=150, color="gold", edgecolor="black", zorder=3)
     if p.kind == "log":
         ax.set_xscale("log")
+    ax.margins(x=0.08, y=0.15)
     ax.tick_params(labelsize=8)
 
 

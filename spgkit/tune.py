@@ -390,7 +390,8 @@ def write_search(result: Search) -> None:
     with result.folder.reporting():
         write_csv(result.folder.path / "trials.csv", rows, columns)
         write_text(result.folder.path / "search.md", search_markdown(result))
-        write_trials_figure(result.folder.figures / "trials.png", result.spaces, result.trials, result.chosen)
+        objective = "/".join(sorted({OBJECTIVES[t.objective] for every in result.trials.values() for t in every if t.objective})) or "objective"
+        write_trials_figure(result.folder.figures / "trials.png", result.spaces, result.trials, result.chosen, objective)
 
 
 _FIXED = ("arm", "trial", "optuna_number", "state", "objective", "diverged")

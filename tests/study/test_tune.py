@@ -157,12 +157,23 @@ def test_select_per_class_is_held_out_of_training_or_drawn_from_its_split(regist
 # --------------------------------------------------------------------------- the plan
 
 
-def _plan(study, tmp_path, name, registry):
+def _plan(study, tmp_path, name, registry, storage=None):
     folder = StudyFolder(tmp_path / name, study)
     arm = study.arms[1]
     params = default_space(arm, registry)
-    _, trials = plan_arm(open_storage(None, folder), study, arm, params, "key", folder)
+    _, trials = plan_arm(open_storage(storage, folder), study, arm, params, "key", folder)
     return [t.values for t in trials]
+
+
+def test_any_optuna_storage_holds_the_same_plan(tiny_study_file, registry, tmp_path):
+    study = tiny(tiny_study_file, trials=3, seed=3)
+    journal = _plan(study, tmp_path, "journal", registry)
+    assert (tmp_path / "journal" / "tiny" / "trials.journal").exists()
+    assert _plan(study, tmp_path, "elsewhere", registry, str(tmp_path / "store.journal")) == journal
+    url = f"sqlite:///{tmp_path / 'trials.db'}"
+    assert _plan(study, tmp_path, "sqlite", registry, url) == journal
+    assert _plan(study, tmp_path, "sqlite", registry, url) == journal  # read back, not drawn again
+    assert len(optuna.load_study(study_name="tiny/spg/key", storage=url).trials) == 3
 
 
 def test_the_same_seed_plans_the_same_configurations_and_another_seed_others(tiny_study_file, registry, tmp_path):
