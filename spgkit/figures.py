@@ -14,7 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are files; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -268,9 +268,14 @@ def _trials_panel(ax, p, end: int | None, trials: list, chosen: Any, floor: floa
     ax.scatter([x(t) for t in failed], [floor] * len(failed), marker="x", color="tab:red", s=24, label="diverged" if failed else None)
     if chosen is not None:
         ax.scatter([x(chosen)], [chosen.value], marker="*", s=150, color="gold", edgecolor="black", zorder=3)
-    if p.kind == "log":
-        ax.set_xscale("log")
     ax.margins(x=0.08, y=0.15)
+    if p.kind == "log":  # the whole searched range on the axis: where the trials fell in it shows
+        ax.set_xscale("log")
+        ax.set_xlim(p.low / 1.4, p.high * 1.4)
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
+    elif p.kind != "choice":
+        pad = 0.05 * (p.high - p.low)
+        ax.set_xlim(p.low - pad, p.high + pad)
     ax.tick_params(labelsize=8)
 
 

@@ -137,7 +137,7 @@ class Trial:
 
 
 @dataclass
-class Search:
+class TuneResult:
     """What :func:`tune` did: every arm's trials, its chosen one (None where every trial failed),
     the folders, and how each run was handled."""
 
@@ -258,7 +258,8 @@ def tell(ostudy, trials: list[Trial], study: Study, facts: dict[str, Any]) -> No
         asked = scored_with(run_config(study, t.trained, study.seeds[0], facts))
         if "record" not in metrics or mismatch(metrics["record"], asked):
             continue
-        t.diverged, t.objective = metrics.get("diverged"), objective_key(metrics)
+        t.diverged = metrics.get("diverged")
+        t.objective = None if t.diverged else objective_key(metrics)
         if t.state != "RUNNING":
             continue
         if t.diverged:
@@ -281,7 +282,7 @@ def best(trials: list[Trial]) -> Trial | None:
 def tune(
     study: Study, out: str | Path = "runs", *, registry: Registry | None = None, executor: LocalExecutor | RayExecutor | None = None,
     storage: str | None = None, progress: bool = True, retrain: bool = False, arms: list[str] | None = None, where: str = "",
-) -> Search:  # fmt: skip
+) -> TuneResult:  # fmt: skip
     """Search every arm's hyperparameters (or only ``arms``'), then train each arm's best
     configuration with every seed and report it on test (the module's steps). Runs go through
     ``executor`` (local by default); ``storage`` is an Optuna storage URL or a journal file (default
@@ -300,7 +301,7 @@ def tune(
     store = open_storage(storage, folder)
     with folder.reporting():  # one tuner at a time draws the plan
         plans = {arm.name: plan_arm(store, searching, arm, spaces[arm.name], search_key(searching, arm, spaces[arm.name], facts), folder) for arm in study.arms}
-    result = Search(study, folder, {name: trials for name, (_, trials) in plans.items()}, spaces)
+    result = TuneResult(study, folder, {name: trials for name, (_, trials) in plans.items()}, spaces)
     todo = [(t.trained, searching.seeds[0], t.run) for trials in result.trials.values() for t in trials]
     executor = executor if executor is not None else LocalExecutor()
     try:
@@ -314,7 +315,7 @@ def tune(
     return run_tuned(result, out, registry, executor, progress, retrain)
 
 
-def run_tuned(result: Search, out: str | Path, registry: Registry, executor, progress: bool, retrain: bool) -> Search:
+def run_tuned(result: TuneResult, out: str | Path, registry: Registry, executor, progress: bool, retrain: bool) -> TuneResult:
     """Train every arm's chosen configuration with the study's seeds as ``<study>-tuned``."""
     study = result.study
     arms = tuple(with_values(arm, result.chosen[arm.name].values) for arm in study.arms if result.chosen[arm.name])
@@ -364,7 +365,7 @@ def _chosen_line(name: str, trials: list[Trial], chosen: Trial | None) -> str:
     return f"- {name}: {_setting(chosen.values)} (trial {chosen.index}, selection {objective} {chosen.value:.1f}; {_counts(trials)})"
 
 
-def preface(result: Search) -> str:
+def preface(result: TuneResult) -> str:
     """The tuned table's opening: how it was tuned and what was chosen for each arm."""
     study, search = result.study, result.study.search
     proxy = f", with {_setting(dict(search.training))}" if search.training else ""
@@ -378,7 +379,7 @@ def preface(result: Search) -> str:
     )
 
 
-def write_search(result: Search) -> None:
+def write_search(result: TuneResult) -> None:
     """``trials.csv`` (one row per trial), ``search.md`` (each arm's space with its sources, its
     trials and its choice) and ``figures/trials.png`` in the search folder, under its report lock."""
     rows = [
@@ -404,7 +405,7 @@ def _columns(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def search_markdown(result: Search) -> str:
+def search_markdown(result: TuneResult) -> str:
     """The search in words: per arm its space (with each range's source), its trials and its choice."""
     study = result.study
     text = f"# {study.name}: hyperparameter search\n\n{study.search.trials} trials per arm, seed {study.search.seed}; selection images: {selection(study)}.\n"
