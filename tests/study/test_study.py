@@ -63,7 +63,8 @@ def test_set_any_field_from_text_checked_against_its_type():
     spg = {a.name: a for a in changed.arms}["spg"]
     assert {h.name: dict(h.args) for h in spg.heads}["spg_c"]["width"] == 32
     assert {h.name: h.weight for h in spg.heads}["spg_b"] == 0.5
-    assert {a.name: a for a in changed.arms}["spg_b"].heads == {a.name: a for a in study.arms}["spg_b"].heads
+    assert {a.name: a for a in changed.arms}["spg_tuned"] == {a.name: a for a in study.arms}["spg_tuned"]  # other arms untouched
+    assert override(study, {"arms.spg_tuned.training.lr": "0.01"}).arms[-1].training == {"lr": 0.01}  # an arm's own training
     with pytest.raises(StudyError, match="Training has no field 'weight_decy'.*weight_decay"):
         override(study, {"training.weight_decy": "1"})
     with pytest.raises(StudyError, match="--set training.epochs: expected int, not 'many'"):
