@@ -332,6 +332,11 @@ def run_tuned(result: TuneResult, out: str | Path, registry: Registry, executor,
 OBJECTIVES = {"select_pxap": "PxAP", "select_maxboxaccv2": "MaxBoxAccV2"}
 
 
+def objective_name(result: TuneResult) -> str:
+    """What the finished trials were scored by ("PxAP", "MaxBoxAccV2"), for tables and figures."""
+    return "/".join(sorted({OBJECTIVES[t.objective] for every in result.trials.values() for t in every if t.objective})) or "objective"
+
+
 def _value(v: Any) -> str:
     if isinstance(v, (tuple, list)):
         return "(" + ", ".join(_value(x) for x in v) + ")"
@@ -369,7 +374,7 @@ def preface(result: TuneResult) -> str:
     """The tuned table's opening: how it was tuned and what was chosen for each arm."""
     study, search = result.study, result.study.search
     proxy = f", with {_setting(dict(search.training))}" if search.training else ""
-    objective = "/".join(sorted({OBJECTIVES[t.objective] for t in result.chosen.values() if t}))
+    objective = objective_name(result)
     lines = [_chosen_line(name, trials, result.chosen[name]) for name, trials in result.trials.items()]
     return (
         f"**Tuned, {search.trials} trials per arm**: random search (Optuna's random sampler, seed {search.seed}), each "
@@ -391,8 +396,7 @@ def write_search(result: TuneResult) -> None:
     with result.folder.reporting():
         write_csv(result.folder.path / "trials.csv", rows, columns)
         write_text(result.folder.path / "search.md", search_markdown(result))
-        objective = "/".join(sorted({OBJECTIVES[t.objective] for every in result.trials.values() for t in every if t.objective})) or "objective"
-        write_trials_figure(result.folder.figures / "trials.png", result.spaces, result.trials, result.chosen, objective)
+        write_trials_figure(result.folder.figures / "trials.png", result.spaces, result.trials, result.chosen, objective_name(result))
 
 
 _FIXED = ("arm", "trial", "optuna_number", "state", "objective", "diverged")
