@@ -105,7 +105,10 @@ class SeededAugmentation(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
+        # Training reads the image and its label only; masks and boxes carried through the resize
+        # and crop doubled the transform's cost. The random draws depend on the image alone.
         sample = self.dataset[index]
+        sample = {"image": sample["image"], "label": sample["label"]}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((_epoch_seed(self.seed, self.epoch) * 1_000_003 + index) % 2**62)
             return self.transform(sample)
