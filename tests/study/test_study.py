@@ -114,14 +114,14 @@ def test_quickstart_shrunk_end_to_end(tmp_path, registry):
     root = run_study(study, tmp_path, registry=registry, progress=False).path
     with open(root / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["arm"] for r in rows] == ["cam", "acol", "spg", "spg_tuned"]
+    assert [r["arm"] for r in rows] == ["cam", "spg", "spg_tuned"]
     for row in rows:
         for key in ("top1_acc", "gt_known_loc", "top1_loc", "maxboxaccv2", "pxap"):
             value = float(row[key])
             assert math.isfinite(value) and 0 <= value <= 100, (row["arm"], key, value)
     table = (root / "results.md").read_text()
     assert "| spg | 1 |" in table and "MaxBoxAccV2" in table and "PxAP" in table
-    for name in ("overlays.png", "curves.png", "heads_spg.png", "heads_spg_tuned.png", "heads_acol.png"):
+    for name in ("overlays.png", "curves.png", "heads_spg.png", "heads_spg_tuned.png"):
         data = (root / "figures" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     assert not (root / "figures" / "heads_cam.png").exists()  # CAM alone builds no guidance
