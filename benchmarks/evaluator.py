@@ -10,12 +10,15 @@ strongest blobs. Everything runs on one CPU thread, and the script exits if any 
 
 Columns, in ms per image (the median over images of the fastest of ``--repeat`` runs):
 
-- benchmark: the benchmark's procedure (benchmarks/opencv_reference.py), one evaluator per metric
+- benchmark: the benchmark's procedure (spgkit.localization.readable), one evaluator per metric
   (MaxBoxAcc, MaxBoxAccV2), each calling cv2.findContours once per threshold;
 - 1-pass: both metrics from one findContours call per threshold, a leaner use of OpenCV;
 - spgkit benchmark / spgkit float: LocalizationEvaluator(protocol=...), both metrics, one update per
   image; the benchmark protocol must give the benchmark's numbers, the float protocol those of a
-  per-threshold labelling (cv2.connectedComponentsWithStats, untimed).
+  per-threshold labelling (cv2.connectedComponentsWithStats, untimed);
+- readable benchmark / readable float: the same evaluators on the readable path that spgkit takes
+  without its compiled core (spgkit.localization.tree.without_core), which must count the same.
+  The second table gives both paths' times and how many times slower the readable one is.
 """
 
 from __future__ import annotations
@@ -35,12 +38,11 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import opencv_reference as ref  # noqa: E402
-
 from spgkit.localization import LocalizationEvaluator, score_maps  # noqa: E402
+from spgkit.localization import readable as ref  # noqa: E402
+from spgkit.localization.tree import without_core  # noqa: E402
 
 DELTAS = (30, 50, 70)
 
@@ -120,13 +122,15 @@ def labelled_hits(normalized: np.ndarray, gt: np.ndarray, thresholds: np.ndarray
 
 
 class Runs:
-    """One set of accumulators: spgkit's evaluator in both protocols, the benchmark's two
-    evaluators, and the hit counts of the single-pass variant and of the labelling check."""
+    """One set of accumulators: spgkit's evaluator in both protocols on both paths, the benchmark's
+    two evaluators, and the hit counts of the single-pass variant and of the labelling check."""
 
     def __init__(self, thresholds: np.ndarray):
         self.thresholds = thresholds
         self.ours_benchmark = LocalizationEvaluator(thresholds=thresholds, protocol="benchmark", backend="numpy")
         self.ours_float = LocalizationEvaluator(thresholds=thresholds, protocol="float", backend="numpy")
+        self.readable_benchmark_eval = LocalizationEvaluator(thresholds=thresholds, protocol="benchmark", backend="numpy")
+        self.readable_float_eval = LocalizationEvaluator(thresholds=thresholds, protocol="float", backend="numpy")
         self.v1 = ref.BoxEvaluator(thresholds, iou_thresholds=(50,), multi_contour_eval=False)
         self.v2 = ref.BoxEvaluator(thresholds, iou_thresholds=DELTAS, multi_contour_eval=True)
         self.single_largest = np.zeros(len(thresholds))
@@ -139,6 +143,14 @@ class Runs:
 
     def spgkit_float(self, m: np.ndarray, gt: np.ndarray) -> None:
         self.ours_float.update(m[None], [gt])
+
+    def readable_benchmark(self, m: np.ndarray, gt: np.ndarray) -> None:
+        with without_core():
+            self.readable_benchmark_eval.update(m[None], [gt])
+
+    def readable_float(self, m: np.ndarray, gt: np.ndarray) -> None:
+        with without_core():
+            self.readable_float_eval.update(m[None], [gt])
 
     def benchmark(self, m: np.ndarray, gt: np.ndarray) -> None:
         normalized = ref.normalize_scoremap(m)
@@ -173,6 +185,8 @@ class Runs:
         state = self.ours_float.state_dict()
         same &= np.array_equal(self.label_largest, state["largest_correct"])
         same &= np.array_equal(self.label_best, state["box_correct"])
+        for compiled, readable in ((self.ours_benchmark, self.readable_benchmark_eval), (self.ours_float, self.readable_float_eval)):
+            same &= all(np.array_equal(v, readable.state_dict()[k]) for k, v in compiled.state_dict().items())
         if not same:
             raise SystemExit(f"results differ at {len(self.thresholds)} thresholds")
         floating = self.ours_float.compute()
@@ -190,7 +204,7 @@ def fastest(repeat: int, kept, spare) -> float:
     return best
 
 
-TIMED = ("benchmark", "single_pass", "spgkit_benchmark", "spgkit_float")
+TIMED = ("benchmark", "single_pass", "spgkit_benchmark", "spgkit_float", "readable_benchmark", "readable_float")
 
 
 def run(maps, boxes, steps: int, repeat: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -231,6 +245,7 @@ def main() -> None:
     print(f"ms per image: median over images of the fastest of {args.repeat} runs; ratio: benchmark / spgkit")
     header = ("thresholds", "benchmark", "1-pass", "spgkit bench", "ratio", "spgkit float", "ratio", "identical")
     print(" ".join(f"{c:>12}" for c in header), "  MaxBoxAccV2 bench / float")
+    cost = []
     for steps in args.thresholds:
         t, metrics = run(maps, boxes, steps, args.repeat)  # exits if any result differs
         cells = (
@@ -244,6 +259,21 @@ def main() -> None:
             "yes",
         )
         print(" ".join(f"{c:>12}" for c in cells), f"  {metrics['benchmark']:11.2f} / {metrics['float']:.2f}")
+        cost.append((steps, t))
+    print_readable_cost(cost)
+
+
+def print_readable_cost(cost: list[tuple[int, dict[str, float]]]) -> None:
+    """The second table: per number of thresholds, both paths' ms per image and their ratio."""
+    print("\nWithout the compiled core (the readable path, same counts), ms per image; slower: readable / compiled")
+    header = ("thresholds", "compiled", "readable", "slower", "compiled", "readable", "slower")
+    print(" ".join(f"{c:>12}" for c in header), "   (benchmark protocol, then float)")
+    for steps, t in cost:
+        cells = [f"{steps}"]
+        for protocol in ("benchmark", "float"):
+            compiled, readable = t[f"spgkit_{protocol}"], t[f"readable_{protocol}"]
+            cells += [f"{compiled:.3f}", f"{readable:.2f}", f"{readable / compiled:.0f}x"]
+        print(" ".join(f"{c:>12}" for c in cells))
 
 
 if __name__ == "__main__":

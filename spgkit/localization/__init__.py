@@ -2,7 +2,8 @@
 
 - :mod:`~spgkit.localization.maps`: checks, per-image min-max normalisation, resizing.
 - :mod:`~spgkit.localization.tree`: the merge (component) tree of a map's level sets, built once for
-  all thresholds.
+  all thresholds (compiled; where it is not built, :mod:`~spgkit.localization.readable` gives the same
+  regions threshold by threshold with OpenCV).
 - :mod:`~spgkit.localization.regions`: the regions (boxes) of a map at all thresholds from that tree,
   in the default definitions or the WSOL benchmark's exact OpenCV ones.
 - :mod:`~spgkit.localization.evaluator`: :class:`LocalizationEvaluator`, streaming GT-known /

@@ -252,43 +252,46 @@ static void fill_holes(const Grid *g, const int32_t *level, int32_t *fill, int32
         }
 }
 
-/* Scratch memory, kept from call to call: fresh pages for every map (which the kernel must map and
- * zero) cost more than some of the passes. The GIL is held throughout a call, so one arena serves
- * all; calls take their arrays from it in turn, and one that needed more than KEEP_SCRATCH bytes
- * gives it back. */
-#define KEEP_SCRATCH ((size_t)64 << 20)
-static char *arena;
-static size_t arena_size, arena_used;
+/* One call's memory, all released in one place (call_end) wherever the call stops: its arguments'
+ * buffers, its scratch arena (one block, which the call's arrays take in turn) and its output rows.
+ * Nothing outlives a call, so calls share no state. */
+typedef struct {
+    Py_buffer map, cuts, gt; /* the map, its cuts or thresholds; gt.obj is NULL without boxes */
+    char *arena;
+    size_t used;
+    Rows rows, undecided;
+} Call;
 
 static size_t rounded(size_t size) { return (size + 63) & ~(size_t)63; }
 
-static int scratch_reserve(size_t total)
+static int arena_open(Call *c, size_t total)
 {
-    if (total > arena_size) {
-        free(arena);
-        arena = malloc(total);
-        arena_size = arena ? total : 0;
-        if (!arena)
-            return -1;
+    c->arena = malloc(total);
+    c->used = 0;
+    if (!c->arena) {
+        PyErr_NoMemory();
+        return -1;
     }
-    arena_used = 0;
     return 0;
 }
 
-static void *scratch(size_t size)
+static void *scratch(Call *c, size_t size)
 {
-    void *p = arena + arena_used;
-    arena_used += rounded(size);
+    void *p = c->arena + c->used;
+    c->used += rounded(size);
     return p;
 }
 
-static void scratch_release(void)
+/* Releases what call c holds and returns out (NULL, with the error set, where the call failed). */
+static PyObject *call_end(Call *c, PyObject *out)
 {
-    if (arena_size > KEEP_SCRATCH) {
-        free(arena);
-        arena = NULL;
-        arena_size = 0;
-    }
+    free(c->arena);
+    free(c->rows.data);
+    free(c->undecided.data);
+    PyBuffer_Release(&c->map);
+    PyBuffer_Release(&c->cuts);
+    PyBuffer_Release(&c->gt); /* does nothing where gt.obj is NULL */
+    return out;
 }
 
 /* Zeroes the padding of a padded grid. */
@@ -306,11 +309,11 @@ static size_t forest_bytes(const Grid *g, Py_ssize_t max_nodes)
            rounded(sizeof(int32_t) * (size_t)max_nodes);
 }
 
-static void forest_init(Forest *f, const Grid *g, Py_ssize_t max_nodes)
+static void forest_init(Forest *f, const Grid *g, Py_ssize_t max_nodes, Call *c)
 {
-    f->parent = scratch(sizeof(int32_t) * (size_t)g->padded);
-    f->nodes = scratch(sizeof(Node) * (size_t)max_nodes);
-    f->live = scratch(sizeof(int32_t) * (size_t)max_nodes);
+    f->parent = scratch(c, sizeof(int32_t) * (size_t)g->padded);
+    f->nodes = scratch(c, sizeof(Node) * (size_t)max_nodes);
+    f->live = scratch(c, sizeof(int32_t) * (size_t)max_nodes);
     f->num_nodes = f->num_live = 0;
 }
 
@@ -445,8 +448,10 @@ static int rows_push(Rows *r, int64_t cut, int64_t x0, int64_t y0, int64_t x1, i
     if (r->len + 5 > r->cap) {
         Py_ssize_t cap = r->cap ? 2 * r->cap : 5 * 1024;
         int64_t *data = realloc(r->data, sizeof(int64_t) * (size_t)cap);
-        if (!data)
+        if (!data) {
+            PyErr_NoMemory();
             return -1;
+        }
         r->data = data;
         r->cap = cap;
     }
@@ -668,6 +673,174 @@ static inline void add_down(Forest *f, const Grid *g, const uint32_t *order, Py_
         *top = end;
 }
 
+/* The state of a benchmark_regions call that its passes share. */
+typedef struct {
+    Grid g;
+    const int64_t *cuts;
+    Py_ssize_t num_cuts, n;
+    int32_t *level, *fill, *entry, *link; /* padded levels and filled levels; the fill's queue */
+    uint32_t *order, *hole_order;         /* pixels by level; pixels of depressions by level */
+    Py_ssize_t start[258], hole_start[258];
+    int64_t *best; /* per cut, the row of the largest contour */
+    Forest holes, fg, filled;
+} Bench;
+
+/* Checks the arguments, takes the arrays from the call's arena and reads the image's levels. */
+static int bench_open(Bench *b, Call *c, Py_ssize_t H, Py_ssize_t W)
+{
+    b->num_cuts = c->cuts.len / (Py_ssize_t)sizeof(int64_t);
+    b->cuts = c->cuts.buf;
+    if (grid_init(&b->g, H, W) < 0 || check_gt(&c->gt) < 0)
+        return -1;
+    if (c->map.len != H * W || b->num_cuts * (Py_ssize_t)sizeof(int64_t) != c->cuts.len) {
+        PyErr_SetString(PyExc_ValueError, "image or cuts have the wrong size");
+        return -1;
+    }
+    const Grid *g = &b->g;
+    b->n = H * W;
+    size_t P = (size_t)g->padded, N = (size_t)b->n, C = (size_t)(b->num_cuts ? b->num_cuts : 1);
+    if (arena_open(c, 2 * rounded(4 * P) + 2 * rounded(8 * N) + 2 * rounded(4 * N) + rounded(8 * C) +
+                          3 * forest_bytes(g, b->n)) < 0)
+        return -1;
+    b->level = scratch(c, 4 * P);
+    b->fill = scratch(c, 4 * P);
+    b->entry = scratch(c, 8 * N);
+    b->link = scratch(c, 8 * N);
+    b->order = scratch(c, 4 * N);
+    b->hole_order = scratch(c, 4 * N);
+    b->best = scratch(c, 8 * C);
+    forest_init(&b->holes, g, b->n, c);
+    forest_init(&b->fg, g, b->n, c);
+    forest_init(&b->filled, g, b->n, c);
+    clear_frame(g, b->level);
+    clear_frame(g, b->fill);
+    for (int y = 0; y < g->H; y++) {
+        const uint8_t *src = (const uint8_t *)c->map.buf + (Py_ssize_t)y * W;
+        int32_t *dst = b->level + (Py_ssize_t)(y + 1) * g->Wp + 1;
+        for (int x = 0; x < g->W; x++)
+            dst[x] = src[x] + 1;
+    }
+    return 0;
+}
+
+/* Holes, cuts ascending. A pixel is in a hole of image > cut exactly when level <= cut < fill: the
+ * holes are the 4-connected regions of such pixels, found by a union-find over the pixels of
+ * depressions (fill > level) in ascending order of level. */
+static int hole_rows(Bench *b, Call *c)
+{
+    const Grid *g = &b->g;
+    Forest *holes = &b->holes;
+    fill_holes(g, b->level, b->fill, b->entry, b->link);
+    masks_holes(g, b->level, b->fill, holes->parent);
+    counting_sort(g, b->level, 256, b->order, b->start, b->fill, b->hole_order, b->hole_start);
+    Py_ssize_t k = 0;
+    for (Py_ssize_t s = 0; s < b->num_cuts; s++) {
+        for (Py_ssize_t end = bound(b->hole_start, 256, b->cuts[s]); k < end; k++) {
+            PIXEL(p, y, x, b->hole_order, k, *g);
+            add_hole(holes, g, p, x, b->fill[p]);
+        }
+        for (int32_t j = 0; j < holes->num_live; j++) {
+            Node *h = &holes->nodes[holes->live[j]];
+            if (h->opens <= b->cuts[s] + 1) { /* outside from this cut on */
+                live_remove(holes, h);
+                j--;
+                continue;
+            }
+            /* An inner contour runs one pixel outside its hole. */
+            int64_t y0 = h->first / g->Wp - 1, y1 = h->last / g->Wp - 1;
+            int64_t x1 = h->x1 + 2 < g->W ? h->x1 + 2 : g->W - 1, y2 = y1 + 2 < g->H ? y1 + 2 : g->H - 1;
+            if (rows_push(&c->rows, s, h->x0 - 1, y0 - 1, x1, y2) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* The largest contour at cut s among the live regions of fg, whose own areas decide it unless the
+ * holes' excess could change the answer: then best[s] is -1 and the outermost regions' (cut, first
+ * pixel, row) wait in the call's undecided rows for the filled image's pass. */
+static int choose_largest(Bench *b, Call *c, Py_ssize_t s, int64_t excess)
+{
+    Forest *fg = &b->fg;
+    int64_t outside = b->cuts[s] + 1; /* the pixel above an outermost region's first is <= this */
+    Node *best = NULL;
+    int32_t second = -1;
+    for (int32_t j = 0; j < fg->num_live; j++) {
+        Node *r = &fg->nodes[fg->live[j]];
+        if (b->fill[r->first - b->g.Wp] > outside)
+            continue; /* an island in a hole */
+        excess -= r->weight;
+        if (!best || r->weight > best->weight || (r->weight == best->weight && r->first > best->first)) {
+            second = best && best->weight > second ? best->weight : second;
+            best = r;
+        } else if (r->weight > second) {
+            second = r->weight;
+        }
+    }
+    if (excess == 0 || best->weight > second + excess) {
+        b->best[s] = best->row;
+        return 0;
+    }
+    b->best[s] = -1;
+    for (int32_t j = 0; j < fg->num_live; j++) {
+        Node *r = &fg->nodes[fg->live[j]];
+        if (b->fill[r->first - b->g.Wp] <= outside && rows_push(&c->undecided, s, r->first, r->row, 0, 0) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Regions, cuts descending, with boxes, first pixels and the area of their own cells. OpenCV lists
+ * contours depth first, later-found siblings first, and a contour's area is at least that of anything
+ * inside it: the largest contour is that of an outermost region (one surrounded by the outside, as
+ * the pixel above its first pixel tells), ties to the last found, i.e. the one whose first pixel
+ * comes last. Its area is that of the region with its holes filled: its own cells' area plus at most
+ * the cut's excess, the filled image's cell area less the outermost regions' own. Where the best
+ * region's own area beats every other's by more than the excess, the holes cannot change the answer;
+ * elsewhere (rarely) a pass over the filled image decides. */
+static int region_rows(Bench *b, Call *c)
+{
+    int64_t filled_area[258];
+    filled_cell_areas(&b->g, b->fill, filled_area);
+    masks_descending(&b->g, b->level, b->fg.parent);
+    Py_ssize_t top = b->n;
+    for (Py_ssize_t s = b->num_cuts - 1; s >= 0; s--) {
+        int64_t cut = b->cuts[s];
+        add_down(&b->fg, &b->g, b->order, &top, bound(b->start, 256, cut), BOXES | AREAS);
+        if (emit_regions(&b->fg, &b->g, &c->rows, s, 1) < 0)
+            return -1;
+        if (!b->fg.num_live) {
+            b->best[s] = c->rows.len / 5;
+            if (rows_push(&c->rows, s, 0, 0, 0, 0) < 0)
+                return -1;
+        } else if (choose_largest(b, c, s, filled_area[cut + 2 < 0 ? 0 : cut + 2 > 257 ? 257 : cut + 2]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The undecided cuts: the regions of the filled image are the outermost regions with their holes
+ * filled, and hold their first pixels. */
+static void decide_by_filled(Bench *b, const Rows *undecided)
+{
+    if (!undecided->len)
+        return;
+    uint32_t *fill_order = (uint32_t *)b->entry; /* the queue is done with */
+    Py_ssize_t fill_start[258], fill_top = b->n;
+    counting_sort(&b->g, b->fill, 256, fill_order, fill_start, NULL, NULL, NULL);
+    masks_descending(&b->g, b->fill, b->filled.parent);
+    for (Py_ssize_t s = b->num_cuts - 1; s >= 0; s--) {
+        add_down(&b->filled, &b->g, fill_order, &fill_top, bound(fill_start, 256, b->cuts[s]), FIRST | AREAS);
+        if (b->best[s] >= 0)
+            continue;
+        Node *best = largest(&b->filled, 1);
+        for (Py_ssize_t j = 0; j < undecided->len; j += 5)
+            if (undecided->data[j] == s && undecided->data[j + 1] == best->first)
+                b->best[s] = undecided->data[j + 2];
+    }
+}
+
 static const char benchmark_doc[] =
     "benchmark_regions(image, height, width, cuts[, gt]) -> (rows, largest, iou)\n\n"
     "OpenCV's contours of image > cut (image: uint8 bytes, row-major) at every ascending int64 cut:\n"
@@ -679,156 +852,15 @@ static const char benchmark_doc[] =
 static PyObject *benchmark_regions(PyObject *self, PyObject *args)
 {
     (void)self;
-    Py_buffer image, cutbuf, gt = {0};
+    Call c = {0};
     Py_ssize_t H, W;
-    if (!PyArg_ParseTuple(args, "y*nny*|y*", &image, &H, &W, &cutbuf, &gt))
+    if (!PyArg_ParseTuple(args, "y*nny*|y*", &c.map, &H, &W, &c.cuts, &c.gt))
         return NULL;
-    PyObject *out = NULL;
-    Grid g;
-    Forest holes = {0}, fg = {0}, filled = {0};
-    int32_t *level = NULL, *fill = NULL, *entry = NULL, *link = NULL;
-    uint32_t *order = NULL, *hole_order = NULL;
-    Py_ssize_t start[258], hole_start[258], fill_start[258];
-    int64_t *best = NULL;
-    Rows rows = {0}, undecided = {0};
-    Py_ssize_t num_cuts = cutbuf.len / (Py_ssize_t)sizeof(int64_t);
-    const int64_t *cuts = cutbuf.buf;
-    if (grid_init(&g, H, W) < 0 || check_gt(&gt) < 0)
-        goto done;
-    if (image.len != H * W || num_cuts * (Py_ssize_t)sizeof(int64_t) != cutbuf.len) {
-        PyErr_SetString(PyExc_ValueError, "image or cuts have the wrong size");
-        goto done;
-    }
-    Py_ssize_t n = H * W;
-    size_t P = (size_t)g.padded, N = (size_t)n, C = (size_t)(num_cuts ? num_cuts : 1);
-    if (scratch_reserve(2 * rounded(4 * P) + 2 * rounded(8 * N) + 2 * rounded(4 * N) + rounded(8 * C) +
-                        3 * forest_bytes(&g, n)) < 0)
-        goto nomem;
-    level = scratch(4 * P);
-    fill = scratch(4 * P);
-    entry = scratch(8 * N);
-    link = scratch(8 * N);
-    order = scratch(4 * N);
-    hole_order = scratch(4 * N);
-    best = scratch(8 * C);
-    forest_init(&holes, &g, n);
-    forest_init(&fg, &g, n);
-    forest_init(&filled, &g, n);
-    clear_frame(&g, level);
-    clear_frame(&g, fill);
-    for (int y = 0; y < g.H; y++) {
-        const uint8_t *src = (const uint8_t *)image.buf + (Py_ssize_t)y * W;
-        int32_t *dst = level + (Py_ssize_t)(y + 1) * g.Wp + 1;
-        for (int x = 0; x < g.W; x++)
-            dst[x] = src[x] + 1;
-    }
-
-    /* Holes, cuts ascending. A pixel is in a hole of image > cut exactly when level <= cut < fill:
-     * the holes are the 4-connected regions of such pixels, found by a union-find over the pixels of
-     * depressions (fill > level) in ascending order of level. */
-    fill_holes(&g, level, fill, entry, link);
-    masks_holes(&g, level, fill, holes.parent);
-    counting_sort(&g, level, 256, order, start, fill, hole_order, hole_start);
-    Py_ssize_t k = 0;
-    for (Py_ssize_t s = 0; s < num_cuts; s++) {
-        for (Py_ssize_t end = bound(hole_start, 256, cuts[s]); k < end; k++) {
-            PIXEL(p, y, x, hole_order, k, g);
-            add_hole(&holes, &g, p, x, fill[p]);
-        }
-        for (int32_t j = 0; j < holes.num_live; j++) {
-            Node *h = &holes.nodes[holes.live[j]];
-            if (h->opens <= cuts[s] + 1) { /* outside from this cut on */
-                live_remove(&holes, h);
-                j--;
-                continue;
-            }
-            /* An inner contour runs one pixel outside its hole. */
-            int64_t y0 = h->first / g.Wp - 1, y1 = h->last / g.Wp - 1;
-            int64_t x1 = h->x1 + 2 < g.W ? h->x1 + 2 : g.W - 1, y2 = y1 + 2 < g.H ? y1 + 2 : g.H - 1;
-            if (rows_push(&rows, s, h->x0 - 1, y0 - 1, x1, y2) < 0)
-                goto nomem;
-        }
-    }
-
-    /* Regions, cuts descending, with boxes, first pixels and the area of their own cells. OpenCV lists
-     * contours depth first, later-found siblings first, and a contour's area is at least that of
-     * anything inside it: the largest contour is that of an outermost region (one surrounded by the
-     * outside, as the pixel above its first pixel tells), ties to the last found, i.e. the one whose
-     * first pixel comes last. Its area is that of the region with its holes filled: its own cells'
-     * area plus at most the cut's excess, the filled image's cell area less the outermost regions'
-     * own. Where the best region's own area beats every other's by more than the excess, the holes
-     * cannot change the answer; elsewhere (rarely) a pass over the filled image decides. */
-    int64_t filled_area[258];
-    filled_cell_areas(&g, fill, filled_area);
-    masks_descending(&g, level, fg.parent);
-    Py_ssize_t top = n;
-    for (Py_ssize_t s = num_cuts - 1; s >= 0; s--) {
-        add_down(&fg, &g, order, &top, bound(start, 256, cuts[s]), BOXES | AREAS);
-        if (emit_regions(&fg, &g, &rows, s, 1) < 0)
-            goto nomem;
-        if (!fg.num_live) {
-            best[s] = rows.len / 5;
-            if (rows_push(&rows, s, 0, 0, 0, 0) < 0)
-                goto nomem;
-            continue;
-        }
-        int64_t excess = filled_area[cuts[s] + 2 < 0 ? 0 : cuts[s] + 2 > 257 ? 257 : cuts[s] + 2];
-        Node *b = NULL;
-        int32_t second = -1;
-        for (int32_t j = 0; j < fg.num_live; j++) {
-            Node *r = &fg.nodes[fg.live[j]];
-            if (fill[r->first - g.Wp] > cuts[s] + 1)
-                continue; /* an island in a hole */
-            excess -= r->weight;
-            if (!b || r->weight > b->weight || (r->weight == b->weight && r->first > b->first)) {
-                second = b && b->weight > second ? b->weight : second;
-                b = r;
-            } else if (r->weight > second) {
-                second = r->weight;
-            }
-        }
-        if (excess == 0 || b->weight > second + excess) {
-            best[s] = b->row;
-            continue;
-        }
-        best[s] = -1; /* undecided: keep (cut, first pixel, row) of the outermost regions */
-        for (int32_t j = 0; j < fg.num_live; j++) {
-            Node *r = &fg.nodes[fg.live[j]];
-            if (fill[r->first - g.Wp] <= cuts[s] + 1 &&
-                rows_push(&undecided, s, r->first, r->row, 0, 0) < 0)
-                goto nomem;
-        }
-    }
-    if (undecided.len) {
-        /* The regions of the filled image are the outermost regions with their holes filled, and
-         * hold their first pixels. */
-        uint32_t *fill_order = (uint32_t *)entry; /* the queue is done with */
-        counting_sort(&g, fill, 256, fill_order, fill_start, NULL, NULL, NULL);
-        masks_descending(&g, fill, filled.parent);
-        Py_ssize_t fill_top = n;
-        for (Py_ssize_t s = num_cuts - 1; s >= 0; s--) {
-            add_down(&filled, &g, fill_order, &fill_top, bound(fill_start, 256, cuts[s]), FIRST | AREAS);
-            if (best[s] >= 0)
-                continue;
-            Node *b = largest(&filled, 1);
-            for (Py_ssize_t j = 0; j < undecided.len; j += 5)
-                if (undecided.data[j] == s && undecided.data[j + 1] == b->first)
-                    best[s] = undecided.data[j + 2];
-        }
-    }
-    out = result(&rows, best, num_cuts, &gt);
-    goto done;
-nomem:
-    PyErr_NoMemory();
-done:
-    scratch_release();
-    free(rows.data);
-    free(undecided.data);
-    PyBuffer_Release(&image);
-    PyBuffer_Release(&cutbuf);
-    if (gt.obj)
-        PyBuffer_Release(&gt);
-    return out;
+    Bench b;
+    if (bench_open(&b, &c, H, W) < 0 || hole_rows(&b, &c) < 0 || region_rows(&b, &c) < 0)
+        return call_end(&c, NULL);
+    decide_by_filled(&b, &c.undecided);
+    return call_end(&c, result(&c.rows, b.best, b.num_cuts, &c.gt));
 }
 
 static const char float_doc[] =
@@ -838,56 +870,23 @@ static const char float_doc[] =
     "and per threshold the row of the region with the most pixels, ties to the one met first in\n"
     "raster order (-1 where nothing is left). gt and iou as in benchmark_regions.";
 
-static PyObject *float_regions(PyObject *self, PyObject *args)
+/* Level of a pixel: the number of thresholds at or below its score (it is in the foreground of
+ * threshold j exactly when its level exceeds j). A table over equal bins of [0, 1] gives a guess that
+ * exact comparisons then correct, in a step or two for any grid. */
+static void float_levels(const Grid *g, const Py_buffer *scores, Py_ssize_t itemsize, const double *t, Py_ssize_t T,
+                         int32_t *lut, int32_t *level)
 {
-    (void)self;
-    Py_buffer scores, tbuf, gt = {0};
-    Py_ssize_t itemsize, H, W;
-    if (!PyArg_ParseTuple(args, "y*nnny*|y*", &scores, &itemsize, &H, &W, &tbuf, &gt))
-        return NULL;
-    PyObject *out = NULL;
-    Grid g;
-    Forest fg = {0};
-    int32_t *level = NULL, *lut = NULL;
-    uint32_t *order = NULL;
-    Py_ssize_t *start = NULL;
-    int64_t *best = NULL;
-    Rows rows = {0};
-    Py_ssize_t T = tbuf.len / (Py_ssize_t)sizeof(double);
-    const double *t = tbuf.buf;
-    if (grid_init(&g, H, W) < 0 || check_gt(&gt) < 0)
-        goto done;
-    if ((itemsize != 4 && itemsize != 8) || scores.len != H * W * itemsize ||
-        T * (Py_ssize_t)sizeof(double) != tbuf.len || T < 1 || T >= INT32_MAX / 8) {
-        PyErr_SetString(PyExc_ValueError, "scores or thresholds have the wrong size");
-        goto done;
-    }
-    /* Level of a pixel: the number of thresholds at or below its score (it is in the foreground of
-     * threshold j exactly when its level exceeds j). A table over equal bins of [0, 1] gives a
-     * guess that exact comparisons then correct, in a step or two for any grid. */
     Py_ssize_t bins = 4 * T;
-    size_t P = (size_t)g.padded, N = (size_t)(H * W);
-    if (scratch_reserve(rounded(4 * P) + rounded(4 * (size_t)(bins + 1)) + rounded(4 * N) +
-                        rounded(sizeof(Py_ssize_t) * (size_t)(T + 3)) + rounded(8 * (size_t)T) +
-                        forest_bytes(&g, H * W)) < 0)
-        goto nomem;
-    level = scratch(4 * P);
-    lut = scratch(4 * (size_t)(bins + 1));
-    order = scratch(4 * N);
-    start = scratch(sizeof(Py_ssize_t) * (size_t)(T + 3));
-    best = scratch(8 * (size_t)T);
-    forest_init(&fg, &g, H * W);
-    clear_frame(&g, level);
     for (Py_ssize_t b = 0, j = 0; b <= bins; b++) {
         double edge = (double)b / (double)bins;
         while (j < T && t[j] <= edge)
             j++;
         lut[b] = (int32_t)j;
     }
-    for (int y = 0; y < g.H; y++)
-        for (int x = 0; x < g.W; x++) {
-            Py_ssize_t i = (Py_ssize_t)y * W + x;
-            double v = itemsize == 4 ? (double)((const float *)scores.buf)[i] : ((const double *)scores.buf)[i];
+    for (int y = 0; y < g->H; y++)
+        for (int x = 0; x < g->W; x++) {
+            Py_ssize_t i = (Py_ssize_t)y * g->W + x;
+            double v = itemsize == 4 ? (double)((const float *)scores->buf)[i] : ((const double *)scores->buf)[i];
             double scaled = v * (double)bins;
             Py_ssize_t b = scaled <= 0 ? 0 : scaled >= (double)bins ? bins : (Py_ssize_t)scaled;
             int32_t j = lut[b];
@@ -895,31 +894,52 @@ static PyObject *float_regions(PyObject *self, PyObject *args)
                 j--;
             while (j < T && t[j] <= v)
                 j++;
-            level[(Py_ssize_t)(y + 1) * g.Wp + x + 1] = j + 1;
+            level[(Py_ssize_t)(y + 1) * g->Wp + x + 1] = j + 1;
         }
+}
+
+static PyObject *float_regions(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Call c = {0};
+    Py_ssize_t itemsize, H, W;
+    if (!PyArg_ParseTuple(args, "y*nnny*|y*", &c.map, &itemsize, &H, &W, &c.cuts, &c.gt))
+        return NULL;
+    Grid g;
+    Forest fg = {0};
+    Py_ssize_t T = c.cuts.len / (Py_ssize_t)sizeof(double);
+    const double *t = c.cuts.buf;
+    if (grid_init(&g, H, W) < 0 || check_gt(&c.gt) < 0)
+        return call_end(&c, NULL);
+    if ((itemsize != 4 && itemsize != 8) || c.map.len != H * W * itemsize ||
+        T * (Py_ssize_t)sizeof(double) != c.cuts.len || T < 1 || T >= INT32_MAX / 8) {
+        PyErr_SetString(PyExc_ValueError, "scores or thresholds have the wrong size");
+        return call_end(&c, NULL);
+    }
+    size_t P = (size_t)g.padded, N = (size_t)(H * W);
+    if (arena_open(&c, rounded(4 * P) + rounded(4 * (size_t)(4 * T + 1)) + rounded(4 * N) +
+                           rounded(sizeof(Py_ssize_t) * (size_t)(T + 3)) + rounded(8 * (size_t)T) +
+                           forest_bytes(&g, H * W)) < 0)
+        return call_end(&c, NULL);
+    int32_t *level = scratch(&c, 4 * P), *lut = scratch(&c, 4 * (size_t)(4 * T + 1));
+    uint32_t *order = scratch(&c, 4 * N);
+    Py_ssize_t *start = scratch(&c, sizeof(Py_ssize_t) * (size_t)(T + 3));
+    int64_t *best = scratch(&c, 8 * (size_t)T);
+    forest_init(&fg, &g, H * W, &c);
+    clear_frame(&g, level);
+    float_levels(&g, &c.map, itemsize, t, T, lut, level);
     int num_levels = (int)T + 1;
     counting_sort(&g, level, num_levels, order, start, NULL, NULL, NULL);
     masks_descending(&g, level, fg.parent);
     Py_ssize_t top = H * W;
     for (Py_ssize_t s = T - 1; s >= 0; s--) {
         add_down(&fg, &g, order, &top, bound(start, num_levels, s), BOXES);
-        if (emit_regions(&fg, &g, &rows, s, 0) < 0)
-            goto nomem;
+        if (emit_regions(&fg, &g, &c.rows, s, 0) < 0)
+            return call_end(&c, NULL);
         Node *b = largest(&fg, 0);
         best[s] = b ? b->row : -1;
     }
-    out = result(&rows, best, T, &gt);
-    goto done;
-nomem:
-    PyErr_NoMemory();
-done:
-    scratch_release();
-    free(rows.data);
-    PyBuffer_Release(&scores);
-    PyBuffer_Release(&tbuf);
-    if (gt.obj)
-        PyBuffer_Release(&gt);
-    return out;
+    return call_end(&c, result(&c.rows, best, T, &c.gt));
 }
 
 static PyMethodDef methods[] = {

@@ -25,13 +25,60 @@ evaluator's work after the pass, itself a fifth of its time per image.
   less the outermost regions' own. Where the best region's own area beats every other's by more than
   that, the holes cannot change the answer; at the rare cuts where they could, a union-find pass
   over the filled map, whose regions are the outermost regions with their holes filled, decides.
+
+The core is optional: where it was not built (an install without a C compiler) or ``SPGKIT_PURE=1``
+turns it off, both functions come from :mod:`~spgkit.localization.readable`, threshold by threshold
+with OpenCV, with the same results (rows in another order).
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
-from spgkit.localization import _tree
+from spgkit.localization import readable
+
+
+def _load_core():
+    """The compiled core, or None (with a one-line warning, once per process, as this module is
+    imported once) where it was not built or ``SPGKIT_PURE=1`` turns it off, so that tests and CI
+    can run the readable path."""
+    if os.environ.get("SPGKIT_PURE", "0") not in ("", "0"):
+        why = "turned off (SPGKIT_PURE)"
+    else:
+        try:
+            from spgkit.localization import _tree
+
+            return _tree
+        except ImportError:
+            why = "not built (no C compiler at install?)"
+    warnings.warn(
+        f"spgkit's compiled localization core is {why}: the readable OpenCV path gives the same results, "
+        "slower per image by about 6x (benchmark protocol) and 85x (float) at 100 thresholds, 14x and 500x "
+        "at 1000 (docs/results.rst)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return None
+
+
+_core = _load_core()
+
+
+@contextmanager
+def without_core() -> Iterator[None]:
+    """The readable path inside the block, even where the core is built: for the tests and the
+    benchmark that compare the two."""
+    global _core
+    kept, _core = _core, None
+    try:
+        yield
+    finally:
+        _core = kept
 
 
 def _unpack(rows: bytearray, largest: bytearray, iou: bytearray | None) -> tuple:
@@ -40,9 +87,14 @@ def _unpack(rows: bytearray, largest: bytearray, iou: bytearray | None) -> tuple
     return table[:, 0], table[:, 1:], np.frombuffer(largest, dtype=np.int64), None if iou is None else np.frombuffer(iou)
 
 
-def _gt_bytes(gt_boxes) -> tuple:
-    # The core's optional last argument: float64 boxes, or nothing.
-    return () if gt_boxes is None else (np.ascontiguousarray(gt_boxes, dtype=np.float64).reshape(-1, 4),)
+def _checked_gt(gt_boxes: np.ndarray | None) -> np.ndarray | None:
+    # float64 (m, 4) boxes, m >= 1: a best IoU over no box is undefined, as box_iou's max would say.
+    if gt_boxes is None:
+        return None
+    gt = np.ascontiguousarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    if len(gt) == 0:
+        raise ValueError("ground-truth boxes must be float64 bytes, four per box, at least one box")
+    return gt
 
 
 def float_regions(normalized: np.ndarray, thresholds: np.ndarray, gt_boxes: np.ndarray | None = None) -> tuple:
@@ -57,9 +109,11 @@ def float_regions(normalized: np.ndarray, thresholds: np.ndarray, gt_boxes: np.n
     scores = np.ascontiguousarray(normalized)
     if scores.dtype not in (np.float32, np.float64):
         scores = scores.astype(np.float64)
+    thresholds, gt = np.ascontiguousarray(thresholds, dtype=np.float64), _checked_gt(gt_boxes)
+    if _core is None:
+        return readable.float_regions(scores, thresholds, gt)
     height, width = scores.shape
-    thresholds = np.ascontiguousarray(thresholds, dtype=np.float64)
-    return _unpack(*_tree.float_regions(scores, scores.itemsize, height, width, thresholds, *_gt_bytes(gt_boxes)))
+    return _unpack(*_core.float_regions(scores, scores.itemsize, height, width, thresholds, *_optional(gt)))
 
 
 def benchmark_contours(U: np.ndarray, cuts: np.ndarray, gt_boxes: np.ndarray | None = None) -> tuple:
@@ -69,6 +123,13 @@ def benchmark_contours(U: np.ndarray, cuts: np.ndarray, gt_boxes: np.ndarray | N
     Returns ``(box_cut, boxes, largest, iou)`` as :func:`float_regions` does; where no contour
     exists the cut has the single box ``[0, 0, 0, 0]``, which is then its largest."""
     image = np.ascontiguousarray(U, dtype=np.uint8)
+    cuts, gt = np.ascontiguousarray(cuts, dtype=np.int64), _checked_gt(gt_boxes)
+    if _core is None:
+        return readable.benchmark_contours(image, cuts, gt)
     height, width = image.shape
-    cuts = np.ascontiguousarray(cuts, dtype=np.int64)
-    return _unpack(*_tree.benchmark_regions(image, height, width, cuts, *_gt_bytes(gt_boxes)))
+    return _unpack(*_core.benchmark_regions(image, height, width, cuts, *_optional(gt)))
+
+
+def _optional(gt: np.ndarray | None) -> tuple:
+    # The core's optional last argument.
+    return () if gt is None else (gt,)

@@ -1,13 +1,7 @@
-"""Random localization maps for the localization tests, and the OpenCV reference on sys.path."""
-
-import sys
-from pathlib import Path
+"""Random localization maps for the localization tests."""
 
 import numpy as np
 import pytest
-
-# The per-threshold OpenCV reference lives with the benchmark, in one place for both.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 
 def smooth_map(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

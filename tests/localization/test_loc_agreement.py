@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 cv2 = pytest.importorskip("cv2")
-import opencv_reference as ref  # noqa: E402  (benchmarks/, put on sys.path by conftest)
-
+from spgkit.localization import readable as ref  # noqa: E402
 from spgkit.localization import LocalizationEvaluator, box_iou, threshold_boxes  # noqa: E402
 
 STEPS = np.arange(0, 1, 0.01)

@@ -1,14 +1,19 @@
 """The compiled region pass (spgkit.localization.tree): hand-worked maps where the answer is known,
 in both protocols, each also checked against OpenCV; then noisy CAM-shaped maps, whose many holes,
-islands and ties are the hard case, against OpenCV and per-threshold labelling at fine steps."""
+islands and ties are the hard case, against OpenCV and per-threshold labelling at fine steps; then
+the readable path that replaces the pass where it is not built, against it."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 cv2 = pytest.importorskip("cv2")
-import opencv_reference as ref  # noqa: E402  (benchmarks/, put on sys.path by conftest)
-
-from spgkit.localization import threshold_boxes  # noqa: E402
+from spgkit.localization import readable as ref  # noqa: E402
+from spgkit.localization import threshold_boxes, tree  # noqa: E402
+from spgkit.localization.regions import regions_at_thresholds  # noqa: E402
 
 
 def _sorted(boxes) -> list[tuple[int, ...]]:
@@ -210,3 +215,56 @@ def test_region_ious_equal_box_iou_to_the_bit():
     for benchmark in (False, True):  # no box to score against is refused, as box_iou's max would
         with pytest.raises(ValueError, match="at least one box"):
             regions_at_thresholds(square, np.array([0.5]), benchmark, np.zeros((0, 4)))
+
+
+# --------------------------------------------------------------------------- the readable path
+
+
+def _by_cut(regions, cut_of) -> list:
+    """Per threshold: the largest region's (box, IoU) or None, and the sorted (box, IoU) of all."""
+    rows = [(int(c), tuple(int(v) for v in box), float(iou)) for c, box, iou in zip(regions.box_cut, regions.boxes, regions.iou)]
+    out = []
+    for c in cut_of.tolist():
+        k = int(regions.largest[c])
+        largest = None if k < 0 else (rows[k][1], rows[k][2])
+        out.append((largest, sorted((box, iou) for cut, box, iou in rows if cut == c)))
+    return out
+
+
+def _hand_built() -> list[np.ndarray]:
+    tie = np.zeros((3, 7), np.float32)
+    tie[0, 5] = tie[1, 0] = 1  # two single pixels: a tie in both protocols
+    return [
+        _paint((5, 9), (1, 1, 3), ring=[(1, 5, 3)]),  # a contour-area tie, one square with a hole
+        _paint((9, 13), (2, 2, 3), (0, 8, 4), ring=[(0, 0, 7)]),  # a ring around an island
+        _paint((17, 17), (8, 8, 1), ring=[(1, 1, 15), (3, 3, 11), (5, 5, 7)]),  # nested holes and islands
+        np.array([[0, 2, 2, 1, 2, 1, 0]], np.float32),  # a plateau and a peak joined at a saddle
+        tie,
+        np.full((4, 5), 3.0, np.float32),  # flat: nothing above 0
+    ]
+
+
+@pytest.mark.skipif(tree._core is None, reason="the compiled core is not in use (not built, or SPGKIT_PURE=1)")
+@pytest.mark.parametrize("benchmark", [False, True])
+def test_the_readable_path_gives_the_cores_regions(benchmark):
+    # Same boxes at every threshold, same largest region (ties included), same IoUs to the bit.
+    thresholds = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    gt = np.array([[1, 1, 4, 4], [0.5, 0, 2, 9.25]])
+    for m in _hand_built():
+        normalized = ref.normalize_scoremap(m)
+        compiled = _by_cut(*regions_at_thresholds(normalized, thresholds, benchmark, gt))
+        with tree.without_core():
+            assert _by_cut(*regions_at_thresholds(normalized, thresholds, benchmark, gt)) == compiled
+    # The tie of two single pixels, at 0.5: the float protocol keeps the first in raster order
+    # (x 5, y 0), the benchmark the one OpenCV finds last, with the benchmark's wider box.
+    with tree.without_core():
+        largest = _by_cut(*regions_at_thresholds(_hand_built()[4], thresholds, benchmark, gt))[2][0][0]
+    assert largest == ((0, 1, 1, 2) if benchmark else (5, 0, 5, 0))
+
+
+def test_spgkit_pure_turns_the_core_off_with_one_warning():
+    code = "from spgkit.localization import tree; print(tree._core)"
+    env = {**os.environ, "SPGKIT_PURE": "1"}
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "None"
+    assert done.stderr.count("RuntimeWarning") == 1 and "turned off (SPGKIT_PURE)" in done.stderr

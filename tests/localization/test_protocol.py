@@ -3,11 +3,11 @@ and a model's metrics equal to the WSOL benchmark's procedure run on the same CA
 
 import cv2
 import numpy as np
-import opencv_reference as ref
 import pytest
 import torch
 
 from spgkit.data import SynthWSOL, eval_transform
+from spgkit.localization import readable as ref
 from spgkit.localization import resize_gt_boxes, score_maps, threshold_grid
 from spgkit.model import build_model
 from spgkit.evaluate import evaluate

@@ -1,10 +1,15 @@
-"""The WSOL benchmark's per-threshold OpenCV evaluation, written from its published definitions.
+"""The readable path of the localization evaluator: the WSOL benchmark's per-threshold OpenCV
+procedure, written from its published definitions, and the regions of :mod:`~spgkit.localization.tree`
+computed threshold by threshold from it.
 
-This is the reference that spgkit's localization evaluator must match bit for bit in benchmark
-mode; the agreement tests (tests/localization) and benchmarks/evaluator.py both import it from
-here. It follows the benchmark (Choe et al., CVPR 2020, "wsolevaluation") step by step: normalise
-the float32 map, convert it to uint8 with ``(map * 255).astype(uint8)``, and for every threshold
-binarise it with ``cv2.threshold(..., int(tau * max), 255, THRESH_BINARY)``, find contours with
+spgkit uses :func:`float_regions` and :func:`benchmark_contours` where the compiled core is not built
+(an install without a C compiler) or ``SPGKIT_PURE=1`` turns it off: the same boxes, largest regions
+(tie rules included) and IoUs, one labelling or one ``cv2.findContours`` per threshold, so many times
+slower (docs/results.rst gives the figures). The rest is the reference that the evaluator must match
+bit for bit in benchmark mode (tests/localization and benchmarks/evaluator.py hold it to it). It
+follows the benchmark (Choe et al., CVPR 2020, "wsolevaluation") step by step: normalise the float32
+map, convert it to uint8 with ``(map * 255).astype(uint8)``, and for every threshold binarise it with
+``cv2.threshold(..., int(tau * max), 255, THRESH_BINARY)``, find contours with
 ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`` and box them with ``cv2.boundingRect``.
 """
 
@@ -25,7 +30,10 @@ def normalize_scoremap(cam: np.ndarray) -> np.ndarray:
 
 
 def _binary_contours(scoremap_uint8: np.ndarray, threshold: float):
-    cut = int(threshold * np.max(scoremap_uint8))
+    return _contours_above(scoremap_uint8, int(threshold * np.max(scoremap_uint8)))
+
+
+def _contours_above(scoremap_uint8: np.ndarray, cut: int):
     _, binary = cv2.threshold(scoremap_uint8, thresh=cut, maxval=255, type=cv2.THRESH_BINARY)
     return cv2.findContours(binary, mode=cv2.RETR_TREE, method=cv2.CHAIN_APPROX_SIMPLE)[0]
 
@@ -143,3 +151,55 @@ class MaskEvaluator:
             recall = tp / (tp + fn)
         non_zero = (tp + fp) != 0
         return float((precision[1:] * np.diff(recall))[non_zero[1:]].sum() * 100)
+
+
+# --------------------------------------------------------------------------- the readable path
+
+
+def float_regions(normalized: np.ndarray, thresholds: np.ndarray, gt_boxes: np.ndarray | None = None) -> tuple:
+    """:func:`spgkit.localization.tree.float_regions`, one 8-connected labelling per threshold."""
+    # float64 holds every float32 exactly, so that the comparison is the core's in any numpy.
+    scores = np.asarray(normalized, dtype=np.float64)
+    rows, largest = [], []
+    for j, tau in enumerate(thresholds):
+        count, labels, stats, _ = cv2.connectedComponentsWithStats((scores >= tau).astype(np.uint8), connectivity=8)
+        x, y, w, h, sizes = stats[1:].T
+        largest.append(len(rows) + _first_of_most(labels, sizes) if count > 1 else -1)
+        rows.extend([j, *box] for box in zip(x, y, x + w - 1, y + h - 1))
+    return _as_tables(rows, largest, gt_boxes)
+
+
+def _first_of_most(labels: np.ndarray, sizes: np.ndarray) -> int:
+    # The region (label - 1) with the most pixels; ties to the one whose first pixel in raster order
+    # comes first (OpenCV's labels need not be numbered in that order).
+    tied = np.flatnonzero(sizes == sizes.max())
+    if len(tied) == 1:
+        return int(tied[0])
+    flat = labels.ravel()
+    return int(min(tied, key=lambda k: int(np.argmax(flat == k + 1))))
+
+
+def benchmark_contours(U: np.ndarray, cuts: np.ndarray, gt_boxes: np.ndarray | None = None) -> tuple:
+    """:func:`spgkit.localization.tree.benchmark_contours`, one ``cv2.findContours`` per cut."""
+    height, width = U.shape
+    rows, largest = [], []
+    for s, cut in enumerate(cuts):
+        contours = _contours_above(U, int(cut))
+        if len(contours) == 0:
+            largest.append(len(rows))
+            rows.append([s, 0, 0, 0, 0])
+            continue
+        areas = [cv2.contourArea(c) for c in contours]
+        largest.append(len(rows) + areas.index(max(areas)))  # the first of maximal area, as max() picks
+        rows.extend([s, *_box(c, width, height)] for c in contours)
+    return _as_tables(rows, largest, gt_boxes)
+
+
+def _as_tables(rows: list, largest: list, gt_boxes: np.ndarray | None) -> tuple:
+    # (box_cut, boxes, largest, iou) as the compiled core gives them.
+    from spgkit.localization.evaluator import box_iou  # the evaluator imports this module's callers
+
+    table = np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+    boxes = table[:, 1:]
+    iou = None if gt_boxes is None else box_iou(boxes, gt_boxes).max(axis=1)
+    return table[:, 0], boxes, np.asarray(largest, dtype=np.int64), iou
