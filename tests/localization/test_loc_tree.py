@@ -190,23 +190,23 @@ def test_noisy_cam_maps_match_labelling_at_fine_thresholds():
 
 def test_region_ious_equal_box_iou_to_the_bit():
     from spgkit.localization import box_iou
-    from spgkit.localization.regions import regions_at_thresholds
+    from spgkit.localization import get_protocol
 
     # Hand-worked: one 4x4 square at pixels 2..5; against [2, 2, 5, 7] (4x6) the IoU is 16/24; the
     # benchmark's box [2, 2, 6, 6] (5x5) meets it in 4x5: 20/29. The better ground-truth box counts.
     square = _paint((10, 10), (2, 2, 4))
     gt = np.array([[2, 2, 5, 7], [0, 0, 0, 0]])
-    for benchmark, iou in ((False, 16 / 24), (True, 20 / 29)):
-        regions, cut_of = regions_at_thresholds(square, np.array([0.5]), benchmark, gt)
+    for protocol, iou in (("float", 16 / 24), ("benchmark", 20 / 29)):
+        regions, cut_of = get_protocol(protocol).regions(square, np.array([0.5]), gt)
         assert regions.iou[regions.largest[cut_of[0]]] == iou
     # Noisy maps, many regions, fractional and degenerate ground truth (float protocol boxes).
     gt = np.array([[10.25, 3.5, 60.75, 41.0], [0, 0, 0, 0], [50, 50, 49, 80], [-3.0, 20.5, 95.5, 94.125]])
     for m in _noisy_maps()[:3]:
-        for benchmark in (False, True):
-            regions, _ = regions_at_thresholds(ref.normalize_scoremap(m), np.arange(0, 1, 0.01), benchmark, gt)
+        for protocol in ("float", "benchmark"):
+            regions, _ = get_protocol(protocol).regions(ref.normalize_scoremap(m), np.arange(0, 1, 0.01), gt)
             assert len(regions.boxes) > 100
             assert regions.iou.tobytes() == box_iou(regions.boxes, gt).max(axis=1).tobytes()
-            assert regions_at_thresholds(ref.normalize_scoremap(m), np.arange(0, 1, 0.01), benchmark)[0].iou is None
-    for benchmark in (False, True):  # no box to score against is refused, as box_iou's max would
+            assert get_protocol(protocol).regions(ref.normalize_scoremap(m), np.arange(0, 1, 0.01))[0].iou is None
+    for protocol in ("float", "benchmark"):  # no box to score against is refused, as box_iou's max would
         with pytest.raises(ValueError, match="at least one box"):
-            regions_at_thresholds(square, np.array([0.5]), benchmark, np.zeros((0, 4)))
+            get_protocol(protocol).regions(square, np.array([0.5]), np.zeros((0, 4)))
