@@ -1,7 +1,8 @@
 """Localization maps before thresholding: checks, per-image min-max normalisation, resizing, and the
-integer levels that thresholds compare against.
+WSOL benchmark's uint8 levels and integer cuts, the building blocks of
+:class:`~spgkit.localization.protocol.Protocol`.
 
-Every function takes a numpy array or a torch tensor and returns the same kind. Floating maps keep
+The map functions take a numpy array or a torch tensor and return the same kind. Floating maps keep
 their dtype when it is float32 or float64 (the WSOL benchmark works on float32 maps, and its uint8
 conversion depends on the dtype); any other dtype is converted to float32 first.
 """
