@@ -85,7 +85,7 @@ def cam_maps(count: int, size: int, grid: int, noise: float, seed: int) -> tuple
         # cv2.resize maps the centre of coarse cell i to pixel (i + 0.5) * scale - 0.5.
         scale = size / grid
         boxes.append(_blob_boxes(rng, blobs, scale, 0.5 * scale - 0.5, size))
-    return list(score_maps(np.stack(coarse), (size, size), "benchmark")), boxes
+    return list(score_maps(np.stack(coarse), (size, size), "benchmark").numpy()), boxes
 
 
 def blob_maps(count: int, size: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

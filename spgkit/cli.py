@@ -627,7 +627,7 @@ def cmd_localize(args) -> int:
         out, maps = predict_maps(model, tensor[None].to(device), protocol=args.protocol)
         label = int(out.logits.argmax(1))
         score = float(out.logits.softmax(1)[0, label])
-        heat = maps[0].cpu().numpy() if isinstance(maps, torch.Tensor) else maps[0]
+        heat = maps[0].cpu().numpy()
         box = largest_region_box(heat, threshold, protocol=args.protocol)
         sx, sy = width / size, height / size
         # Inclusive corners in network pixels -> [x0, y0, x1, y1) in the upright image.

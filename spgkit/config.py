@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Callable
 
-#: The evaluation protocols: how a map at feature resolution becomes boxes and pixel scores.
+#: The evaluation protocols by name: how a map at feature resolution becomes boxes and pixel
+#: scores. Their definitions are :class:`spgkit.localization.Protocol` objects, looked up by name
+#: with :func:`spgkit.localization.get_protocol`.
 PROTOCOLS = {
     "benchmark": "the WSOL benchmark's definitions end to end: the map resized with cv2.INTER_CUBIC, "
     "min-max normalised (NaN or flat maps become zeros), uint8 thresholds int(tau * max), OpenCV "

@@ -10,8 +10,8 @@ from tqdm import tqdm
 
 from spgkit.data import collate
 from spgkit.distributed import Dist
-from spgkit.localization import LocalizationEvaluator, resize_gt_boxes, score_maps, threshold_grid
-from spgkit.localization.maps import foreground
+from spgkit.localization import LocalizationEvaluator, get_protocol, resize_gt_boxes, score_maps, threshold_grid
+from spgkit.localization.maps import as_numpy
 from spgkit.model import WSOLModel
 
 
@@ -23,7 +23,8 @@ def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Te
 @torch.no_grad()
 def predict_maps(model: WSOLModel, images: torch.Tensor, classes: torch.Tensor | None = None, protocol: str = "benchmark"):
     """Logits and (N, H, W) localization maps in [0, 1] at image resolution for ``classes`` (top-1
-    if None), made as the evaluation ``protocol`` defines (:func:`~spgkit.localization.maps.score_maps`).
+    if None), made as the evaluation ``protocol`` defines (:func:`~spgkit.localization.score_maps`):
+    a tensor, on the CPU in the benchmark protocol, on the model's device in the float one.
     Heads that erase (ACoL) erase the region of ``classes``, as the WSOL benchmark does."""
     out = model(images, classes=classes)
     if classes is None:
@@ -38,12 +39,12 @@ class PartScores:
     covers, averaged over images, at one threshold (the chosen CAM threshold)."""
 
     def __init__(self, threshold: float, protocol: str):
-        self.threshold, self.protocol = threshold, protocol
+        self.threshold, self.protocol = threshold, get_protocol(protocol)
         self.sums = np.zeros(3)  # share on the part, share of the object covered, images
 
     def update(self, maps, part: np.ndarray, whole: np.ndarray) -> None:
         """Add (N, H, W) normalised maps with the parts' and the objects' bool masks."""
-        kept = foreground(maps.cpu().numpy() if isinstance(maps, torch.Tensor) else maps, self.threshold, self.protocol)
+        kept = self.protocol.foreground(as_numpy(maps), self.threshold)
         area = kept.sum((1, 2))
         on_part = np.where(area > 0, (kept & part).sum((1, 2)) / np.maximum(area, 1), 0.0)
         covered = (kept & whole).sum((1, 2)) / np.maximum(whole.sum((1, 2)), 1)

@@ -219,7 +219,7 @@ def disagreements(arm: dict[str, np.ndarray], baseline: dict[str, np.ndarray], m
 
 def _maps(model, batch: dict, protocol: str) -> np.ndarray:
     _, maps = predict_maps(model, batch["images"], batch["labels"], protocol)
-    return maps.cpu().numpy() if isinstance(maps, torch.Tensor) else maps
+    return maps.cpu().numpy()
 
 
 def disagreement_figure(models: dict, records: dict[str, dict[str, np.ndarray]], picks: np.ndarray, test, mean, std, path: Path, protocol: str) -> None:

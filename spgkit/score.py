@@ -232,7 +232,7 @@ def score_maps_of(
         batch_logits = None
         if logits_of is not None:
             batch_logits = torch.from_numpy(np.stack([logits_of(i) for i in batch["image_ids"]]))
-        scores.update(batch, np.concatenate([np.asarray(m) for m in resized]), batch_logits)
+        scores.update(batch, torch.cat(resized), batch_logits)
     return scores.compute()
 
 

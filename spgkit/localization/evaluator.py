@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from spgkit.guidance import minmax_normalize
-from spgkit.localization.maps import as_float_maps, check_protocol
-from spgkit.localization.regions import Regions, check_thresholds, regions_at_thresholds
+from spgkit.localization.maps import as_float_maps, as_numpy
+from spgkit.localization.protocol import get_protocol
+from spgkit.localization.regions import Regions, check_thresholds
 
 _STATE = (
     "num_images",
@@ -63,23 +64,6 @@ def box_iou(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     return np.where(positive, inter / np.where(positive, union, 1), 0.0)
 
 
-def resize_gt_boxes(boxes, original_size: tuple[int, int], size: tuple[int, int], protocol: str = "benchmark") -> np.ndarray:
-    """Ground-truth boxes of an image of ``original_size = (H, W)``, in the datasets' convention
-    (``x1, y1`` exclusive), as inclusive pixel corners on the image resized to ``size``.
-
-    ``"benchmark"``: the WSOL benchmark's ``resize_bbox`` on its inclusive boxes
-    ``(x0, y0, x1 - 1, y1 - 1)``: each corner ``int(c * new / old)``. ``"float"``: the corners
-    scaled exactly, ``x1, y1`` then made inclusive by subtracting one pixel.
-    """
-    boxes = np.asarray(boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes, dtype=np.float64).reshape(-1, 4)
-    (old_h, old_w), (new_h, new_w) = original_size, size
-    x0, y0, x1, y1 = boxes.T
-    if check_protocol(protocol) == "benchmark":
-        corners = (x0 * new_w / old_w, y0 * new_h / old_h, (x1 - 1) * new_w / old_w, (y1 - 1) * new_h / old_h)
-        return np.trunc(np.stack(corners, axis=1))
-    return np.stack((x0 * new_w / old_w, y0 * new_h / old_h, x1 * new_w / old_w - 1, y1 * new_h / old_h - 1), axis=1)
-
-
 def _iou_key(delta: float) -> str:
     return f"iou{delta:g}"
 
@@ -100,8 +84,9 @@ class LocalizationEvaluator:
             ``[0, 0, 0, 0]`` when nothing is left, and the benchmark's PxAP (histogram bins up to
             ``[1, 2)``, scores below the first threshold left out). ``"float"``: the foreground of
             ``tau`` is ``map >= tau`` on the float map, regions are 8-connected components with
-            tight boxes, the largest has the most pixels. See
-            :data:`~spgkit.config.PROTOCOLS` for the map pipeline before this.
+            tight boxes, the largest has the most pixels. The definitions are the
+            :class:`~spgkit.localization.protocol.Protocol` of that name, which :attr:`protocol`
+            holds; it also makes the maps before this (:meth:`~spgkit.localization.protocol.Protocol.score_maps`).
         backend: ``"numpy"`` (one component tree per image on the CPU), ``"torch"`` (batched label
             propagation on the maps' device, float protocol only) or ``"auto"``: torch for CUDA
             tensors in the float protocol, numpy otherwise. Both give identical counts.
@@ -136,9 +121,8 @@ class LocalizationEvaluator:
             raise ValueError(f"cam_threshold must lie in [0, 1], not {cam_threshold}")
         if backend not in ("auto", "numpy", "torch"):
             raise ValueError(f"backend must be 'auto', 'numpy' or 'torch', not {backend!r}")
-        self.protocol = check_protocol(protocol)
-        self.benchmark = protocol == "benchmark"
-        if backend == "torch" and self.benchmark:
+        self.protocol = get_protocol(protocol)
+        if backend == "torch" and not self.protocol.batched:
             raise ValueError("the torch backend implements the float protocol only; use protocol='float'")
         self.backend = backend
         self.keep_images = keep_images
@@ -146,6 +130,7 @@ class LocalizationEvaluator:
         self._all_thresholds = np.union1d(self.thresholds, [self.cam_threshold])
         self._report = np.searchsorted(self._all_thresholds, self.thresholds)
         self._cam = int(np.searchsorted(self._all_thresholds, self.cam_threshold))
+        self._pixel_edges = self.protocol.pixel_edges(self.thresholds)
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -154,8 +139,7 @@ class LocalizationEvaluator:
         """Forget every image seen so far."""
         self._images: list[dict[str, np.ndarray]] = []
         t = len(self.thresholds)
-        # Benchmark PxAP bins: below thresholds[0] (dropped), [t_j, t_j+1), ..., [t_last, 1), [1, 2).
-        bins = t + 2 if self.benchmark else t + 1
+        bins = len(self._pixel_edges) + 1
         self._state = {
             "num_images": np.zeros((), dtype=np.int64),
             "largest_correct": np.zeros(t, dtype=np.int64),
@@ -184,7 +168,7 @@ class LocalizationEvaluator:
             if key not in state:
                 raise ValueError(f"state is missing {key!r}")
             value = state[key]
-            value = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            value = as_numpy(value)
             if value.shape != self._state[key].shape:
                 raise ValueError(
                     f"state[{key!r}] has shape {value.shape}, expected {self._state[key].shape}: "
@@ -250,10 +234,9 @@ class LocalizationEvaluator:
                 # The batched pass gives IoUs only: the box comes from the numpy path's float
                 # regions of the same map, which label alike (tests/localization/test_loc_torch.py).
                 cam = np.array([self.cam_threshold])
-                cam_box = np.stack([_largest_box(*regions_at_thresholds(m, cam, False), 0) for m in normalized])
+                cam_box = np.stack([_largest_box(*self.protocol.regions(m, cam), 0) for m in normalized])
         else:
-            maps = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else maps
-            largest_iou, best_iou, cam_box = self._numpy_images(maps, boxes, masks, ignore)
+            largest_iou, best_iou, cam_box = self._numpy_images(as_numpy(maps), boxes, masks, ignore)
         self._count_boxes(largest_iou, best_iou, flags)
         if self.keep_images:
             self._images.append(
@@ -268,7 +251,7 @@ class LocalizationEvaluator:
     def _use_torch(self, maps) -> bool:
         if self.backend == "torch":
             return True
-        return self.backend == "auto" and not self.benchmark and isinstance(maps, torch.Tensor) and maps.is_cuda
+        return self.backend == "auto" and self.protocol.batched and isinstance(maps, torch.Tensor) and maps.is_cuda
 
     def _numpy_images(self, maps: np.ndarray, boxes: list[np.ndarray], masks, ignore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(N, T') IoUs of the largest region's box and of the best box at every threshold, and
@@ -280,7 +263,7 @@ class LocalizationEvaluator:
         cam_box = np.zeros((n, 4), dtype=np.int64)
         for i in range(n):
             normalized = minmax_normalize(maps[i : i + 1])
-            regions, cut_of = regions_at_thresholds(normalized[0], self._all_thresholds, self.benchmark, boxes[i])
+            regions, cut_of = self.protocol.regions(normalized[0], self._all_thresholds, boxes[i])
             iou = regions.iou
             best = np.zeros(len(regions.cuts))
             np.maximum.at(best, regions.box_cut, iou)
@@ -310,13 +293,8 @@ class LocalizationEvaluator:
                 state[f"{top}_correct"] += (known & given).sum()
 
     def _count_pixels(self, normalized: np.ndarray, masks: np.ndarray, ignore: np.ndarray | None) -> None:
-        if self.benchmark:
-            # np.histogram's bins [t_0, t_1), ..., [t_last, 1), [1, 2): index 0 is below t_0.
-            edges = np.append(self.thresholds, 1.0)
-        else:
-            edges = self.thresholds  # bin j + 1 holds scores in [t_j, t_j+1)
         size = len(self._state["pixel_positive"])
-        bins = np.searchsorted(edges, normalized, side="right")
+        bins = np.searchsorted(self._pixel_edges, normalized, side="right")
         negative = ~masks if ignore is None else ~masks & ~ignore
         self._state["pixel_positive"] += np.bincount(bins[masks], minlength=size)
         self._state["pixel_negative"] += np.bincount(bins[negative], minlength=size)
@@ -369,41 +347,12 @@ class LocalizationEvaluator:
             out[f"maxboxaccv2_{_iou_key(delta)}_threshold"] = float(self.thresholds[int(np.argmax(accuracy))])
         out["maxboxaccv2"] = float(np.mean(maxima))
         if int(state["mask_images"]):
-            out["pxap"] = self._pxap()
+            out["pxap"] = self.protocol.pxap(state["pixel_positive"].astype(np.float64), state["pixel_negative"].astype(np.float64))
         return out
-
-    def _pxap(self) -> float:
-        positive = self._state["pixel_positive"].astype(np.float64)
-        negative = self._state["pixel_negative"].astype(np.float64)
-        if self.benchmark:
-            # The benchmark's MaskEvaluator: histograms over [t_0, t_1), ..., [1, 2), [2, 3] (the last
-            # bin is empty; scores below t_0 are not counted), cumulated from the top; every recall
-            # step counts where some pixel is predicted positive.
-            true_hist, false_hist = np.append(positive[1:], 0.0), np.append(negative[1:], 0.0)
-            if true_hist.sum() <= 0:
-                raise ValueError("PxAP needs at least one object pixel")
-            tp = true_hist[::-1].cumsum()
-            fp = false_hist[::-1].cumsum()
-            with np.errstate(invalid="ignore", divide="ignore"):
-                precision = tp / (tp + fp)
-                recall = tp / true_hist.sum()
-            predicted = (tp + fp) != 0
-            return float((precision[1:] * np.diff(recall))[predicted[1:]].sum() * 100)
-        if positive.sum() <= 0:
-            raise ValueError("PxAP needs at least one object pixel")
-        # Foreground of t_j: scores >= t_j, i.e. bins j + 1 and above.
-        tp = positive[::-1].cumsum()[::-1][1:]
-        fp = negative[::-1].cumsum()[::-1][1:]
-        recall = tp / positive.sum()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        step = recall - np.append(recall[1:], 0.0)  # recall gained going down from t_j+1 to t_j
-        return float((precision * step).sum() * 100)
-
 
 def _largest_box(regions: Regions, cut_of: np.ndarray, index: int) -> np.ndarray:
     """The box of the largest region at threshold ``index`` (``cut_of`` from
-    :func:`regions_at_thresholds`), or -1s where there is none."""
+    :meth:`Protocol.regions <spgkit.localization.protocol.Protocol.regions>`), or -1s where there is none."""
     winner = regions.largest[cut_of[index]]
     return regions.boxes[winner] if winner >= 0 else np.full(4, -1)
 
@@ -413,7 +362,7 @@ def _check_boxes(gt_boxes, n: int) -> list[np.ndarray]:
         raise ValueError(f"gt_boxes has {len(gt_boxes)} entries for {n} maps")
     out = []
     for i, boxes in enumerate(gt_boxes):
-        boxes = np.asarray(boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes, dtype=np.float64)
+        boxes = np.asarray(as_numpy(boxes), dtype=np.float64)
         if boxes.size == 0:
             raise ValueError(f"gt_boxes[{i}] is empty: every image needs at least one box")
         if boxes.ndim == 1 and boxes.shape[0] == 4:
@@ -429,7 +378,7 @@ def _check_boxes(gt_boxes, n: int) -> list[np.ndarray]:
 def _check_flags(flags, n: int, name: str) -> np.ndarray | None:
     if flags is None:
         return None
-    flags = np.asarray(flags.detach().cpu().numpy() if isinstance(flags, torch.Tensor) else flags)
+    flags = as_numpy(flags)
     if flags.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), not {flags.shape}")
     return flags.astype(bool)
@@ -440,12 +389,12 @@ def _check_masks(masks, ignore, shape: tuple[int, int, int]):
         if ignore is not None:
             raise ValueError("ignore regions need masks")
         return None, None
-    masks = np.asarray(masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else masks)
+    masks = as_numpy(masks)
     if masks.shape != shape:
         raise ValueError(f"masks must have the maps' shape {shape}, not {masks.shape}")
     masks = masks.astype(bool)
     if ignore is not None:
-        ignore = np.asarray(ignore.detach().cpu().numpy() if isinstance(ignore, torch.Tensor) else ignore)
+        ignore = as_numpy(ignore)
         if ignore.shape != shape:
             raise ValueError(f"ignore must have the maps' shape {shape}, not {ignore.shape}")
         ignore = ignore.astype(bool) & ~masks  # object pixels win, as in the benchmark

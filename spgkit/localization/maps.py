@@ -1,7 +1,8 @@
 """Localization maps before thresholding: checks, per-image min-max normalisation, resizing, and the
-integer levels that thresholds compare against.
+WSOL benchmark's uint8 levels and integer cuts, the building blocks of
+:class:`~spgkit.localization.protocol.Protocol`.
 
-Every function takes a numpy array or a torch tensor and returns the same kind. Floating maps keep
+The map functions take a numpy array or a torch tensor and return the same kind. Floating maps keep
 their dtype when it is float32 or float64 (the WSOL benchmark works on float32 maps, and its uint8
 conversion depends on the dtype); any other dtype is converted to float32 first.
 """
@@ -11,16 +12,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spgkit.config import PROTOCOLS
 from spgkit.guidance import minmax_normalize, upsample
 
 Array = np.ndarray | torch.Tensor
 
-def check_protocol(protocol: str) -> str:
-    """``protocol`` if it names one of :data:`PROTOCOLS`; ValueError otherwise."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown evaluation protocol {protocol!r}; use one of {sorted(PROTOCOLS)}")
-    return protocol
+
+def as_numpy(x) -> np.ndarray:
+    """``x`` as a numpy array: a tensor is detached and brought to the CPU (no copy for a CPU
+    tensor); anything else goes through ``np.asarray``. Where tensors or arrays come in."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def as_float_maps(maps: Array, what: str = "maps") -> Array:
@@ -75,39 +75,6 @@ def resize_maps(maps: Array, size: tuple[int, int]) -> Array:
     return out[0] if squeeze else out
 
 
-def score_maps(maps: Array, size: tuple[int, int], protocol: str = "benchmark") -> Array:
-    """Localization maps at feature resolution, (N, h, w), as maps in [0, 1] at ``size = (H, W)``.
-
-    ``"benchmark"``: each map resized with ``cv2.resize(..., INTER_CUBIC)`` in float32, then
-    min-max normalised, a map with NaN or no range becoming zeros: the WSOL benchmark's
-    ``CAMComputer`` step for step; returns numpy. ``"float"``: resized bilinearly
-    (:func:`resize_maps`), then min-max normalised; returns the input's kind (a CUDA tensor stays
-    on its device).
-    """
-    if check_protocol(protocol) == "float":
-        return minmax_normalize(as_float_maps(resize_maps(maps, size)))
-    import cv2  # the benchmark's own interpolation; torch's bicubic differs in the last bits
-
-    maps = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
-    maps = maps.astype(np.float32, copy=False)
-    height, width = size
-    out = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_CUBIC) for m in maps.reshape(-1, *maps.shape[-2:])])
-    nan = np.isnan(out).any(axis=(1, 2))
-    out[nan] = 0
-    return minmax_normalize(out)
-
-
-def foreground(maps: np.ndarray, threshold: float, protocol: str = "benchmark") -> np.ndarray:
-    """The pixels a threshold keeps of normalised (N, H, W) maps, as the protocol defines them:
-    ``uint8 map > int(threshold * max(uint8 map))`` (benchmark) or ``map >= threshold`` (float)."""
-    maps = np.asarray(maps)
-    if check_protocol(protocol) == "float":
-        return maps >= threshold
-    levels = benchmark_uint8(maps)
-    cuts = benchmark_cuts(threshold, levels.reshape(len(levels), -1).max(axis=1))
-    return levels > cuts[:, None, None]
-
-
 def benchmark_uint8(normalized: np.ndarray) -> np.ndarray:
     """The WSOL benchmark's uint8 image of a normalised map: ``(map * 255).astype(uint8)``
     (truncation, in the map's dtype)."""
@@ -118,9 +85,3 @@ def benchmark_cuts(thresholds, uint8_max) -> np.ndarray:
     """Integer cut of each threshold in the WSOL benchmark: ``int(tau * max(uint8 map))``; the
     foreground is then ``uint8 map > cut`` (cv2.THRESH_BINARY). Either argument may be an array."""
     return np.floor(np.asarray(thresholds, dtype=np.float64) * np.asarray(uint8_max, dtype=np.float64)).astype(np.int64)
-
-
-def threshold_levels(normalized: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Number of (ascending) thresholds at or below each pixel: pixel ``p`` is in the foreground of
-    threshold ``j`` (``map >= thresholds[j]``) exactly when its level exceeds ``j``."""
-    return np.searchsorted(thresholds, normalized, side="right")

@@ -8,19 +8,11 @@ Both come from compiled union-find passes over the map (:mod:`~spgkit.localizati
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
-from spgkit.localization.maps import (
-    as_float_maps,
-    benchmark_cuts,
-    benchmark_uint8,
-    check_protocol,
-    normalize_maps,
-)
+from spgkit.localization.maps import as_float_maps, as_numpy, normalize_maps
 from spgkit.localization.tree import benchmark_contours, float_regions
 
 
@@ -75,29 +67,6 @@ def benchmark_regions(U: np.ndarray, cuts: np.ndarray, gt_boxes: np.ndarray | No
 # --------------------------------------------------------------------------- public helpers
 
 
-def regions_at_thresholds(
-    normalized: np.ndarray, thresholds: np.ndarray, benchmark: bool, gt_boxes: np.ndarray | None = None
-) -> tuple[Regions, np.ndarray]:
-    """Regions of one normalised map at ascending ``thresholds`` (with each box's best IoU with
-    ``gt_boxes`` where given), and the index into ``Regions.cuts`` of each threshold.
-
-    Default mode: the foreground of ``tau`` is ``map >= tau`` on the float map. Benchmark mode: the
-    WSOL benchmark's uint8 map and integer cuts (see :func:`benchmark_regions`)."""
-    if benchmark:
-        U = benchmark_uint8(normalized)
-        cuts, cut_of = _benchmark_cut_table(thresholds.tobytes(), int(U.max()))
-        return benchmark_regions(U, cuts, gt_boxes), cut_of
-    regions = default_regions(normalized, thresholds, gt_boxes)
-    return regions, regions.cuts
-
-
-@lru_cache(maxsize=64)
-def _benchmark_cut_table(thresholds: bytes, uint8_max: int) -> tuple[np.ndarray, np.ndarray]:
-    # The distinct integer cuts of the thresholds and the cut of each; the uint8 maximum of a
-    # normalised map is 255 (or 0 when flat), so this is computed once per threshold list.
-    return np.unique(benchmark_cuts(np.frombuffer(thresholds), uint8_max), return_inverse=True)
-
-
 class ThresholdBoxes(NamedTuple):
     """Boxes of one map at every threshold (inclusive pixel corners ``x0, y0, x1, y1``).
 
@@ -127,12 +96,14 @@ def threshold_boxes(score_map, thresholds=None, *, protocol: str = "benchmark") 
         protocol: ``"benchmark"`` for the WSOL benchmark's OpenCV definitions, bit for bit (see
             :func:`benchmark_regions`); ``"float"`` for foreground ``map >= tau`` on the float map,
             8-connected regions, tight boxes, largest by pixel count, ties to the region met first
-            in raster order. See :data:`~spgkit.config.PROTOCOLS`.
+            in raster order (:meth:`Protocol.regions <spgkit.localization.protocol.Protocol.regions>`).
     """
-    benchmark = check_protocol(protocol) == "benchmark"
+    from spgkit.localization.protocol import get_protocol  # built on this module's regions
+
+    definitions = get_protocol(protocol)
     thresholds = check_thresholds(thresholds)
-    normalized = normalize_maps(as_float_maps(_to_numpy(score_map), "score_map"))[0]
-    regions, cut_of = regions_at_thresholds(normalized, thresholds, benchmark)
+    normalized = normalize_maps(as_float_maps(as_numpy(score_map), "score_map"))[0]
+    regions, cut_of = definitions.regions(normalized, thresholds)
     winner = regions.largest[cut_of]
     has_largest = winner >= 0
     largest = np.zeros((len(thresholds), 4), dtype=np.int64)
@@ -169,7 +140,7 @@ def check_thresholds(thresholds) -> np.ndarray:
     benchmark's reporting default ``np.arange(0, 1, 0.01)``."""
     if thresholds is None:
         return threshold_grid(100)
-    out = np.asarray(_to_numpy(thresholds), dtype=np.float64)
+    out = np.asarray(as_numpy(thresholds), dtype=np.float64)
     if out.ndim != 1 or len(out) == 0:
         raise ValueError(f"thresholds must be a non-empty 1-D sequence, got shape {out.shape}")
     if not np.all(np.isfinite(out)) or out.min() < 0 or out.max() > 1:
@@ -178,6 +149,3 @@ def check_thresholds(thresholds) -> np.ndarray:
         raise ValueError("thresholds must be strictly increasing")
     return out
 
-
-def _to_numpy(x):
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x

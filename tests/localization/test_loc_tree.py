@@ -12,8 +12,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 from spgkit.localization import readable as ref  # noqa: E402
-from spgkit.localization import threshold_boxes, tree  # noqa: E402
-from spgkit.localization.regions import regions_at_thresholds  # noqa: E402
+from spgkit.localization import get_protocol, threshold_boxes, tree  # noqa: E402
 
 
 def _sorted(boxes) -> list[tuple[int, ...]]:
@@ -195,26 +194,25 @@ def test_noisy_cam_maps_match_labelling_at_fine_thresholds():
 
 def test_region_ious_equal_box_iou_to_the_bit():
     from spgkit.localization import box_iou
-    from spgkit.localization.regions import regions_at_thresholds
 
     # Hand-worked: one 4x4 square at pixels 2..5; against [2, 2, 5, 7] (4x6) the IoU is 16/24; the
     # benchmark's box [2, 2, 6, 6] (5x5) meets it in 4x5: 20/29. The better ground-truth box counts.
     square = _paint((10, 10), (2, 2, 4))
     gt = np.array([[2, 2, 5, 7], [0, 0, 0, 0]])
-    for benchmark, iou in ((False, 16 / 24), (True, 20 / 29)):
-        regions, cut_of = regions_at_thresholds(square, np.array([0.5]), benchmark, gt)
+    for protocol, iou in (("float", 16 / 24), ("benchmark", 20 / 29)):
+        regions, cut_of = get_protocol(protocol).regions(square, np.array([0.5]), gt)
         assert regions.iou[regions.largest[cut_of[0]]] == iou
     # Noisy maps, many regions, fractional and degenerate ground truth (float protocol boxes).
     gt = np.array([[10.25, 3.5, 60.75, 41.0], [0, 0, 0, 0], [50, 50, 49, 80], [-3.0, 20.5, 95.5, 94.125]])
     for m in _noisy_maps()[:3]:
-        for benchmark in (False, True):
-            regions, _ = regions_at_thresholds(ref.normalize_scoremap(m), np.arange(0, 1, 0.01), benchmark, gt)
+        for protocol in ("float", "benchmark"):
+            regions, _ = get_protocol(protocol).regions(ref.normalize_scoremap(m), np.arange(0, 1, 0.01), gt)
             assert len(regions.boxes) > 100
             assert regions.iou.tobytes() == box_iou(regions.boxes, gt).max(axis=1).tobytes()
-            assert regions_at_thresholds(ref.normalize_scoremap(m), np.arange(0, 1, 0.01), benchmark)[0].iou is None
-    for benchmark in (False, True):  # no box to score against is refused, as box_iou's max would
+            assert get_protocol(protocol).regions(ref.normalize_scoremap(m), np.arange(0, 1, 0.01))[0].iou is None
+    for protocol in ("float", "benchmark"):  # no box to score against is refused, as box_iou's max would
         with pytest.raises(ValueError, match="at least one box"):
-            regions_at_thresholds(square, np.array([0.5]), benchmark, np.zeros((0, 4)))
+            get_protocol(protocol).regions(square, np.array([0.5]), np.zeros((0, 4)))
 
 
 # --------------------------------------------------------------------------- the readable path
@@ -245,21 +243,21 @@ def _hand_built() -> list[np.ndarray]:
 
 
 @pytest.mark.skipif(tree._core is None, reason="the compiled core is not in use (not built, or SPGKIT_PURE=1)")
-@pytest.mark.parametrize("benchmark", [False, True])
-def test_the_readable_path_gives_the_cores_regions(benchmark):
+@pytest.mark.parametrize("protocol", ["float", "benchmark"])
+def test_the_readable_path_gives_the_cores_regions(protocol):
     # Same boxes at every threshold, same largest region (ties included), same IoUs to the bit.
     thresholds = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
     gt = np.array([[1, 1, 4, 4], [0.5, 0, 2, 9.25]])
     for m in _hand_built():
         normalized = ref.normalize_scoremap(m)
-        compiled = _by_cut(*regions_at_thresholds(normalized, thresholds, benchmark, gt))
+        compiled = _by_cut(*get_protocol(protocol).regions(normalized, thresholds, gt))
         with tree.without_core():
-            assert _by_cut(*regions_at_thresholds(normalized, thresholds, benchmark, gt)) == compiled
+            assert _by_cut(*get_protocol(protocol).regions(normalized, thresholds, gt)) == compiled
     # The tie of two single pixels, at 0.5: the float protocol keeps the first in raster order
     # (x 5, y 0), the benchmark the one OpenCV finds last, with the benchmark's wider box.
     with tree.without_core():
-        largest = _by_cut(*regions_at_thresholds(_hand_built()[4], thresholds, benchmark, gt))[2][0][0]
-    assert largest == ((0, 1, 1, 2) if benchmark else (5, 0, 5, 0))
+        largest = _by_cut(*get_protocol(protocol).regions(_hand_built()[4], thresholds, gt))[2][0][0]
+    assert largest == ((0, 1, 1, 2) if protocol == "benchmark" else (5, 0, 5, 0))
 
 
 def test_spgkit_pure_turns_the_core_off_with_one_warning():

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from spgkit.data import SynthWSOL, eval_transform
-from spgkit.localization import readable as ref
+from spgkit.config import PROTOCOLS
+from spgkit.localization import get_protocol, readable as ref
 from spgkit.localization import resize_gt_boxes, score_maps, threshold_grid
 from spgkit.model import build_model
 from spgkit.evaluate import evaluate
@@ -16,7 +17,7 @@ from spgkit.evaluate import evaluate
 def test_benchmark_maps_are_cv2_cubic_then_normalize_scoremap():
     rng = np.random.default_rng(0)
     cams = np.concatenate([rng.normal(size=(3, 14, 14)), rng.normal(size=(1, 14, 14)) * 1e-3]).astype(np.float32)
-    got = score_maps(torch.from_numpy(cams), (224, 224), "benchmark")
+    got = score_maps(torch.from_numpy(cams), (224, 224), "benchmark").numpy()
     for cam, mine in zip(cams, got):
         expected = ref.normalize_scoremap(cv2.resize(cam, (224, 224), interpolation=cv2.INTER_CUBIC))
         assert mine.dtype == np.float32 and np.array_equal(mine, expected)
@@ -33,6 +34,31 @@ def test_float_maps_are_bilinear_then_min_max():
     assert score_maps(cam, (1, 4), "float").tolist() == [[[0.0, 0.25, 0.75, 1.0]]]
     with pytest.raises(ValueError, match="unknown evaluation protocol 'opencv'"):
         score_maps(cam, (1, 4), "opencv")
+
+
+def test_protocols_are_looked_up_by_their_names_in_the_config():
+    for name, description in PROTOCOLS.items():
+        assert get_protocol(name).name == name and get_protocol(name).description == description
+    with pytest.raises(ValueError, match=r"^unknown evaluation protocol 'Float'; use one of \['benchmark', 'float'\]$"):
+        get_protocol("Float")
+
+
+def test_score_maps_are_tensors_in_both_protocols():
+    cam = np.array([[[0.0, 4.0]]], np.float32)  # numpy in, a CPU tensor out, no protocol aside
+    assert score_maps(cam, (1, 4), "float").tolist() == [[[0.0, 0.25, 0.75, 1.0]]]
+    bench = score_maps(cam, (1, 4), "benchmark")
+    assert isinstance(bench, torch.Tensor) and bench.dtype == torch.float32
+    # A NaN map becomes zeros without touching the resized maps the caller holds.
+    resized = np.array([[[1.0, np.nan]], [[1.0, 3.0]]], np.float32)
+    assert get_protocol("benchmark").normalize(resized).tolist() == [[[0.0, 0.0]], [[0.0, 1.0]]]
+    assert np.isnan(resized[0, 0, 1])
+
+
+def test_foreground_of_a_threshold_in_each_protocol():
+    # uint8 levels 0, 127, 128, 255; the benchmark's cut int(0.5 * 255) = 127 keeps levels > 127.
+    maps = np.array([[[0.0, 0.5, 0.502, 1.0]]], np.float32)
+    assert get_protocol("float").foreground(maps, 0.5).tolist() == [[[False, True, True, True]]]
+    assert get_protocol("benchmark").foreground(maps, 0.5).tolist() == [[[False, False, True, True]]]
 
 
 def test_ground_truth_boxes_resized_like_the_benchmark():
