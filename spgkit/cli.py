@@ -427,7 +427,7 @@ def _check_reader_arguments(reader, reader_args: dict) -> None:
 
 def _open_dataset(args, registry, transform):
     """The split that ``--data``, ``--root``, ``--data-arg`` and ``--split`` name, read through ``transform``."""
-    from spgkit.model import check_arguments
+    from spgkit.plugins import check_arguments
 
     reader = registry.dataset(args.data)
     reader_args = dict(args.data_arg)
@@ -514,7 +514,8 @@ def _report(args, metrics: dict, cam_threshold: float | None, source: str | None
 def cmd_evaluate(args) -> int:
     from spgkit.data import eval_transform
     from spgkit.evaluate import evaluate
-    from spgkit.train import _cap, resolve_device
+    from spgkit.distributed import resolve_device
+    from spgkit.splits import cap
 
     registry = _registry()
     device = resolve_device(args.device)
@@ -523,7 +524,7 @@ def cmd_evaluate(args) -> int:
     dataset = _open_dataset(args, registry, eval_transform(config["image_size"], config["mean"], config["std"], config["resize"]))
     dataset = match_classes(dataset, config, args.checkpoint, f"{args.data} split {args.split!r}")
     if args.max_images is not None:
-        dataset = _cap(dataset, args.max_images)  # the very draw of a study's data.max_eval
+        dataset = cap(dataset, args.max_images)  # the very draw of a study's data.max_eval
     if note:
         print(note, file=sys.stderr)
     metrics = evaluate(
@@ -605,7 +606,7 @@ def cmd_localize(args) -> int:
     from spgkit.io import write_json
     from spgkit.localization import largest_region_box
     from spgkit.figures import localize_figure
-    from spgkit.train import resolve_device
+    from spgkit.distributed import resolve_device
 
     device = resolve_device(args.device)
     model, config = _load_model(args.checkpoint, _registry())

@@ -68,3 +68,16 @@ def reduce_device(backend: str, device: torch.device) -> torch.device:
     """Where a backend's collectives take their tensors: this process's CUDA ``device`` for NCCL,
     the CPU for gloo."""
     return device if backend == "nccl" else torch.device("cpu")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA where there is none is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
+    return device

@@ -27,7 +27,7 @@ from spgkit.localization import largest_region_box  # noqa: E402
 from spgkit.plugins import Registry  # noqa: E402
 from spgkit.report import Collected, box_accuracy, box_hits  # noqa: E402
 from spgkit.runs import StudyFolder, load_model  # noqa: E402
-from spgkit.train import open_test  # noqa: E402
+from spgkit.splits import open_test  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:

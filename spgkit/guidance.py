@@ -1,6 +1,8 @@
-"""Self-produced guidance: normalised score maps, seed masks {0, 1, 255}, and the masked BCE.
+"""Self-produced guidance: seed masks {0, 1, 255} from score maps, and the masked BCE.
 
-Shared by every head that supervises a map with a map. Everything here is vectorised over the batch
+Shared by every head that supervises a map with a map; the maps' min-max normalisation and
+bilinear resize (:func:`minmax_normalize`, :func:`upsample`) live with the localization maps and
+are imported here for the heads. Everything here is vectorised over the batch
 (no per-image Python loop, no host-device synchronisation), and masks are built under
 ``torch.no_grad`` so they never carry gradient.
 """
@@ -11,42 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spgkit.localization.maps import minmax_normalize, upsample
+
 Array = np.ndarray | torch.Tensor
 
 #: Seed-mask value for pixels that are neither object nor background (left out of the loss).
 IGNORE = 255
-
-
-def minmax_normalize(maps: Array, flat: float = 0.0) -> Array:
-    """Min-max normalise each map over its last two dimensions to [0, 1]: ``(m - min) / (max - min)``,
-    in the maps' dtype, numpy or torch: the one normalisation every part of spgkit uses. The WSOL
-    benchmark computes exactly this in float32.
-
-    A flat map has no scale and becomes ``flat`` everywhere: 0 (no object evidence) by default;
-    NaN makes a seed taken from it all ignored, which is what the reference codes' unguarded
-    division leads to.
-    """
-    if isinstance(maps, torch.Tensor):
-        low, high = maps.amin((-2, -1), keepdim=True), maps.amax((-2, -1), keepdim=True)
-        span = high - low
-        return torch.where(span == 0, flat, (maps - low) / torch.where(span == 0, 1, span))
-    # numpy: the flat maps alone overwritten, not a third pass over all (the CPU evaluator's cost).
-    low, high = maps.min((-2, -1), keepdims=True), maps.max((-2, -1), keepdims=True)
-    span = high - low
-    out = (maps - low) / np.where(span == 0, 1, span)
-    if (span == 0).any():
-        out[np.broadcast_to(span == 0, out.shape)] = flat
-    return out
-
-
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinearly resize (N, h, w) or (N, C, h, w) maps to ``size`` (``align_corners=False``, as
-    ``nn.Upsample(mode="bilinear")`` in the reference codes); the one bilinear resize spgkit uses."""
-    squeeze = maps.dim() == 3
-    x = maps.unsqueeze(1) if squeeze else maps
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-    return x.squeeze(1) if squeeze else x
 
 
 @torch.no_grad()

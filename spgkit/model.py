@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -12,11 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from spgkit.backbones import AttentionBackbone
-from spgkit.guidance import class_maps, minmax_normalize, upsample
+from spgkit.guidance import class_maps
+from spgkit.localization.maps import minmax_normalize, upsample
 from spgkit.config import HeadSpec
 from spgkit.heads import ClassifierOutput, GuidanceHead, HeadContext, HeadOutput, MissingRole, ModelSpec
 from spgkit.init import xavier_init
-from spgkit.plugins import BackboneError, HeadError, PluginError, Registry, one_line
+from spgkit.plugins import BackboneError, HeadError, PluginError, Registry, check_arguments, one_line
 
 #: Errors that pass out of a head's or a backbone's code unwrapped: already attributed, or not the
 #: plugin's fault (memory). KeyboardInterrupt and SystemExit are no Exception and pass anyway.
@@ -397,18 +397,6 @@ def _check_model_arguments(num_classes: Any, classifier_width: Any, dropout: Any
             raise TypeError(f"model: dropout must be a number, not {dropout!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model: dropout must be in [0, 1), not {dropout}")
-
-
-def check_arguments(target: Any, args: Mapping[str, Any], what: str, skip: int = 0) -> None:
-    """Bind ``args`` by keyword to the signature of ``target`` (its first ``skip`` positional
-    parameters given); a TypeError names ``what``, the argument, and the accepted ones."""
-    signature = inspect.signature(target)
-    params = list(signature.parameters.values())
-    try:
-        signature.bind(*([None] * skip), **args)
-    except TypeError as exc:
-        accepted = [p.name for p in params[skip:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        raise TypeError(f"{what}: {exc}; it takes {', '.join(accepted) or 'no arguments'}") from None
 
 
 def classifier_dropout(heads: Mapping[str, type[GuidanceHead]]) -> float:

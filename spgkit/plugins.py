@@ -11,7 +11,7 @@ import inspect
 import os
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pluggy
 
@@ -199,3 +199,15 @@ class Registry:
             f"installed distribution with an entry point in group {ENTRY_POINT_GROUP!r}; "
             f"`spgkit {kind}s` lists them."
         )
+
+
+def check_arguments(target: Any, args: Mapping[str, Any], what: str, skip: int = 0) -> None:
+    """Bind ``args`` by keyword to the signature of ``target`` (its first ``skip`` positional
+    parameters given); a TypeError names ``what``, the argument, and the accepted ones."""
+    signature = inspect.signature(target)
+    params = list(signature.parameters.values())
+    try:
+        signature.bind(*([None] * skip), **args)
+    except TypeError as exc:
+        accepted = [p.name for p in params[skip:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        raise TypeError(f"{what}: {exc}; it takes {', '.join(accepted) or 'no arguments'}") from None

@@ -23,14 +23,17 @@ from spgkit.backbones import check_pretrained
 from spgkit.config import Arm, ConfigError, LocalData, Study, arm_training, conforms
 from spgkit.data import IMAGENET_MEAN, IMAGENET_STD, resolve_local
 from spgkit.distributed import Dist
-from spgkit.model import build_model, check_arguments
-from spgkit.plugins import PluginError, Registry
+from spgkit.model import build_model
+from spgkit.plugins import PluginError, Registry, check_arguments
 from spgkit.figures import write_figures
 from spgkit.report import Collected, collect, write_tables
 from spgkit.executors import ExecutorError, LocalExecutor, RayExecutor
 from spgkit.runs import StudyFolder, run_config, scored_with
 from spgkit.score import center_baseline
-from spgkit.train import make_datasets, make_optimizer, open_split, resolve_device, study_facts, train_step
+from spgkit.distributed import resolve_device
+from spgkit.optim import make_optimizer
+from spgkit.splits import make_datasets, open_split, study_facts
+from spgkit.train import train_step
 
 
 class StudyError(ValueError):

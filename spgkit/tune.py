@@ -40,7 +40,7 @@ from spgkit.io import write_csv, write_text
 from spgkit.plugins import Registry
 from spgkit.runs import RunFolder, StudyFolder, mismatch, run_config, scored_with
 from spgkit.study import check_study, run_study, select_arms
-from spgkit.train import study_facts
+from spgkit.splits import study_facts
 
 #: The learning rate every arm searches (the benchmark's common hyperparameter).
 LEARNING_RATE = Param("training.lr", "log", 1e-5, 1.0, source=f"{BENCHMARK_SPACE}; Murtaza et al. 2025 list the same")

@@ -11,10 +11,41 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from spgkit.guidance import minmax_normalize, upsample
+import torch.nn.functional as F
 
 Array = np.ndarray | torch.Tensor
+
+
+def minmax_normalize(maps: Array, flat: float = 0.0) -> Array:
+    """Min-max normalise each map over its last two dimensions to [0, 1]: ``(m - min) / (max - min)``,
+    in the maps' dtype, numpy or torch: the one normalisation every part of spgkit uses. The WSOL
+    benchmark computes exactly this in float32.
+
+    A flat map has no scale and becomes ``flat`` everywhere: 0 (no object evidence) by default;
+    NaN makes a seed taken from it all ignored, which is what the reference codes' unguarded
+    division leads to.
+    """
+    if isinstance(maps, torch.Tensor):
+        low, high = maps.amin((-2, -1), keepdim=True), maps.amax((-2, -1), keepdim=True)
+        span = high - low
+        return torch.where(span == 0, flat, (maps - low) / torch.where(span == 0, 1, span))
+    # numpy: the flat maps alone overwritten, not a third pass over all (the CPU evaluator's cost).
+    low, high = maps.min((-2, -1), keepdims=True), maps.max((-2, -1), keepdims=True)
+    span = high - low
+    out = (maps - low) / np.where(span == 0, 1, span)
+    if (span == 0).any():
+        out[np.broadcast_to(span == 0, out.shape)] = flat
+    return out
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize (N, h, w) or (N, C, h, w) maps to ``size`` (``align_corners=False``, as
+    ``nn.Upsample(mode="bilinear")`` in the reference codes); the one bilinear resize spgkit uses."""
+    squeeze = maps.dim() == 3
+    x = maps.unsqueeze(1) if squeeze else maps
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return x.squeeze(1) if squeeze else x
 
 
 def as_numpy(x) -> np.ndarray:
@@ -64,7 +95,7 @@ def normalize_maps(maps: Array) -> Array:
 
 def resize_maps(maps: Array, size: tuple[int, int]) -> Array:
     """Resize a (N, H, W) or (H, W) batch of maps to ``size = (height, width)``, bilinearly
-    (:func:`spgkit.guidance.upsample`); numpy in, numpy out. Resize raw maps before normalising
+    (:func:`upsample`); numpy in, numpy out. Resize raw maps before normalising
     them: interpolation does not preserve min and max."""
     is_numpy = not isinstance(maps, torch.Tensor)
     maps = np.asarray(maps) if is_numpy else maps

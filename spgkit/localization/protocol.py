@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from spgkit.config import PROTOCOLS
-from spgkit.guidance import minmax_normalize
-from spgkit.localization.maps import Array, as_float_maps, as_numpy, benchmark_cuts, benchmark_uint8, resize_maps
+from spgkit.localization.maps import Array, as_float_maps, as_numpy, benchmark_cuts, benchmark_uint8, minmax_normalize, resize_maps
 from spgkit.localization.regions import Regions, benchmark_regions, default_regions
 
 

@@ -15,7 +15,7 @@ from spgkit.figures import disagreements, write_figures
 from spgkit.report import Collected, box_accuracy, box_hits, collect, paired_intervals, write_tables
 from spgkit.runs import StudyFolder, run_config, scored_with
 from spgkit.study import load_study, run_study
-from spgkit.train import open_test, study_facts
+from spgkit.splits import open_test, study_facts
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -132,7 +132,7 @@ def test_the_report_never_mixes_configurations(tiny_study_file, registry, tmp_pa
     assert "| spg |" not in text.split("Left out")[0] and "- spg/seed0: scored with another configuration (training.epochs: 1 -> 2)" in text
     # The 1-epoch study's report, written again, leaves the 2-epoch cam out and says why.
     from spgkit.study import write_report
-    from spgkit.train import study_facts
+    from spgkit.splits import study_facts
 
     collected = write_report(study, folder, registry, study_facts(study, registry))
     assert list(collected.metrics) == ["spg"] and collected.left_out == ["cam/seed0: scored with another configuration (training.epochs: 2 -> 1)"]

@@ -9,7 +9,7 @@ from spgkit import Arm, Data, HeadSpec, Study
 from spgkit.model import build_model
 from spgkit.runs import StudyFolder
 from spgkit.study import StudyError, load_study, override, run_study, select_arms
-from spgkit.train import make_optimizer
+from spgkit.optim import make_optimizer
 
 REPO_STUDIES = __import__("pathlib").Path(__file__).resolve().parents[2] / "studies"
 
@@ -137,7 +137,7 @@ def test_quickstart_shrunk_end_to_end(tmp_path, registry):
 
 def test_max_train_draws_across_classes_not_the_first_images(registry):
     # Real splits are often sorted by class; a cap must not keep the first classes only.
-    from spgkit.train import make_datasets
+    from spgkit.splits import make_datasets
 
     class_sorted = [{"label": i // 100} for i in range(400)]  # 4 classes, 100 images each, in order
     study = Study(
@@ -204,7 +204,7 @@ def test_one_seed_shows_no_spread(tmp_path):
 
 def test_onecycle_warms_up_and_anneals_per_step(registry):
     from spgkit.config import Training
-    from spgkit.train import make_scheduler
+    from spgkit.optim import make_scheduler
 
     study = Study("s", Data("synthwsol"), (Arm("a"),), training=Training(epochs=2, lr=0.01, new_layer_lr_mult=10, schedule="onecycle", warmup=0.25))
     model = build_model(3, [], registry=registry, classifier_width=8, backbone_args={"large_feature_map": True})

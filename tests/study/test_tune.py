@@ -20,7 +20,7 @@ from spgkit.heads import GuidanceHead, HeadOutput
 from spgkit.plugins import Registry
 from spgkit.runs import StudyFolder
 from spgkit.study import load_study, override
-from spgkit.train import make_datasets, per_class, split_labels
+from spgkit.splits import make_datasets, per_class, split_labels
 from spgkit.tune import TuneError, check_space, default_space, open_storage, plan_arm, space, suggest, tune, with_values
 
 
