@@ -443,7 +443,8 @@ class Study(_Checked):
             readers) beside the installed plugin distributions: a head in one file, next to the
             study (``plugins=("my_head.py",)``). In a study file, paths are relative to its
             folder; ``spgkit run -p FILE`` adds more. A run records the source of every head it
-            uses, so an edit of the file trains its runs again.
+            uses, so the runs of an edited file's head are refused (or, with ``--retrain``,
+            trained again), as an edited plugin distribution's are.
     """
 
     name: str = field(metadata=_folder_name())
