@@ -79,10 +79,18 @@ def _add_shorthands(run: argparse.ArgumentParser) -> None:
             run.add_argument(flag, type=hint if hint in (int, float) else str, help=text)
 
 
+def _add_plugin_argument(parser: argparse.ArgumentParser) -> None:
+    """``-p FILE``: a head in one file, registered beside the installed plugins."""
+    parser.add_argument("-p", "--plugin", dest="plugins", type=Path, action="append", default=[], metavar="FILE",
+                        help="a Python file whose @spgkit.hookimpl functions register heads (backbones, datasets) "
+                             "beside the installed plugins, e.g. my_head.py (repeatable)")  # fmt: skip
+
+
 def _add_study_arguments(run: argparse.ArgumentParser, arms_help: str) -> None:
     """What ``run`` and ``tune`` share: the study, its overrides, the output and the executor."""
     run.add_argument("study", type=Path, help="a study file defining STUDY = Study(...), e.g. studies/quickstart.py")
     run.add_argument("--out", type=Path, default=Path("runs"), help="output root (default: runs/); results go to OUT/<study name>/")
+    _add_plugin_argument(run)
     run.add_argument("--set", dest="settings", type=_key_value, action="append", default=[], metavar="FIELD=VALUE",
                      help="set any field of the study by its dotted path, e.g. training.weight_decay=5e-4, "
                           "data.args.num_images=500, arms.spg.heads.spg_b.args.width=64 (repeatable)")  # fmt: skip
@@ -113,6 +121,7 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser, protocol_help: str) 
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="benchmark", help=protocol_help)
     parser.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
     parser.add_argument("--csv", type=Path, help="also write the metrics to this CSV file (a header row, then one row)")
+    _add_plugin_argument(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,9 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--storage", help="where Optuna stores the trials: a journal file, or an Optuna storage URL "
                       "(sqlite:///file.db, postgresql://...) that many machines share (default: OUT/<study>-search/trials.journal)")  # fmt: skip
 
-    sub.add_parser("heads", help="list registered guidance heads and the distribution providing each")
-    sub.add_parser("backbones", help="list registered backbones and the distribution providing each")
-    sub.add_parser("datasets", help="list registered dataset readers and the distribution providing each")
+    for kind, what in (("heads", "guidance heads"), ("backbones", "backbones"), ("datasets", "dataset readers")):
+        _add_plugin_argument(sub.add_parser(kind, help=f"list registered {what} and the distribution (or file) providing each"))
 
     ev = sub.add_parser(
         "evaluate",
@@ -204,13 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "required where the checkpoint has no finished run beside it)")  # fmt: skip
     loc.add_argument("--protocol", choices=sorted(PROTOCOLS), default="benchmark", help="how the map is resized and the box found; " + protocol_help)
     loc.add_argument("--device", default="auto")
+    _add_plugin_argument(loc)
     return parser
 
 
-def _registry():
+def _registry(args, study=None):
+    """The installed plugins', the study's plugin files' and ``-p`` files' heads, backbones and readers."""
     from spgkit.plugins import Registry
 
-    return Registry()
+    return Registry(plugins=(*(study.plugins if study is not None else ()), *args.plugins))
 
 
 #: How ``spgkit run`` names what it did with each run (:attr:`spgkit.runs.RunFolder.action`).
@@ -254,7 +264,7 @@ def cmd_run(args) -> int:
     study = _study(args)
     start = time.perf_counter()
     folder = run_study(
-        study, args.out, registry=_registry(), progress=not args.no_progress, retrain=args.retrain, where=str(args.study), arms=args.arms,
+        study, args.out, registry=_registry(args, study), progress=not args.no_progress, retrain=args.retrain, where=str(args.study), arms=args.arms,
         executor=_executor(args),
     )  # fmt: skip
     import torch.distributed as dist
@@ -280,7 +290,7 @@ def cmd_tune(args) -> int:
     study = _study(args, {"search.trials": args.trials} if args.trials is not None else None)
     start = time.perf_counter()
     result = tune(
-        study, args.out, registry=_registry(), executor=_executor(args), storage=args.storage, progress=not args.no_progress,
+        study, args.out, registry=_registry(args, study), executor=_executor(args), storage=args.storage, progress=not args.no_progress,
         retrain=args.retrain, arms=args.arms, where=str(args.study),
     )  # fmt: skip
     trials = ", ".join(f"{n} {ACTIONS[action]}" for action, n in sorted(result.actions.items()))
@@ -289,9 +299,9 @@ def cmd_tune(args) -> int:
     return 0
 
 
-def cmd_list(kind: str) -> int:
-    registry = _registry()
-    table = getattr(registry, kind)
+def cmd_list(args) -> int:
+    kind = args.command
+    table = getattr(_registry(args), kind)
     if not table:
         print(f"no {kind} registered")
         return 0
@@ -517,7 +527,7 @@ def cmd_evaluate(args) -> int:
     from spgkit.distributed import resolve_device
     from spgkit.splits import cap
 
-    registry = _registry()
+    registry = _registry(args)
     device = resolve_device(args.device)
     model, config = _load_model(args.checkpoint, registry)
     cam_threshold, source, note = _run_record(args.checkpoint, "evaluate", args.cam_threshold, "--cam-threshold")
@@ -552,7 +562,7 @@ def cmd_score(args) -> int:
     source = None if args.cam_threshold is None else "--cam-threshold"
     # The maps are made already, so no pixel is looked at and any normalisation does: what matters is
     # the size the images, boxes and masks are resized to.
-    dataset = _open_dataset(args, _registry(), eval_transform(args.image_size))
+    dataset = _open_dataset(args, _registry(args), eval_transform(args.image_size))
     common = dict(batch_size=args.batch_size, thresholds=args.thresholds, cam_threshold=args.cam_threshold, protocol=args.protocol, progress=True)
     if args.center_baseline:
         metrics = center_baseline(dataset, **common)
@@ -609,7 +619,7 @@ def cmd_localize(args) -> int:
     from spgkit.distributed import resolve_device
 
     device = resolve_device(args.device)
-    model, config = _load_model(args.checkpoint, _registry())
+    model, config = _load_model(args.checkpoint, _registry(args))
     model.to(device)
     threshold, _, note = _run_record(args.checkpoint, "localize", args.threshold, "--threshold")
     if threshold is None:
@@ -669,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_numbers(args)
         if args.command in ("heads", "backbones", "datasets"):
-            return cmd_list(args.command)
+            return cmd_list(args)
         return handlers[args.command](args)
     except KeyboardInterrupt:
         if debug:

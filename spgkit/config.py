@@ -441,6 +441,12 @@ class Study(_Checked):
             each disagreement gallery.
         search: how ``spgkit tune`` searches the arms' hyperparameters (:class:`Search`); it
             changes nothing ``spgkit run`` computes.
+        plugins: Python files whose hook implementations register heads (backbones, dataset
+            readers) beside the installed plugin distributions: a head in one file, next to the
+            study (``plugins=("my_head.py",)``). In a study file, paths are relative to its
+            folder; ``spgkit run -p FILE`` adds more. A run records the source of every head it
+            uses, so the runs of an edited file's head are refused (or, with ``--retrain``,
+            trained again), as an edited plugin distribution's are.
     """
 
     name: str = field(metadata=_folder_name())
@@ -455,6 +461,7 @@ class Study(_Checked):
     seeds: tuple[int, ...] = (0,)
     figure_images: int = field(default=6, metadata=_at_least(0))
     search: Search = field(default_factory=Search)
+    plugins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_fields(self, f"study {self.name!r}: Study")

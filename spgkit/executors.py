@@ -49,18 +49,20 @@ class LocalExecutor:
                     run.action = "diverged"
 
 
-def _ray_task(study: Study, arm: Arm, seed: int, path: str, threads: int) -> tuple[str, str]:
+def _ray_task(study: Study, arm: Arm, seed: int, path: str, threads: int, plugins: tuple[str, ...]) -> tuple[str, str]:
     """One run, in a Ray worker: what :func:`~spgkit.train.train_arm` did (``train``,
     ``evaluate``, ``done``) or ``diverged``, and the Ray node it ran on. The worker finds the
-    plugins installed where it runs and fingerprints the code and data it sees itself, so its
-    record is its own. A retried task (its worker died) finds the run's checkpoint and resumes."""
+    plugins installed where it runs, loads the driver's plugin files (``plugins``, absolute paths:
+    on storage every node sees, like the run folders) and fingerprints the code and data it sees
+    itself, so its record is its own. A retried task (its worker died) finds the run's checkpoint
+    and resumes."""
     import ray
     import torch
 
     torch.set_num_threads(threads)
     run = RunFolder(path)
     try:
-        train_arm(study, arm, seed, run, registry=Registry(), progress=False, wait=True)
+        train_arm(study, arm, seed, run, registry=Registry(plugins=plugins), progress=False, wait=True)
     except TrainingDiverged:
         run.action = "diverged"
     return run.action, ray.get_runtime_context().get_node_id()
@@ -106,7 +108,7 @@ class RayExecutor:
         options = {"num_cpus": self.cpus_per_run, "num_gpus": self.gpus_per_run, "max_retries": self.max_retries, "retry_exceptions": False}
         task = ray.remote(**options)(_ray_task)
         threads = max(1, int(self.cpus_per_run))
-        pending = {task.remote(study, arm, seed, str(run.path), threads): run for arm, seed, run in planned}
+        pending = {task.remote(study, arm, seed, str(run.path), threads, registry.plugin_files): run for arm, seed, run in planned}
         failed: list[str] = []
         try:
             self._wait(ray, pending, failed, progress, len(planned))

@@ -287,7 +287,7 @@ def write_figures(study: Study, folder: StudyFolder, collected: Collected, regis
     seed's test images on which its chosen box and the baseline's differ most
     (``disagree_<arm>.png``, captioned with each box's IoU). Only the runs ``collected``
     (:func:`~spgkit.report.collect`) are drawn. Returns the files written."""
-    registry = registry if registry is not None else Registry()
+    registry = registry if registry is not None else Registry(plugins=study.plugins)
     protocol = study.evaluation.protocol
     seed = study.seeds[0]
     written: list[Path] = []

@@ -2,15 +2,24 @@
 
 Built-in methods (SPG, ACoL) are ordinary plugin distributions under ``plugins/`` discovered through
 entry points exactly like a third party's; the core registers only its own backbones and dataset
-readers.
+readers. A plugin can also be one Python file, a researcher's first experiment: ``spgkit run -p
+my_head.py`` or ``Study(plugins=("my_head.py",))`` registers its hook implementations beside the
+distributions' (:func:`register_file`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import inspect
 import os
+import re
+import sys
+import types
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import pluggy
@@ -109,13 +118,84 @@ def get_plugin_manager(autoload: bool | None = None) -> pluggy.PluginManager:
             except pluggy.PluginValidationError as exc:
                 raise PluginError(f"spgkit plugin {ep.name!r} from distribution {dist!r}: {exc}") from exc
             check_hookimpls(pm, plugin, f"spgkit plugin {ep.name!r} ({ep.value}) from distribution {dist!r}")
+    check_pending(pm)
+    return pm
+
+
+def check_pending(pm: pluggy.PluginManager) -> None:
+    """Refuse a hook implementation whose name is no spgkit hook (a misspelling), naming its plugin."""
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         known = ", ".join(name for name in dir(hookspecs) if name.startswith("spgkit_"))
         hook = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
         raise PluginError(f"plugin {pm.get_name(exc.plugin)!r} implements unknown hook {hook!r}; spgkit's hooks: {known}") from exc
-    return pm
+
+
+def _failed_at(path: Path, origin: str, exc: BaseException) -> str:
+    """``path:line`` of the line of the file ``path`` that raised ``exc`` (a syntax error's own
+    line), or ``path``; ``origin`` is the file's name in code objects (absolute)."""
+    line = exc.lineno if isinstance(exc, SyntaxError) and exc.filename == origin else None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == origin:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{path}:{line}" if line else str(path)
+
+
+def import_file(path: Path, module_name: str, error: type[Exception], what: str, plain: tuple[type[Exception], ...] = ()) -> types.ModuleType:
+    """Execute the Python file ``path`` as the module ``module_name``, kept in ``sys.modules``
+    (dataclasses and pickle look classes up there). Every failure is raised as ``error`` in one
+    line naming the file and the line of it that failed, ``path:line: Type: message`` (without the
+    type for ``plain`` exceptions, whose messages name their fault); ``what`` is the file's role
+    (``study``, ``plugin``)."""
+    if not path.is_file():
+        raise error(f"{path}: no such {what} file")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise error(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses need the module while the file runs
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        message = exc.msg if isinstance(exc, SyntaxError) else " ".join(str(exc).split())
+        kind = "" if isinstance(exc, plain) else f"{type(exc).__name__}: "
+        raise error(f"{_failed_at(path, spec.origin, exc)}: {kind}{message}") from exc
+    return module
+
+
+def file_plugin_name(path: str | Path) -> str:
+    """How a plugin file is named in the manager and in every message: ``file <path>``."""
+    return f"file {path}"
+
+
+def register_file(pm: pluggy.PluginManager, path: str | Path) -> None:
+    """Register the hook implementations of the Python file ``path`` (a head in one file) with
+    ``pm``, named :func:`file_plugin_name`, as pluggy registers any module. The file is imported
+    under a module name of its own (its stem and a hash of its absolute path), so two files
+    called ``head.py`` in two folders do not collide; a file already registered is left as it is.
+    A missing file, one that fails to import (with the line), or one without any spgkit hook
+    implementation raises :class:`PluginError` naming it."""
+    path = Path(path)
+    name = file_plugin_name(path)
+    if pm.get_plugin(name) is not None:
+        return
+    stem, digest = re.sub(r"\W", "_", path.stem), hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:12]
+    module = import_file(path, f"spgkit_plugin_{stem}_{digest}", PluginError, "plugin")
+    try:
+        pm.register(module, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{path}: {' '.join(str(exc).split())}") from exc
+    check_hookimpls(pm, module, str(path))
+    if not pm.get_hookcallers(module):
+        raise PluginError(
+            f"{path}: no spgkit hook implementation in it; a head file registers its heads with "
+            "`@spgkit.hookimpl` on `def spgkit_register_heads(register): register(MyHead)`"
+        )
+    check_pending(pm)
 
 
 @dataclass(frozen=True)
@@ -128,10 +208,19 @@ class Registered:
 
 
 class Registry:
-    """Heads and backbones registered by the plugins of one plugin manager."""
+    """Heads and backbones registered by the plugins of one plugin manager (by default
+    :func:`get_plugin_manager`'s), and by the plugin files ``plugins`` (:func:`register_file`),
+    which :attr:`plugin_files` keeps as absolute paths: what a worker elsewhere loads to build the
+    same registry."""
 
-    def __init__(self, pm: pluggy.PluginManager | None = None):
+    def __init__(self, pm: pluggy.PluginManager | None = None, plugins: Sequence[str | Path] = ()):
         self.pm = pm if pm is not None else get_plugin_manager()
+        self.plugin_files: tuple[str, ...] = ()
+        for path in plugins:
+            absolute = os.path.abspath(path)
+            if absolute not in self.plugin_files:  # one file named twice (-p and the study) registers once
+                register_file(self.pm, path)
+                self.plugin_files += (absolute,)
         for plugin_name, plugin in self.pm.list_name_plugin():  # plugins registered by hand too
             check_hookimpls(self.pm, plugin, f"plugin {plugin_name!r}")
         self.heads = self._collect("spgkit_register_heads", "head")
@@ -196,8 +285,8 @@ class Registry:
             hint = f" Plugin autoload is off ({AUTOLOAD_ENV} is set)."
         raise PluginError(
             f"unknown {kind} {name!r}. Known {kind}s: {known}.{hint} A {kind} comes from an "
-            f"installed distribution with an entry point in group {ENTRY_POINT_GROUP!r}; "
-            f"`spgkit {kind}s` lists them."
+            f"installed distribution with an entry point in group {ENTRY_POINT_GROUP!r}, or from a "
+            f"plugin file (-p FILE, Study.plugins); `spgkit {kind}s` lists them."
         )
 
 

@@ -8,9 +8,7 @@ declarations themselves live in :mod:`spgkit.config`.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
 import typing
 from collections import Counter
 from collections.abc import Mapping
@@ -24,7 +22,7 @@ from spgkit.config import Arm, ConfigError, LocalData, Study, arm_training, conf
 from spgkit.data import IMAGENET_MEAN, IMAGENET_STD, resolve_local
 from spgkit.distributed import Dist
 from spgkit.model import build_model
-from spgkit.plugins import PluginError, Registry, check_arguments
+from spgkit.plugins import PluginError, Registry, check_arguments, import_file
 from spgkit.figures import write_figures
 from spgkit.report import Collected, collect, write_tables
 from spgkit.executors import ExecutorError, LocalExecutor, RayExecutor
@@ -42,32 +40,14 @@ class StudyError(ValueError):
 
 
 def load_study(path: str | Path) -> Study:
-    """Import a study file and return its module-level ``STUDY``."""
+    """Import a study file and return its module-level ``STUDY``, its ``plugins`` taken relative
+    to the file's folder."""
     path = Path(path)
-    if not path.is_file():
-        raise StudyError(f"{path}: no such study file")
-    module_name = f"spgkit_study_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise StudyError(f"{path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses need the module while the file runs
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        tb = exc.__traceback__
-        line = None
-        while tb is not None:
-            if tb.tb_frame.f_code.co_filename == str(path):
-                line = tb.tb_lineno
-            tb = tb.tb_next
-        where = f"{path}:{line}" if line else str(path)
-        kind = "" if isinstance(exc, ConfigError) else f"{type(exc).__name__}: "
-        raise StudyError(f"{where}: {kind}{exc}") from exc
+    module = import_file(path, f"spgkit_study_{path.stem}", StudyError, "study", plain=(ConfigError,))
     study = getattr(module, "STUDY", None)
     if not isinstance(study, Study):
         raise StudyError(f"{path}: defines no module-level STUDY = Study(...)")
-    return study
+    return dataclasses.replace(study, plugins=tuple(str(path.parent / p) for p in study.plugins)) if study.plugins else study
 
 
 # --------------------------------------------------------------------------- checking
@@ -274,7 +254,7 @@ def run_study(
     what was done: ``train``, ``evaluate``, ``done`` (reused), ``diverged``; ``folder.nodes`` the
     Ray node of each run, by ``(arm, seed)``. ``preface`` opens ``results.md`` (how the arms were
     configured: :func:`spgkit.tune.preface`)."""
-    registry = registry if registry is not None else Registry()
+    registry = registry if registry is not None else Registry(plugins=study.plugins)
     check_study(study, registry, where)
     folder = StudyFolder(out, study)
     facts = study_facts(study, registry)

@@ -316,7 +316,7 @@ def train_arm(
     :func:`study_facts` (computed when not given); ``run.action`` says afterwards what was done:
     ``"train"``, ``"evaluate"`` or ``"done"`` (reused).
     """
-    registry = registry if registry is not None else Registry()
+    registry = registry if registry is not None else Registry(plugins=study.plugins)
     facts = facts if facts is not None else study_facts(study, registry, [arm])
     study = arm_training(study, arm)
     config = run_config(study, arm, seed, facts)

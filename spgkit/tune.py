@@ -289,7 +289,7 @@ def tune(
     ``<out>/<study>-search/trials.journal``). Killed and started again, it continues the same search
     and ends with the same trials and choices. ExecutorError (after the search's report) where
     trials failed for reasons of their own."""
-    registry = registry if registry is not None else Registry()
+    registry = registry if registry is not None else Registry(plugins=study.plugins)
     check_study(study, registry, where)
     study = select_arms(study, arms) if arms else study
     searching = dataclasses.replace(study, name=f"{study.name}-search")

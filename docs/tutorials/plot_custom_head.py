@@ -3,14 +3,16 @@ Write your own head: Cutout as a plugin
 =======================================
 
 spgkit's core knows no method by name. SPG, ACoL, HaS, ADL and CutMix are *guidance heads* that
-reach it through plugin distributions, found by their entry points exactly as a third party's
-would be. This tutorial adds a method the library does not ship, Cutout, the same way:
+reach it through plugins. This tutorial adds a method the library does not ship, Cutout, the way a
+first experiment does it, then the way a method is kept for good:
 
-1. write the head, a :class:`~spgkit.heads.GuidanceHead` subclass, and a hook that registers it;
-2. package it as a tiny distribution with an ``[project.entry-points.spgkit]`` table;
-3. install it and watch spgkit discover it;
-4. run an ablation that puts it beside plain CAM and SPG-B, and combines it with SPG-B, without a
-   line of new training code.
+1. write the head, a :class:`~spgkit.heads.GuidanceHead` subclass, and a hook that registers it,
+   in one Python file;
+2. hand the file to spgkit (``spgkit run my_study.py -p cutout.py``, or ``plugins=`` in the study);
+3. run an ablation that puts it beside plain CAM and SPG-B, and combines it with SPG-B, without a
+   line of new training code;
+4. package the same file as a tiny distribution with an ``[project.entry-points.spgkit]`` table,
+   install it, and watch spgkit discover it, as it discovers the built-in methods.
 
 The ablation is a tiny, noisy CPU run (40-pixel images, a couple of hundred training images, two
 epochs, one seed), there to show the mechanics, not to rank methods.
@@ -36,13 +38,12 @@ epochs, one seed), there to show the mechanics, not to rank methods.
 # returns them as they are). Images reach the model already normalised, so filling with 0 fills
 # with the normalisation mean.
 #
-# The plugin distribution
-# -----------------------
+# The head in one file
+# --------------------
 #
-# A plugin is two files. The module holds the head and a function marked with
-# :data:`spgkit.hookimpl` named after the hook it implements,
-# :func:`~spgkit.hookspecs.spgkit_register_heads`: it calls ``register`` once per head class, and
-# nothing else (training logic lives in the head, never in a hook).
+# The file holds the head and a function marked with :data:`spgkit.hookimpl` named after the hook
+# it implements, :func:`~spgkit.hookspecs.spgkit_register_heads`: it calls ``register`` once per
+# head class, and nothing else (training logic lives in the head, never in a hook).
 
 import importlib
 import os
@@ -103,92 +104,48 @@ def spgkit_register_heads(register):
 '''
 
 # %%
-# The ``pyproject.toml`` declares the distribution, and its entry point in the ``spgkit`` group
-# points at the module: that line is the whole of the wiring. The built-in plugins under
-# ``plugins/`` (``spg``, ``acol``, ``has``, ``adl``, ``cutmix``) are laid out the same way.
-
-PYPROJECT = """\
-[build-system]
-requires = ["setuptools>=68"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "spgkit-cutout"
-version = "0.1.0"
-description = "Cutout (DeVries & Taylor, 2017) as an spgkit head"
-requires-python = ">=3.10"
-dependencies = ["spgkit"]
-
-[project.entry-points.spgkit]
-cutout = "spgkit_cutout"
-
-[tool.setuptools]
-packages = ["spgkit_cutout"]
-"""
-
-# %%
-# Install it
-# ----------
+# Hand it to spgkit
+# -----------------
 #
-# We write the two files into a temporary folder and ``pip install`` it. In your own project you
-# would run ``pip install -e path/to/spgkit-cutout`` once and be done; here, so that building the
-# documentation leaves your environment as it found it, pip installs into a throwaway folder
-# (``--target``) that we then put on ``sys.path``. ``--no-build-isolation`` builds with the
-# setuptools already installed and ``--no-index`` keeps pip off the network.
+# That file is already a plugin. On the command line, ``-p`` registers it beside the installed
+# plugins, for any command that looks heads up (``run``, ``tune``, ``heads``, ``evaluate``,
+# ``localize``; repeat it for more files)::
 #
-# Should pip be unable to build here (an environment without setuptools, say), the fallback writes
-# by hand the two things an installer leaves behind that matter to spgkit: the package, and a
-# ``.dist-info`` folder whose ``entry_points.txt`` carries the entry point. The standard library's
-# :mod:`importlib.metadata`, which spgkit uses to find plugins, reads exactly that.
+#     spgkit heads -p cutout.py
+#     spgkit run my_study.py -p cutout.py
+#
+# or the study names it, relative to the study file's folder, so the head travels with the study
+# (and to the workers of ``--executor ray``, which load it from the same path)::
+#
+#     STUDY = Study(..., plugins=("cutout.py",))
+#
+# spgkit imports the file under a module name of its own and registers it with pluggy, exactly as
+# it registers an installed distribution. Every run records a fingerprint of the source of each head
+# it uses, here the file's bytes: edit ``cutout.py`` and its finished runs are refused (``--retrain``
+# trains them again) instead of being reported as results of the new code. A missing file, a syntax
+# error or a file without ``@spgkit.hookimpl`` is one line naming the file (and the line).
+#
+# In Python, a :class:`spgkit.plugins.Registry` takes the files. It also asks every installed plugin
+# to register its heads, and remembers which plugin provided each. The test suite switches that
+# discovery off (``SPGKIT_DISABLE_PLUGIN_AUTOLOAD=1``) to control exactly which plugins exist; this
+# tutorial wants it on, whatever the environment says: SPG-B comes from its installed distribution.
 
 workdir = tempfile.TemporaryDirectory(prefix="spgkit-cutout-")
 root = Path(workdir.name)
-source = root / "spgkit-cutout"
-(source / "spgkit_cutout").mkdir(parents=True)
-(source / "pyproject.toml").write_text(PYPROJECT)
-(source / "spgkit_cutout" / "__init__.py").write_text(MODULE)
-site = root / "site-packages"
-
-pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index"]
-pip += ["--disable-pip-version-check", "--quiet", "--target", str(site), str(source)]
-result = subprocess.run(pip, capture_output=True, text=True)
-if result.returncode == 0:
-    print("installed with pip:", sorted(p.name for p in site.iterdir() if not p.name.startswith("__")))
-else:
-    print("pip could not install here, writing the dist-info by hand:", result.stderr.strip()[-300:])
-    (site / "spgkit_cutout").mkdir(parents=True)
-    (site / "spgkit_cutout" / "__init__.py").write_text(MODULE)
-    info = site / "spgkit_cutout-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: spgkit-cutout\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("[spgkit]\ncutout = spgkit_cutout\n")
-
-# %%
-# Discover it
-# -----------
-#
-# The install folder goes on ``sys.path`` (a ``pip install`` into your environment would need no
-# such step). A :class:`spgkit.plugins.Registry` then asks every plugin found through the
-# ``spgkit`` entry-point group to register its heads and backbones, and remembers which plugin
-# provided each. The test suite switches that discovery off
-# (``SPGKIT_DISABLE_PLUGIN_AUTOLOAD=1``) to control exactly which plugins exist; this tutorial
-# wants it on, whatever the environment says.
-
-sys.path.insert(0, str(site))
-importlib.invalidate_caches()  # let the import system and importlib.metadata see the new folder
+head_file = root / "cutout.py"
+head_file.write_text(MODULE)
 os.environ["SPGKIT_DISABLE_PLUGIN_AUTOLOAD"] = "0"
 
 from spgkit.plugins import Registry  # noqa: E402
 
-registry = Registry()
+registry = Registry(plugins=[head_file])
 for name, entry in sorted(registry.heads.items()):
-    where = f"{entry.obj.__module__}.{entry.obj.__qualname__}"
-    print(f"{name:6} {where:24} from {entry.plugin}")
+    print(f"{name:6} from {entry.plugin.replace(str(root), '<folder>')}")
 
 # %%
-# For plugins installed into the environment, ``spgkit heads`` prints the same list on the command
-# line. A model that names a head nobody registered fails as it is built, with the list of heads
-# that exist and where each comes from.
+# ``spgkit heads -p cutout.py`` prints the same list on the command line. A model that names a head
+# nobody registered fails as it is built, with the list of heads that exist and where each comes
+# from.
 #
 # See what it does
 # ----------------
@@ -240,7 +197,8 @@ plt.show()
 # SPG-B with Cutout. The last arm needs no new code: heads compose, and the model applies every head's
 # transforms and runs every head's forward in an order that respects what each declares it needs.
 # The CAM threshold is chosen on SynthWSOL's ``val`` split and everything is reported on
-# ``test``.
+# ``test``. The study names its head file, so :func:`~spgkit.study.run_study` builds its registry
+# with it.
 
 from spgkit import Arm, Data, Evaluation, Study, Training  # noqa: E402
 from spgkit.study import run_study  # noqa: E402
@@ -270,10 +228,11 @@ study = Study(
     ),
     evaluation=Evaluation(thresholds=50),
     figure_images=4,
+    plugins=(str(head_file),),
 )
 
 start = time.perf_counter()
-results = run_study(study, root / "runs", registry=registry, progress=False)
+results = run_study(study, root / "runs", progress=False)
 print(f"4 arms trained and evaluated in {time.perf_counter() - start:.0f} s\n")
 print(results.results_md.read_text())
 
@@ -299,7 +258,86 @@ plt.show()
 # few points of plain CAM. To compare for real, give the study more images, epochs and seeds, and
 # run it on a GPU with ``spgkit run``; ``studies/methods.py`` compares the shipped methods.
 #
-# To keep ``cutout`` for good, move the two files into a repository of their own and install it
-# with ``pip install -e .``: every study, the ``spgkit`` command and the test fixtures will find it.
+# Keep it: a plugin distribution
+# ------------------------------
+#
+# A file is the quickest way to try a head; a distribution is how a method is kept and shared:
+# installed once, every study, the ``spgkit`` command and the test fixtures find it without ``-p``.
+# It is the same module and one more file: a ``pyproject.toml`` whose entry point in the ``spgkit``
+# group points at the module. That line is the whole of the wiring. The built-in plugins under
+# ``plugins/`` (``spg``, ``acol``, ``has``, ``adl``, ``cutmix``) are laid out the same way.
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "spgkit-cutout"
+version = "0.1.0"
+description = "Cutout (DeVries & Taylor, 2017) as an spgkit head"
+requires-python = ">=3.10"
+dependencies = ["spgkit"]
+
+[project.entry-points.spgkit]
+cutout = "spgkit_cutout"
+
+[tool.setuptools]
+packages = ["spgkit_cutout"]
+"""
+
+# %%
+# Install it
+# ----------
+#
+# We write the two files into the temporary folder, the module as the package ``spgkit_cutout``, and
+# ``pip install`` it. In your own project you
+# would run ``pip install -e path/to/spgkit-cutout`` once and be done; here, so that building the
+# documentation leaves your environment as it found it, pip installs into a throwaway folder
+# (``--target``) that we then put on ``sys.path``. ``--no-build-isolation`` builds with the
+# setuptools already installed and ``--no-index`` keeps pip off the network.
+#
+# Should pip be unable to build here (an environment without setuptools, say), the fallback writes
+# by hand the two things an installer leaves behind that matter to spgkit: the package, and a
+# ``.dist-info`` folder whose ``entry_points.txt`` carries the entry point. The standard library's
+# :mod:`importlib.metadata`, which spgkit uses to find plugins, reads exactly that.
+
+source = root / "spgkit-cutout"
+(source / "spgkit_cutout").mkdir(parents=True)
+(source / "pyproject.toml").write_text(PYPROJECT)
+(source / "spgkit_cutout" / "__init__.py").write_text(MODULE)
+site = root / "site-packages"
+
+pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index"]
+pip += ["--disable-pip-version-check", "--quiet", "--target", str(site), str(source)]
+result = subprocess.run(pip, capture_output=True, text=True)
+if result.returncode == 0:
+    print("installed with pip:", sorted(p.name for p in site.iterdir() if not p.name.startswith("__")))
+else:
+    print("pip could not install here, writing the dist-info by hand:", result.stderr.strip()[-300:])
+    (site / "spgkit_cutout").mkdir(parents=True)
+    (site / "spgkit_cutout" / "__init__.py").write_text(MODULE)
+    info = site / "spgkit_cutout-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: spgkit-cutout\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[spgkit]\ncutout = spgkit_cutout\n")
+
+# %%
+# Discover it
+# -----------
+#
+# The install folder goes on ``sys.path`` (a ``pip install`` into your environment would need no
+# such step). A :class:`spgkit.plugins.Registry` built without any file then finds ``cutout``
+# through the ``spgkit`` entry-point group, beside the built-in methods; so does ``spgkit heads``.
+# (Had we passed ``cutout.py`` as well, the two would clash: a name registered twice fails, naming
+# both the distribution and the file.)
+
+sys.path.insert(0, str(site))
+importlib.invalidate_caches()  # let the import system and importlib.metadata see the new folder
+
+registry = Registry()
+for name, entry in sorted(registry.heads.items()):
+    where = f"{entry.obj.__module__}.{entry.obj.__qualname__}"
+    print(f"{name:6} {where:24} from {entry.plugin}")
 
 workdir.cleanup()

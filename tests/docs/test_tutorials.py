@@ -36,7 +36,7 @@ EXPECTED = {
     },
     "plot_custom_head.py": {
         "figures": 2,
-        "text": ["spgkit_cutout.Cutout", "from cutout (spgkit-cutout)", "from spg (spgkit-spg)", "# cutout_ablation"],
+        "text": ["cutout from file <folder>/cutout.py", "spgkit_cutout.Cutout", "from cutout (spgkit-cutout)", "from spg (spgkit-spg)", "# cutout_ablation"],
         "rows": ["cam", "cutout", "spg_b", "spg_b+cutout"],
     },
     "plot_own_data.py": {
