@@ -24,7 +24,7 @@ from tqdm import tqdm
 from spgkit.config import Arm, LocalData, Study, arm_training
 from spgkit.data import collate, eval_transform, resolve_local, train_transform
 from spgkit.distributed import Dist
-from spgkit.evaluate import evaluate, to_device
+from spgkit.evaluate import evaluate, figure_arrays, to_device
 from spgkit.guidance import class_maps, minmax_normalize, upsample
 from spgkit.model import WSOLModel, build_model
 from spgkit.plugins import Registry
@@ -415,11 +415,13 @@ def checkpoint(s: Session, epoch: int) -> None:
 def select_and_test(s: Session, select: dict[str, float] | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Choose the CAM threshold on the selection split (never on test) and score the test split at
     it: the metrics, and what each test image scored (:func:`~spgkit.evaluate.evaluate`'s
-    ``images``). ``select`` is the last epoch's validation of the final model, when there was one."""
+    ``images``, with what figures draw under ``figures``: its ``map`` and :func:`~spgkit.evaluate.figure_arrays`).
+    ``select`` is the last epoch's validation of the final model, when there was one."""
     if select is None:
         select = s.evaluate(s.select_ds, "select")
     chosen = select["maxboxacc_threshold"]
     test, images = s.evaluate(s.test_ds, "test", cam_threshold=chosen, per_image=True)
+    images["figures"] = {"map": images.pop("map"), **figure_arrays(s.model, s.test_ds, s.study.figure_images, s.device)}
     metrics = {
         "study": s.study.name, "arm": s.arm.name, "seed": s.seed, "protocol": s.study.evaluation.protocol,
         "cam_threshold": chosen, "select_maxboxaccv2": select["maxboxaccv2"],
