@@ -383,6 +383,11 @@ def reading(
     return "\nReading (generated from the numbers above):\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
 
 
+#: Top-1 Acc points (arm - baseline) below which an arm counts as having lost its classification:
+#: its map then follows no class, and the part reading names it apart instead of ranking it.
+LOST_CLASSIFICATION = -20
+
+
 def _part_reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], base: dict[str, Any]) -> list[str]:
     """The reading's lines on data with part annotations (see :func:`reading`)."""
     baseline = base["arm"]
@@ -395,7 +400,7 @@ def _part_reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]],
     ]
     # An arm that lost its classification has a map that no longer follows a class: whatever of
     # the object it covers (all of it, when the map is near flat) is said apart, not ranked.
-    lost = [d for d in differences if d.get("top1_acc", 0) < -20]
+    lost = [d for d in differences if d.get("top1_acc", 0) < LOST_CLASSIFICATION]
     ranked = sorted((d for d in differences if "object_covered" in d and d not in lost), key=lambda d: -d["object_covered"])
     if ranked and ranked[0]["object_covered"] <= 0:
         lines.append(f"No arm covers more of the object than {baseline}.")
