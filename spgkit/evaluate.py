@@ -21,16 +21,39 @@ def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Te
 
 
 @torch.no_grad()
-def predict_maps(model: WSOLModel, images: torch.Tensor, classes: torch.Tensor | None = None, protocol: str = "benchmark"):
-    """Logits and (N, H, W) localization maps in [0, 1] at image resolution for ``classes`` (top-1
-    if None), made as the evaluation ``protocol`` defines (:func:`~spgkit.localization.score_maps`):
-    a tensor, on the CPU in the benchmark protocol, on the model's device in the float one.
-    Heads that erase (ACoL) erase the region of ``classes``, as the WSOL benchmark does."""
+def feature_maps(model: WSOLModel, images: torch.Tensor, classes: torch.Tensor | None = None):
+    """The model's output and its (N, h, w) float localization maps at feature resolution for
+    ``classes`` (top-1 if None), before the evaluation resizes and normalises them. Heads that
+    erase (ACoL) erase the region of ``classes``, as the WSOL benchmark does."""
     out = model(images, classes=classes)
     if classes is None:
         classes = out.logits.argmax(1)
-    maps = score_maps(model.localization_maps(out, classes).float(), tuple(images.shape[-2:]), protocol)
-    return out, maps
+    return out, model.localization_maps(out, classes).float()
+
+
+def predict_maps(model: WSOLModel, images: torch.Tensor, classes: torch.Tensor | None = None, protocol: str = "benchmark"):
+    """Logits and (N, H, W) localization maps in [0, 1] at image resolution for ``classes`` (top-1
+    if None), made as the evaluation ``protocol`` defines (:func:`~spgkit.localization.score_maps`):
+    a tensor, on the CPU in the benchmark protocol, on the model's device in the float one."""
+    out, maps = feature_maps(model, images, classes)
+    return out, score_maps(maps, tuple(images.shape[-2:]), protocol)
+
+
+@torch.no_grad()
+def figure_arrays(model: WSOLModel, dataset: Dataset, count: int, device: torch.device) -> dict[str, np.ndarray]:
+    """What figures draw of the first ``count`` images of ``dataset`` beside their maps: the
+    model's ``mean`` and ``std`` (to show the images), and what its heads offer figures
+    (:attr:`~spgkit.heads.HeadOutput.visuals`), given the labels so that heads build their
+    guidance, in eval mode: ``visual/<head>: <name>`` (``visual/<name>`` where the model has one
+    head), each (count, h, w) as the head made it."""
+    batch = collate([dataset[i] for i in range(min(count, len(dataset)))])
+    out = model.eval()(*to_device(batch, device))
+    visuals = {
+        f"visual/{name}: {key}" if len(out.heads) > 1 else f"visual/{key}": value.cpu().numpy()
+        for name, head in out.heads.items()
+        for key, value in head.visuals.items()
+    }
+    return {"mean": np.array(model.backbone.mean), "std": np.array(model.backbone.std), **visuals}
 
 
 class PartScores:
@@ -188,23 +211,31 @@ def evaluate(
     ``on_part``, ``object_covered``): what is reported without a threshold chosen on held-out data
     is threshold-free (MaxBoxAcc, MaxBoxAccV2, PxAP); ``per_image`` needs a threshold.
 
-    ``images`` holds, per image of ``dataset`` in its order (gathered from every rank under
-    DDP), the arrays of :meth:`Scores.images`, and the grid they were scored on: ``thresholds``,
-    ``iou_thresholds`` and ``cam_threshold``.
-    """
+    ``images`` holds, per image of ``dataset`` in order (gathered from every rank under DDP), the
+    arrays of :meth:`Scores.images` and ``map`` (N, h, w), the float32 maps of
+    :func:`feature_maps`, and the grid: ``thresholds``, ``iou_thresholds``, ``cam_threshold``."""
     dist_info = dist_info or Dist()
     model.eval()
     shard = Subset(dataset, range(dist_info.rank, len(dataset), dist_info.world)) if dist_info.world > 1 else dataset
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
     scores = Scores(thresholds, cam_threshold, protocol, per_image)
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        images, labels = to_device(batch, device)
-        out, maps = predict_maps(model, images, labels, protocol)
-        scores.update(batch, maps, out.logits)
+    maps = _score_batches(model, tqdm(loader, desc=desc, disable=not progress, leave=False), device, scores, protocol, keep=per_image)
     metrics = scores.compute(dist_info)
     if not per_image:
         return metrics
-    seen = unshard(dist_info.gather(scores.images()))
+    seen = unshard(dist_info.gather(scores.images() | {"map": np.concatenate(maps)}))
     ev = scores.objects
-    grid = {"thresholds": ev.thresholds, "iou_thresholds": np.array(ev.iou_thresholds), "cam_threshold": np.float64(ev.cam_threshold)}
-    return metrics, seen | grid
+    return metrics, seen | {"thresholds": ev.thresholds, "iou_thresholds": np.array(ev.iou_thresholds), "cam_threshold": np.float64(ev.cam_threshold)}
+
+
+def _score_batches(model: WSOLModel, batches, device: torch.device, scores: Scores, protocol: str, keep: bool) -> list[np.ndarray]:
+    """Add to ``scores`` the maps of the ground-truth classes, batch by batch; with ``keep``, the
+    maps at feature resolution of each batch (float32, on the CPU)."""
+    kept = []
+    for batch in batches:
+        images, labels = to_device(batch, device)
+        out, maps = feature_maps(model, images, labels)
+        scores.update(batch, score_maps(maps, tuple(images.shape[-2:]), protocol), out.logits)
+        if keep:
+            kept.append(maps.cpu().numpy())
+    return kept

@@ -1,4 +1,4 @@
-"""Figures of a study, from its checkpoints and per-image records: overlays of the arms' maps and
+"""Figures of a study, from what its runs recorded when they were scored: overlays of the arms' maps and
 boxes, what each head shows (SPG's maps and seed masks, ACoL's erased region), map snapshots over
 training, training curves, box accuracy against the CAM threshold, and the images on which an arm
 and the baseline disagree most. Written by :func:`write_figures`; the numbers are in
@@ -20,13 +20,12 @@ import torch  # noqa: E402
 
 from spgkit.config import Study  # noqa: E402
 from spgkit.data import collate, eval_transform  # noqa: E402
-from spgkit.evaluate import predict_maps  # noqa: E402
 from spgkit.guidance import IGNORE  # noqa: E402
 from spgkit.io import atomic_write_bytes  # noqa: E402
-from spgkit.localization import largest_region_box  # noqa: E402
+from spgkit.localization import largest_region_box, score_maps  # noqa: E402
 from spgkit.plugins import Registry  # noqa: E402
 from spgkit.report import Collected, box_accuracy, box_hits  # noqa: E402
-from spgkit.runs import StudyFolder, load_model  # noqa: E402
+from spgkit.runs import RunFolder, StudyFolder, record_hash  # noqa: E402
 from spgkit.splits import open_test  # noqa: E402
 
 
@@ -217,21 +216,24 @@ def disagreements(arm: dict[str, np.ndarray], baseline: dict[str, np.ndarray], m
     return order[gap[order] > 0]
 
 
-def _maps(model, batch: dict, protocol: str) -> np.ndarray:
-    _, maps = predict_maps(model, batch["images"], batch["labels"], protocol)
-    return maps.cpu().numpy()
+def _maps(recorded: np.ndarray, size: tuple[int, int], protocol: str) -> np.ndarray:
+    """Recorded maps at feature resolution, resized and normalised as scoring did
+    (:func:`~spgkit.localization.score_maps`)."""
+    return score_maps(torch.from_numpy(recorded), size, protocol).cpu().numpy()
 
 
-def disagreement_figure(models: dict, records: dict[str, dict[str, np.ndarray]], picks: np.ndarray, test, mean, std, path: Path, protocol: str) -> None:
+def disagreement_figure(drawn: dict[str, np.ndarray], records: dict[str, dict[str, np.ndarray]], picks: np.ndarray, test, mean, std, path: Path, protocol: str) -> None:
     """The images of ``test`` at positions ``picks`` (rows) for two arms (columns, the baseline
-    first): each arm's map from its model in ``models``, and its chosen box from its per-image
-    record in ``records``, captioned with that box's IoU."""
+    first): each arm's map from its recorded maps in ``drawn`` (every test image's, at feature
+    resolution), and its chosen box from its per-image record in ``records``, captioned with that
+    box's IoU."""
     batch = collate([test[int(i)] for i in picks])
     for name, record in records.items():
         if batch["image_ids"] != record["image_id"][picks].tolist():
             raise ValueError(f"{name}'s per-image record does not list the test set's images: was the dataset changed since the run?")
+    size = tuple(batch["images"].shape[-2:])
     panels = {
-        name: {"maps": _maps(models[name], batch, protocol), "boxes": record["cam_box"][picks], "labels": [f"IoU {v:.2f}" for v in record["cam_iou"][picks]]}
+        name: {"maps": _maps(drawn[name][picks], size, protocol), "boxes": record["cam_box"][picks], "labels": [f"IoU {v:.2f}" for v in record["cam_iou"][picks]]}
         for name, record in records.items()
     }
     overlay_figure(panels, batch, mean, std, path, protocol)
@@ -280,68 +282,69 @@ def _trials_panel(ax, p, end: int | None, trials: list, chosen: Any, floor: floa
 
 
 def write_figures(study: Study, folder: StudyFolder, collected: Collected, registry: Registry | None = None) -> list[Path]:
-    """Overlays (arms side by side), what each arm's heads offer figures (SPG's maps and seed
-    masks, ACoL's erased region) and training curves, from the first seed's checkpoints, into the
-    study's ``figures/``; from the runs' per-image records (where they have them), box accuracy
-    against the CAM threshold over every seed (:func:`threshold_figure`) and, per arm, the first
-    seed's test images on which its chosen box and the baseline's differ most
-    (``disagree_<arm>.png``, captioned with each box's IoU). Only the runs ``collected``
+    """Into the study's ``figures/``, from what the first seed's runs recorded when scored
+    (``figures.npz``; a run without one, from before spgkit kept it, is scored again by the next
+    ``spgkit run``, and drawn in none of these): overlays (arms side by side), what each arm's
+    heads offer figures (SPG's maps and seed masks, ACoL's erased region) and, from the runs'
+    per-image records (where they have them), per arm the test images on which its chosen box
+    and the baseline's differ most (``disagree_<arm>.png``, captioned with each box's IoU). Then
+    map snapshots over training, training curves and box accuracy against the CAM threshold
+    over every seed (:func:`threshold_figure`). Only the runs ``collected``
     (:func:`~spgkit.report.collect`) are drawn. Returns the files written."""
-    registry = registry if registry is not None else Registry(plugins=study.plugins)
-    protocol = study.evaluation.protocol
     seed = study.seeds[0]
-    written: list[Path] = []
-    panels: dict[str, dict[str, Any]] = {}
-    logs: dict[str, list[dict[str, str]]] = {}
-    batch = mean = std = test = None
-    images = collected.images
-    first = {arm: by_seed[seed] for arm, by_seed in images.items() if seed in by_seed}
-    baseline = study.arms[0].name
-    picks = {}
-    for arm, record in first.items():
-        shown = disagreements(record, first[baseline], study.figure_images) if arm != baseline and baseline in first else ()
-        if len(shown):
-            picks[arm] = shown
-    for arm in study.arms:
-        run = folder.run(arm.name, seed)
-        metrics = next((m for m in collected.metrics.get(arm.name, []) if m["seed"] == seed), None)
-        if metrics is None:
-            continue
-        logs[arm.name] = run.read_log()
-        if "diverged" in metrics:
-            continue
-        model, config = load_model(run.checkpoint, registry)
-        if batch is None:
-            mean, std = config["mean"], config["std"]
-            transform = eval_transform(config["image_size"], mean, std, config["resize"])
-            test = open_test(study, transform, registry)  # the images the runs were scored on
-            batch = collate([test[i] for i in range(min(study.figure_images, len(test)))])
-        panels[arm.name] = {"maps": _maps(model, batch, protocol), "threshold": metrics["cam_threshold"]}
-        if arm.name == baseline:
-            baseline_model = model
-        if arm.name in picks:
-            path = folder.figures / f"disagree_{arm.name}.png"
-            models = {baseline: baseline_model, arm.name: model}
-            disagreement_figure(models, {name: first[name] for name in models}, picks[arm.name], test, mean, std, path, protocol)
-            written.append(path)
-        with torch.no_grad():  # with labels, heads build their guidance (eval mode: no dropout)
-            out = model(batch["images"], batch["labels"])
-        if run.snapshots.exists():
-            path = folder.figures / f"evolution_{arm.name}.png"
-            evolution_figure(run.read_snapshots(), mean, std, path)
-            written.append(path)
-        visuals = {f"{name}: {key}" if len(out.heads) > 1 else key: v for name, head in out.heads.items() for key, v in head.visuals.items()}
-        if visuals:
-            path = folder.figures / f"heads_{arm.name}.png"
-            visuals_figure(visuals, batch, mean, std, path)
-            written.append(path)
-    if panels:
-        overlay_figure(panels, batch, mean, std, folder.figures / "overlays.png", protocol)
-        written.append(folder.figures / "overlays.png")
+    finished = {arm.name: m for arm in study.arms for m in collected.metrics.get(arm.name, []) if m["seed"] == seed}
+    runs = {arm: folder.run(arm, seed) for arm in finished}
+    drawn = {arm: data for arm, data in ((arm, _recorded(runs[arm], m)) for arm, m in finished.items()) if data is not None}
+    written = _map_figures(study, folder, collected, drawn, registry if registry is not None else Registry(plugins=study.plugins)) if drawn else []
+    for arm, data in drawn.items():
+        if runs[arm].snapshots.exists():
+            evolution_figure(runs[arm].read_snapshots(), *_mean_std(data), folder.figures / f"evolution_{arm}.png")
+            written.append(folder.figures / f"evolution_{arm}.png")
+    logs = {arm: run.read_log() for arm, run in runs.items()}
     if any(logs.values()):
         curves_figure(logs, folder.figures / "curves.png")
         written.append(folder.figures / "curves.png")
-    if images:
-        threshold_figure(images, folder.figures / "threshold.png")
+    if collected.images:
+        threshold_figure(collected.images, folder.figures / "threshold.png")
         written.append(folder.figures / "threshold.png")
     return written
+
+
+def _recorded(run: RunFolder, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``run`` recorded for figures when it was scored, None where it has nothing of this
+    scoring (diverged, or scored before spgkit kept ``figures.npz``)."""
+    if "diverged" in metrics or not run.figure_data.exists():
+        return None
+    data = run.read_figure_data()
+    return data if data["record"] == record_hash(metrics["record"]) else None
+
+
+def _mean_std(data: dict[str, Any]) -> tuple[list[float], list[float]]:
+    return data["mean"].tolist(), data["std"].tolist()
+
+
+def _map_figures(study: Study, folder: StudyFolder, collected: Collected, drawn: dict[str, dict[str, Any]], registry: Registry) -> list[Path]:
+    """The overlays, each arm's heads and its disagreements with the baseline, from the maps and
+    visuals recorded in ``drawn`` (by arm), over the test images the runs were scored on."""
+    protocol, seed, baseline = study.evaluation.protocol, study.seeds[0], study.arms[0].name
+    mean, std = _mean_std(next(iter(drawn.values())))
+    test = open_test(study, eval_transform(study.data.image_size, mean, std, study.data.resize), registry)
+    batch = collate([test[i] for i in range(min(study.figure_images, len(test)))])
+    size, n = tuple(batch["images"].shape[-2:]), len(batch["labels"])
+    first = {arm: by_seed[seed] for arm, by_seed in collected.images.items() if seed in by_seed}
+    written, panels = [], {}
+    for arm, data in drawn.items():
+        threshold = next(m["cam_threshold"] for m in collected.metrics[arm] if m["seed"] == seed)
+        panels[arm] = {"maps": _maps(data["map"][:n], size, protocol), "threshold": threshold}
+        compared = arm != baseline and baseline in drawn and {arm, baseline} <= first.keys()
+        picks = disagreements(first[arm], first[baseline], study.figure_images) if compared else ()
+        if len(picks):
+            path = folder.figures / f"disagree_{arm}.png"
+            disagreement_figure({k: drawn[k]["map"] for k in (baseline, arm)}, {k: first[k] for k in (baseline, arm)}, picks, test, mean, std, path, protocol)
+            written.append(path)
+        visuals = {key.removeprefix("visual/"): torch.from_numpy(v) for key, v in data.items() if key.startswith("visual/")}
+        if visuals:
+            visuals_figure(visuals, batch, mean, std, folder.figures / f"heads_{arm}.png")
+            written.append(folder.figures / f"heads_{arm}.png")
+    overlay_figure(panels, batch, mean, std, folder.figures / "overlays.png", protocol)
+    return written + [folder.figures / "overlays.png"]

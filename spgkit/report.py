@@ -275,16 +275,7 @@ def write_tables(study: Study, folder: StudyFolder, collected: Collected, center
     rows = summarize(runs)
     _write_csv(folder.results_csv, rows, ["diverged", "protocol"] + [k for key in COLUMNS for k in (key, f"{key}_std")])
     many = any(row["seeds"] > 1 for row in rows)
-    spread = "Mean ± sample std over seeds" if many else "One seed per arm, so no spread: a single run proves nothing"
-    protocols = sorted({m["protocol"] for metrics in runs.values() for m in metrics})
-    described = "; ".join(f"`{p}` protocol: {PROTOCOLS[p]}" for p in protocols)
-    text = f"# {study.name}\n\n{preface}"
-    if study.data.select_on_test:
-        text += (
-            f"**The CAM threshold was chosen on the test split ({study.data.test_split})** (`data.select_on_test`): "
-            "every number at a chosen threshold is optimistic.\n\n"
-        )
-    text += f"{spread}; localization on the test split ({study.data.test_split}) in the {described}.\n\n"
+    text = _heading(study, runs, many, preface)
     shown = rows + ([{"arm": f"*{CENTER}*", "seeds": "-", **{k: center[k] for k in COLUMNS if k in center}}] if center else [])
     text += markdown_table(shown)
     if center:
@@ -298,23 +289,43 @@ def write_tables(study: Study, folder: StudyFolder, collected: Collected, center
     baseline = study.arms[0].name
     differences = paired_differences(runs, baseline, collected.images)
     if differences:
-        intervals = [f"{key}_ci_{end}" for key in BOOTSTRAPPED for end in ("low", "high")]
-        _write_csv(folder.differences_csv, differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")] + intervals)
-        paired = "mean ± sample std of" if many else "the value of"
-        text += (
-            f"\nDifference from {baseline}, paired by seed: {paired} (arm - {baseline}) over "
-            f"the seeds both finished, and in brackets the seeds on which the arm is ahead."
-        )
-        if any(intervals[0] in d for d in differences):
-            text += (
-                f" The [95% CI] columns: a 95 % percentile interval of the difference by a paired bootstrap "
-                f"({RESAMPLES} resamples, each drawing the test images and the seeds with replacement "
-                "and finding MaxBoxAccV2's best thresholds anew)."
-            )
-        text += "\n\n" + differences_table(differences)
+        text += _write_differences(folder, differences, baseline, many)
     text += reading(rows, differences, baseline, runs, center)
     write_text(folder.results_md, text)
     return text
+
+
+def _heading(study: Study, runs: dict[str, list[dict[str, Any]]], many: bool, preface: str) -> str:
+    """The Markdown above the table: title, ``preface``, and what the numbers are (spread, split,
+    protocol), with a warning where the CAM threshold was chosen on the test split."""
+    spread = "Mean ± sample std over seeds" if many else "One seed per arm, so no spread: a single run proves nothing"
+    protocols = sorted({m["protocol"] for metrics in runs.values() for m in metrics})
+    described = "; ".join(f"`{p}` protocol: {PROTOCOLS[p]}" for p in protocols)
+    text = f"# {study.name}\n\n{preface}"
+    if study.data.select_on_test:
+        text += (
+            f"**The CAM threshold was chosen on the test split ({study.data.test_split})** (`data.select_on_test`): "
+            "every number at a chosen threshold is optimistic.\n\n"
+        )
+    return text + f"{spread}; localization on the test split ({study.data.test_split}) in the {described}.\n\n"
+
+
+def _write_differences(folder: StudyFolder, differences: list[dict[str, Any]], baseline: str, many: bool) -> str:
+    """Write ``differences.csv``; return the Markdown that presents the differences and their table."""
+    intervals = [f"{key}_ci_{end}" for key in BOOTSTRAPPED for end in ("low", "high")]
+    _write_csv(folder.differences_csv, differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")] + intervals)
+    paired = "mean ± sample std of" if many else "the value of"
+    text = (
+        f"\nDifference from {baseline}, paired by seed: {paired} (arm - {baseline}) over "
+        f"the seeds both finished, and in brackets the seeds on which the arm is ahead."
+    )
+    if any(intervals[0] in d for d in differences):
+        text += (
+            f" The [95% CI] columns: a 95 % percentile interval of the difference by a paired bootstrap "
+            f"({RESAMPLES} resamples, each drawing the test images and the seeds with replacement "
+            "and finding MaxBoxAccV2's best thresholds anew)."
+        )
+    return text + "\n\n" + differences_table(differences)
 
 
 def near_chance(metrics: list[dict[str, Any]]) -> bool:
@@ -372,6 +383,11 @@ def reading(
     return "\nReading (generated from the numbers above):\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
 
 
+#: Top-1 Acc points (arm - baseline) below which an arm counts as having lost its classification:
+#: its map then follows no class, and the part reading names it apart instead of ranking it.
+LOST_CLASSIFICATION = -20
+
+
 def _part_reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], base: dict[str, Any]) -> list[str]:
     """The reading's lines on data with part annotations (see :func:`reading`)."""
     baseline = base["arm"]
@@ -384,7 +400,7 @@ def _part_reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]],
     ]
     # An arm that lost its classification has a map that no longer follows a class: whatever of
     # the object it covers (all of it, when the map is near flat) is said apart, not ranked.
-    lost = [d for d in differences if d.get("top1_acc", 0) < -20]
+    lost = [d for d in differences if d.get("top1_acc", 0) < LOST_CLASSIFICATION]
     ranked = sorted((d for d in differences if "object_covered" in d and d not in lost), key=lambda d: -d["object_covered"])
     if ranked and ranked[0]["object_covered"] <= 0:
         lines.append(f"No arm covers more of the object than {baseline}.")

@@ -6,14 +6,15 @@ declaration, the source fingerprints of the plugins it used and the fingerprints
 read (:mod:`spgkit.record`). A run is reused only where that record matches: a re-run whose
 training part differs is refused with the differing fields named (or, when asked, trained again
 from scratch), and one whose evaluation part alone differs is scored again from its checkpoint.
-``metrics.json`` records what its scores were computed with and ``per_image.npz`` a hash of it,
+``metrics.json`` records what its scores were computed with and ``per_image.npz`` and
+``figures.npz`` (what figures draw, so that no model is rebuilt to draw them) a hash of it,
 so a report never takes them for another configuration's, and old scores can stay until new ones
 replace them. Every file is checked when read back (:class:`RunFileError` names it). A lock per
 run keeps two processes out of one folder, and one per study serialises reports. The layout::
 
     <out>/<study>/results.csv, results.md, differences.csv, figures/, .report.lock
     <out>/<study>/<arm>/seed<k>/config.json, checkpoint.pt, log.csv, metrics.json, per_image.npz,
-                               snapshots.pt, .lock
+                               figures.npz, snapshots.pt, .lock
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ FIX = "delete the run's folder, or re-run with --retrain"
 METRICS = ("cam_threshold", "top1_acc", "maxboxaccv2", "test_images")
 #: What ``per_image.npz`` always holds.
 PER_IMAGE = ("image_id", "cam_iou", "largest_iou", "best_iou", "iou_thresholds")
+#: What ``figures.npz`` always holds (with ``visual/<name>`` arrays where the heads offer visuals).
+FIGURE_DATA = ("map", "mean", "std")
 
 
 def _read_json(path: Path) -> Any:
@@ -265,6 +268,7 @@ class RunFolder:
         self.log = self.path / "log.csv"
         self.metrics = self.path / "metrics.json"
         self.per_image = self.path / "per_image.npz"
+        self.figure_data = self.path / "figures.npz"
         self.snapshots = self.path / "snapshots.pt"
         self.action: str | None = None  #: what :func:`~spgkit.train.train_arm` did last: train, evaluate or done
         self.node: str | None = None  #: the Ray node that ran it, under :class:`~spgkit.executors.RayExecutor`
@@ -321,8 +325,9 @@ class RunFolder:
             return "done"  # no final model to score: it stays as recorded
         if "record" not in metrics or mismatch(metrics["record"], scored_with(config)):
             return "evaluate"
-        if not self.per_image.exists() or self.per_image_record() != record_hash(metrics["record"]):
-            return "evaluate"  # from before spgkit saved it, or half of a later scoring
+        for path in (self.per_image, self.figure_data):
+            if not path.exists() or self._arrays(path, ["record"]).get("record", "") != record_hash(metrics["record"]):
+                return "evaluate"  # from before spgkit saved it, or half of a later scoring
         return "done"
 
     def read_config(self) -> dict[str, Any]:
@@ -334,7 +339,7 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove every result of this run (its lock stays)."""
-        for path in (self.config, self.checkpoint, self.log, self.metrics, self.per_image, self.snapshots):
+        for path in (self.config, self.checkpoint, self.log, self.metrics, self.per_image, self.figure_data, self.snapshots):
             path.unlink(missing_ok=True)
 
     def save_checkpoint(self, payload: dict) -> None:
@@ -372,14 +377,19 @@ class RunFolder:
 
     def write_per_image(self, images: dict[str, Any], record: dict[str, Any]) -> None:
         """``per_image.npz``: what each test image scored (:func:`~spgkit.evaluate.evaluate`'s
-        ``images``), and the :func:`record_hash` of what it was scored with. IoUs stay float64,
-        so every ``IoU >= delta`` comparison, and with it every box metric, comes out of the
-        file exactly as in ``metrics.json``."""
-        write_arrays(self.per_image, {**images, "record": np.array(record_hash(record))})
+        ``images``), and the :func:`record_hash` of what it was scored with; first, where
+        ``images`` holds ``figures`` (as :func:`~spgkit.train.select_and_test` gives them),
+        those in ``figures.npz`` with the same hash (:meth:`read_figure_data`). IoUs stay
+        float64, so every ``IoU >= delta`` comparison, and with it every box metric, comes out
+        of the file exactly as in ``metrics.json``."""
+        stamp = {"record": np.array(record_hash(record))}
+        if "figures" in images:
+            write_arrays(self.figure_data, {**images["figures"], **stamp})
+        write_arrays(self.per_image, {**{k: v for k, v in images.items() if k != "figures"}, **stamp})
 
     def read_per_image(self) -> dict[str, Any]:
         """``per_image.npz``, checked: readable, every array the report reads, one row per image."""
-        arrays = self._read_per_image()
+        arrays = self._arrays(self.per_image)
         rows = {k: len(arrays[k]) for k in PER_IMAGE if k != "iou_thresholds"}
         if len(set(rows.values())) != 1:
             raise RunFileError(f"{self.per_image}: its arrays disagree on the number of images ({rows}); {FIX}")
@@ -389,20 +399,29 @@ class RunFolder:
     def per_image_record(self) -> str:
         """The :func:`record_hash` ``per_image.npz`` was written with ('' before spgkit kept one),
         read without decompressing its other arrays (a test set's IoUs can be large)."""
-        return str(self._read_per_image(["record"]).get("record", ""))
+        return str(self._arrays(self.per_image, ["record"]).get("record", ""))
 
-    def _read_per_image(self, keys: list[str] | None = None) -> dict[str, Any]:
-        """The arrays of ``per_image.npz`` (only ``keys``, when given), once it is known to be
-        readable and to hold every array of :data:`PER_IMAGE`."""
+    def read_figure_data(self) -> dict[str, Any]:
+        """``figures.npz``, checked: ``map``, each test image's map at feature resolution, in the
+        order of ``per_image.npz``; ``mean`` and ``std``, the model's; ``visual/<name>``, what the
+        heads offered figures for the first test images (:func:`~spgkit.evaluate.figure_arrays`)."""
+        arrays = self._arrays(self.figure_data)
+        arrays["record"] = str(arrays.get("record", ""))
+        return arrays
+
+    def _arrays(self, path: Path, keys: list[str] | None = None) -> dict[str, Any]:
+        """The arrays of ``per_image.npz`` or ``figures.npz`` (only ``keys``, when given), once
+        the file is known to be readable and to hold every array of :data:`PER_IMAGE` or
+        :data:`FIGURE_DATA`."""
         try:
-            with np.load(self.per_image, allow_pickle=False) as arrays:
+            with np.load(path, allow_pickle=False) as arrays:
                 found = {key: arrays[key] for key in arrays.files if keys is None or key in keys}
                 names = arrays.files
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise RunFileError(f"{self.per_image}: not readable ({type(exc).__name__}: {exc}); {FIX}") from None
-        missing = [k for k in PER_IMAGE if k not in names]
+            raise RunFileError(f"{path}: not readable ({type(exc).__name__}: {exc}); {FIX}") from None
+        missing = [k for k in (PER_IMAGE if path == self.per_image else FIGURE_DATA) if k not in names]
         if missing:
-            raise RunFileError(f"{self.per_image}: lacks {', '.join(missing)}; {FIX}")
+            raise RunFileError(f"{path}: lacks {', '.join(missing)}; {FIX}")
         return found
 
     def write_log(self, history: list[dict[str, float]]) -> None:

@@ -181,27 +181,30 @@ def score(
     ids = image_ids(dataset)
     map_store = ArrayStore(maps)
     map_store.check_keys(ids, what)
-    logit_store = None
-    if logits is not None:
-        logit_store = ArrayStore(logits)
-        logit_store.check_keys(ids, what)
-
-    def logits_of(image_id: str) -> np.ndarray:
-        vector = logit_store.load(image_id, ndim=1)
-        if len(vector) != dataset.num_classes:
-            raise ValueError(f"{logit_store.where(image_id)}: {len(vector)} class scores, but {what} has {dataset.num_classes} classes")
-        return vector
-
     return score_maps_of(
         dataset,
         lambda image_id, size: map_store.load(image_id, ndim=2),
-        logits_of if logit_store is not None else None,
+        None if logits is None else _logits_reader(ArrayStore(logits), ids, dataset.num_classes, what),
         batch_size=batch_size,
         thresholds=thresholds,
         cam_threshold=cam_threshold,
         protocol=protocol,
         progress=progress,
     )
+
+
+def _logits_reader(store: ArrayStore, ids: list[str], classes: int, what: str) -> Callable[[str], np.ndarray]:
+    """The logits of an image id, read from ``store`` once it is known to hold one vector per id
+    of ``ids``; each is checked to hold one score per class of ``what`` when read."""
+    store.check_keys(ids, what)
+
+    def logits_of(image_id: str) -> np.ndarray:
+        vector = store.load(image_id, ndim=1)
+        if len(vector) != classes:
+            raise ValueError(f"{store.where(image_id)}: {len(vector)} class scores, but {what} has {classes} classes")
+        return vector
+
+    return logits_of
 
 
 def score_maps_of(

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from spgkit.config import Arm, Study, arm_training
 from spgkit.data import collate, eval_transform, train_transform
 from spgkit.distributed import Dist, resolve_device
-from spgkit.evaluate import evaluate, to_device
+from spgkit.evaluate import evaluate, figure_arrays, to_device
 from spgkit.guidance import class_maps
 from spgkit.localization.maps import minmax_normalize, upsample
 from spgkit.model import WSOLModel, build_model
@@ -284,11 +284,13 @@ def train_epochs(s: Session) -> dict[str, float] | None:
 def select_and_test(s: Session, select: dict[str, float] | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Choose the CAM threshold on the selection split (never on test) and score the test split at
     it: the metrics, and what each test image scored (:func:`~spgkit.evaluate.evaluate`'s
-    ``images``). ``select`` is the last epoch's validation of the final model, when there was one."""
+    ``images``, with what figures draw under ``figures``: its ``map`` and :func:`~spgkit.evaluate.figure_arrays`).
+    ``select`` is the last epoch's validation of the final model, when there was one."""
     if select is None:
         select = s.evaluate(s.select_ds, "select")
     chosen = select["maxboxacc_threshold"]
     test, images = s.evaluate(s.test_ds, "test", cam_threshold=chosen, per_image=True)
+    images["figures"] = {"map": images.pop("map"), **figure_arrays(s.model, s.test_ds, s.study.figure_images, s.device)}
     metrics = {
         **_identity(s), "cam_threshold": chosen, "select_maxboxaccv2": select["maxboxaccv2"],
         **({"select_pxap": select["pxap"]} if "pxap" in select else {}), **test,

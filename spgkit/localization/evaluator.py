@@ -221,31 +221,32 @@ class LocalizationEvaluator:
         }
         masks, ignore = _check_masks(masks, ignore, (n, height, width))
         if self._use_torch(maps):
-            from spgkit.localization.torch_eval import batched_region_ious
-
-            normalized = minmax_normalize(torch.as_tensor(maps))
-            largest_iou, best_iou = batched_region_ious(normalized, boxes, self._all_thresholds)
-            if masks is not None or self.keep_images:
-                normalized = normalized.cpu().numpy()
-            if masks is not None:
-                self._count_pixels(normalized, masks, ignore)
-            if self.keep_images:
-                # The batched pass gives IoUs only: the box comes from the numpy path's float
-                # regions of the same map, which label alike (tests/localization/test_loc_torch.py).
-                cam = np.array([self.cam_threshold])
-                cam_box = np.stack([_largest_box(*self.protocol.regions(m, cam), 0) for m in normalized])
+            largest_iou, best_iou, cam_box = self._torch_images(maps, boxes, masks, ignore)
         else:
             largest_iou, best_iou, cam_box = self._numpy_images(as_numpy(maps), boxes, masks, ignore)
         self._count_boxes(largest_iou, best_iou, flags)
         if self.keep_images:
-            self._images.append(
-                {
-                    "largest_iou": largest_iou[:, self._report],
-                    "best_iou": best_iou[:, self._report],
-                    "cam_iou": largest_iou[:, self._cam],
-                    "cam_box": cam_box,
-                }
-            )
+            report, cam = self._report, self._cam
+            self._images.append({"largest_iou": largest_iou[:, report], "best_iou": best_iou[:, report], "cam_iou": largest_iou[:, cam], "cam_box": cam_box})
+
+    def _torch_images(self, maps, boxes: list[np.ndarray], masks, ignore) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`_numpy_images` for maps on an accelerator, in one batched pass: the (N, T')
+        IoUs of the largest and the best region's box at every threshold, and with
+        ``keep_images`` the box at the CAM threshold (None without); pixels counted with masks."""
+        from spgkit.localization.torch_eval import batched_region_ious
+
+        normalized = minmax_normalize(torch.as_tensor(maps))
+        largest_iou, best_iou = batched_region_ious(normalized, boxes, self._all_thresholds)
+        if masks is not None or self.keep_images:
+            normalized = normalized.cpu().numpy()
+        if masks is not None:
+            self._count_pixels(normalized, masks, ignore)
+        if not self.keep_images:
+            return largest_iou, best_iou, None
+        # The batched pass gives IoUs only: the box comes from the numpy path's float regions of
+        # the same map, which label alike (tests/localization/test_loc_torch.py).
+        cam = np.array([self.cam_threshold])
+        return largest_iou, best_iou, np.stack([_largest_box(*self.protocol.regions(m, cam), 0) for m in normalized])
 
     def _use_torch(self, maps) -> bool:
         if self.backend == "torch":

@@ -68,17 +68,12 @@ def batched_region_ious(
     """
     device = normalized.device
     n, height, width = normalized.shape
-    hw = height * width
-    t = len(thresholds)
+    hw, t = height * width, len(thresholds)
     bounds = torch.as_tensor(thresholds, dtype=torch.float64, device=device)
     # Level of a pixel = number of thresholds at or below it (float64 comparisons, as numpy's).
     levels = torch.searchsorted(bounds, normalized.double().contiguous(), right=True)
     levels = levels.to(torch.int16 if t < 2**15 else torch.int32)  # gathered per plane below
-    most = max(len(b) for b in gt_boxes)
-    gt = torch.full((n, most, 4), float("nan"), dtype=torch.float64)
-    for i, boxes in enumerate(gt_boxes):
-        gt[i, : len(boxes)] = torch.from_numpy(np.asarray(boxes, dtype=np.float64))
-    gt = gt.to(device)
+    gt = _padded(gt_boxes).to(device)
     largest = torch.zeros(n * t, dtype=torch.float64, device=device)
     best = torch.zeros(n * t, dtype=torch.float64, device=device)
     xs = torch.arange(width, device=device).repeat(height)
@@ -87,29 +82,44 @@ def batched_region_ious(
     for start in range(0, n * t, chunk):
         plane = torch.arange(start, min(start + chunk, n * t), device=device)
         image, level = plane // t, plane % t
-        foreground = levels[image] > level[:, None, None]
-        labels = component_labels(foreground).view(len(plane), hw)
-        # Per-region statistics, indexed by (plane, label); background pixels are left out.
-        where = foreground.view(len(plane), hw).nonzero(as_tuple=True)
-        slot = where[0] * hw + labels[where]
-        size = len(plane) * hw
-        big = torch.iinfo(torch.int64).max
-        x, y = xs[where[1]], ys[where[1]]
-        x0 = torch.full((size,), big, device=device).scatter_reduce_(0, slot, x, "amin")
-        y0 = torch.full((size,), big, device=device).scatter_reduce_(0, slot, y, "amin")
-        x1 = torch.full((size,), -1, device=device).scatter_reduce_(0, slot, x, "amax")
-        y1 = torch.full((size,), -1, device=device).scatter_reduce_(0, slot, y, "amax")
-        count = torch.zeros(size, dtype=torch.int64, device=device).scatter_add_(0, slot, torch.ones_like(slot))
-        region = (count > 0).nonzero(as_tuple=True)[0]  # one slot per region
+        region, count, boxes = _regions(levels[image] > level[:, None, None], xs, ys)
         if len(region) == 0:
             continue
         owner = region // hw  # plane (within the chunk) of each region
-        boxes = torch.stack([x0[region], y0[region], x1[region], y1[region]], dim=1).double()
         iou = _iou(boxes[:, None, :], gt[image[owner]]).amax(dim=1)  # NaN padding boxes score 0
         best.scatter_reduce_(0, plane[owner], iou, "amax")
         # Largest region: most pixels, then the smallest label (first pixel in raster order).
-        key = count[region] * hw + (hw - 1 - region % hw)
+        key = count * hw + (hw - 1 - region % hw)
         top = torch.full((len(plane),), -1, dtype=torch.int64, device=device).scatter_reduce_(0, owner, key, "amax")
         win = key == top[owner]
         largest[plane[owner[win]]] = iou[win]
     return largest.view(n, t).cpu().numpy(), best.view(n, t).cpu().numpy()
+
+
+def _padded(gt_boxes: list[np.ndarray]) -> torch.Tensor:
+    """The images' box lists as one (N, most, 4) float64 tensor, shorter lists padded with NaN."""
+    gt = torch.full((len(gt_boxes), max(len(b) for b in gt_boxes), 4), float("nan"), dtype=torch.float64)
+    for i, boxes in enumerate(gt_boxes):
+        gt[i, : len(boxes)] = torch.from_numpy(np.asarray(boxes, dtype=np.float64))
+    return gt
+
+
+def _regions(foreground: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The connected regions of (P, H, W) bool planes: each one's slot ``plane * H * W + label``
+    (ascending), its pixel count and its float64 box ``x0, y0, x1, y1``; ``xs`` and ``ys`` are
+    the column and row of each pixel in raster order."""
+    planes, height, width = foreground.shape
+    hw, device = height * width, foreground.device
+    labels = component_labels(foreground).view(planes, hw)
+    # Per-region statistics, indexed by (plane, label); background pixels are left out.
+    where = foreground.view(planes, hw).nonzero(as_tuple=True)
+    slot = where[0] * hw + labels[where]
+    size, big = planes * hw, torch.iinfo(torch.int64).max
+    x, y = xs[where[1]], ys[where[1]]
+    x0 = torch.full((size,), big, device=device).scatter_reduce_(0, slot, x, "amin")
+    y0 = torch.full((size,), big, device=device).scatter_reduce_(0, slot, y, "amin")
+    x1 = torch.full((size,), -1, device=device).scatter_reduce_(0, slot, x, "amax")
+    y1 = torch.full((size,), -1, device=device).scatter_reduce_(0, slot, y, "amax")
+    count = torch.zeros(size, dtype=torch.int64, device=device).scatter_add_(0, slot, torch.ones_like(slot))
+    region = (count > 0).nonzero(as_tuple=True)[0]  # one slot per region
+    return region, count[region], torch.stack([x0[region], y0[region], x1[region], y1[region]], dim=1).double()

@@ -179,3 +179,42 @@ def test_pairing_refuses_different_test_sets():
     a, b = _record([[0.9]]), _record([[0.9]], ids=["other"])
     with pytest.raises(ValueError, match="different test sets"):
         paired_intervals([a], [b])
+
+
+def test_figures_are_drawn_from_what_scoring_recorded(tiny_study_file, registry, tmp_path):
+    import torch
+
+    from spgkit.data import collate
+    from spgkit.evaluate import predict_maps
+    from spgkit.localization import score_maps
+    from spgkit.runs import load_model
+
+    study = load_study(tiny_study_file(epochs=1))
+    folder = run_study(study, tmp_path, registry=registry, progress=False)
+    spg = folder.run("spg", 0)
+    data = spg.read_figure_data()
+    # Every test image's map, in test order, is the one the model gives: resized and normalised,
+    # it is bit for bit the map predict_maps scores; visuals are kept for figure_images (3) only.
+    model, config = load_model(spg.checkpoint, registry)
+    test = open_test(study, eval_transform(config["image_size"], config["mean"], config["std"], config["resize"]), registry)
+    batch = collate([test[i] for i in range(len(test))])
+    images = batch["images"]
+    _, expected = predict_maps(model, images, batch["labels"])
+    assert data["map"].shape[0] == len(test) == 12
+    assert torch.equal(score_maps(torch.from_numpy(data["map"]), tuple(images.shape[-2:]), "benchmark"), expected)
+    assert data["mean"].tolist() == config["mean"] and {v.shape[0] for k, v in data.items() if k.startswith("visual/")} == {3}
+    # No model is built to draw: the figures come without a checkpoint.
+    for arm in study.arms:
+        folder.run(arm.name, 0).checkpoint.rename(tmp_path / f"{arm.name}.pt")
+    folder.clear_reports()
+    collected = collect(study, folder, _asked(study, registry))
+    written = {p.name for p in write_figures(study, folder, collected, registry)}
+    assert {"overlays.png", "heads_spg.png", "curves.png", "threshold.png"} <= written
+    # A run scored before spgkit kept figures.npz is scored again from its checkpoint, not retrained.
+    for arm in study.arms:
+        (tmp_path / f"{arm.name}.pt").rename(folder.run(arm.name, 0).checkpoint)
+    kept = spg.metrics.read_bytes(), spg.checkpoint.read_bytes()
+    spg.figure_data.unlink()
+    again = run_study(study, tmp_path, registry=registry, progress=False)
+    assert again.actions == {"evaluate": 1, "done": 1}
+    assert (spg.metrics.read_bytes(), spg.checkpoint.read_bytes()) == kept and spg.read_figure_data()["record"] == data["record"]

@@ -43,10 +43,11 @@ def test_changed_configuration_is_refused_retrained_or_reevaluated(tiny_study_fi
 
 
 def _finish(run, config, **metrics):
-    """Write what a finished run of ``config`` writes: per_image.npz, then metrics.json."""
+    """Write what a finished run of ``config`` writes: figures.npz and per_image.npz, then metrics.json."""
     record = scored_with(config)
     images = {"image_id": np.array(["a", "b"]), "cam_iou": np.array([0.6, 0.1]), "largest_iou": np.zeros((2, 3)),
-              "best_iou": np.zeros((2, 3, 3)), "iou_thresholds": np.array([30.0, 50.0, 70.0])}  # fmt: skip
+              "best_iou": np.zeros((2, 3, 3)), "iou_thresholds": np.array([30.0, 50.0, 70.0]),
+              "figures": {"map": np.zeros((2, 4, 4), np.float32), "mean": np.zeros(3), "std": np.ones(3)}}  # fmt: skip
     run.write_per_image(images, record)
     run.write_metrics({"arm": "cam", "seed": 0, "protocol": "benchmark", "cam_threshold": 0.2, "top1_acc": 100.0,
                        "maxboxaccv2": 0.0, "test_images": 2, "record": record, **metrics})  # fmt: skip
