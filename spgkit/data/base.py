@@ -3,7 +3,10 @@ checks, image decoding, and :class:`RecordDataset`, the base class that turns pa
 :class:`~spgkit.data.Sample` dicts.
 
 Readers parse and validate every annotation eagerly (at construction) into :class:`Record` objects;
-only pixels are decoded lazily, in ``__getitem__``.
+only pixels are decoded lazily, in ``__getitem__``. A reader's ``__init__`` begins with :func:`start`
+(split checked, error policy), reads its tables (:func:`read_table`), builds each record in a
+function that :meth:`Problems.collect` calls per image (:func:`blame` names the line at fault), and
+ends with ``RecordDataset.__init__``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ Box = tuple[float, float, float, float]
 Size = tuple[int, int]
 """(height, width) of an image, in the order of tensor shapes."""
 PathArg = str | os.PathLike
+"""A path argument: a string or a path-like object."""
 Transform = Callable[[Sample], Any] | None
 """A reader's ``transform`` argument: applied to each sample dict."""
 
@@ -89,17 +93,17 @@ class Problems:
         self.report((error.line or at).location, str(error), key)
 
     def collect(
-        self, entries: Iterable[tuple[Any, Line]], build: Callable[[Any, Line], Record | None]
+        self, entries: Iterable[tuple[Any, Line]], build: Callable[[Any], Record | None]
     ) -> list[Record]:
-        """The records ``build(key, line)`` makes of each entry whose key is not rejected yet (None:
-        no record, e.g. another split's image). A :class:`BadLine` rejects the key, reported at its
-        own line or at the entry's ``line``."""
+        """The records ``build(key)`` makes of each ``(key, line)`` entry whose key is not rejected
+        yet (None: no record, e.g. another split's image). A :class:`BadLine` rejects the key,
+        reported at its own line or at the entry's ``line``."""
         records = []
         for key, line in entries:
             if key in self.rejected:  # a line about it was already skipped
                 continue
             try:
-                record = build(key, line)
+                record = build(key)
             except BadLine as error:
                 self.reject(error, line, key)
                 continue

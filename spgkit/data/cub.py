@@ -8,7 +8,6 @@ import numpy as np
 
 from spgkit.data.base import (
     BadLine,
-    Line,
     PathArg,
     Problems,
     Record,
@@ -68,7 +67,7 @@ class CUB(RecordDataset):
             for key in table.keys() - images.keys():
                 problems.report(table[key][0].location, f"image id {key} is not listed in images.txt", key)
 
-        def record(key: str, image_line: Line) -> Record | None:
+        def record(key: str) -> Record | None:
             missing = [name for name, table in tables.items() if key not in table]
             if missing:
                 raise BadLine(f"image id {key} has no line in {', '.join(missing)}")

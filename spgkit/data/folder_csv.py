@@ -92,8 +92,8 @@ class FolderCSV(RecordDataset):
         for line, image, label, box_fields in rows:
             images.setdefault(image, []).append((line, label, box_fields))
 
-        def record(image: str, first_line: Line) -> Record:
-            label = images[image][0][1]
+        def record(image: str) -> Record:
+            first_line, label, _ = images[image][0]
             if label not in label_of:
                 raise BadLine(f"label {label!r} is not one of the {len(class_names)} class names")
             size = read_size(image_root / image)

@@ -98,7 +98,7 @@ class WSOLMetadata(RecordDataset):
         problems = Problems(on_error)
         image_ids, labels, sizes, localization = _read_split(split_dir, problems)
 
-        def record(key: str, image_line: Line) -> Record:
+        def record(key: str) -> Record:
             if key not in labels:
                 raise BadLine(f"{key!r} has no line in class_labels.txt")
             label = _label(labels[key], len(class_names))
@@ -150,6 +150,10 @@ def _class_names(num_classes: int | None, class_names: Sequence[str] | None) -> 
     return class_names
 
 
+Table = dict[str, tuple[Line, list[str]]]
+"""A file :func:`~spgkit.data.base.read_table` read: each image id's line and other fields."""
+
+
 def _label(entry: tuple[Line, list[str]], num_classes: int) -> int:
     """The label a class_labels.txt line gives, checked to be in ``[0, num_classes)``."""
     line, (text,) = entry
@@ -168,9 +172,6 @@ def _size(entry: tuple[Line, list[str]]) -> Size:
         if min(size) <= 0:
             raise BadLine(f"image size {width_text}x{height_text} is not positive")
     return size
-
-
-Table = dict[str, tuple[Line, list[str]]]
 
 
 def _read_split(split_dir: Path, problems: Problems) -> tuple[Table, Table, Table, _Localization | None]:
