@@ -3,7 +3,10 @@ checks, image decoding, and :class:`RecordDataset`, the base class that turns pa
 :class:`~spgkit.data.Sample` dicts.
 
 Readers parse and validate every annotation eagerly (at construction) into :class:`Record` objects;
-only pixels are decoded lazily, in ``__getitem__``.
+only pixels are decoded lazily, in ``__getitem__``. A reader's ``__init__`` begins with :func:`start`
+(split checked, error policy), reads its tables (:func:`read_table`), builds each record in a
+function that :meth:`Problems.collect` calls per image (:func:`blame` names the line at fault), and
+ends with ``RecordDataset.__init__``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,10 @@ from spgkit.data.sample import DataError, Sample, make_sample
 Box = tuple[float, float, float, float]
 Size = tuple[int, int]
 """(height, width) of an image, in the order of tensor shapes."""
+PathArg = str | os.PathLike
+"""A path argument: a string or a path-like object."""
+Transform = Callable[[Sample], Any] | None
+"""A reader's ``transform`` argument: applied to each sample dict."""
 
 NO_BOXES = np.zeros((0, 4), dtype=np.float32)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -84,6 +91,52 @@ class Problems:
     def reject(self, error: BadLine, at: Line, key: Any) -> None:
         """Report ``error`` at its own line, or at ``at`` when it names none, and reject ``key``."""
         self.report((error.line or at).location, str(error), key)
+
+    def collect(
+        self, entries: Iterable[tuple[Any, Line]], build: Callable[[Any], Record | None]
+    ) -> list[Record]:
+        """The records ``build(key)`` makes of each ``(key, line)`` entry whose key is not rejected
+        yet (None: no record, e.g. another split's image). A :class:`BadLine` rejects the key,
+        reported at its own line or at the entry's ``line``."""
+        records = []
+        for key, line in entries:
+            if key in self.rejected:  # a line about it was already skipped
+                continue
+            try:
+                record = build(key)
+            except BadLine as error:
+                self.reject(error, line, key)
+                continue
+            if record is not None:
+                records.append(record)
+        return records
+
+
+@contextlib.contextmanager
+def blame(line: Line) -> Iterator[None]:
+    """Report a :class:`BadLine` raised inside that names no line of its own at ``line``."""
+    try:
+        yield
+    except BadLine as error:
+        error.line = error.line or line
+        raise
+
+
+def check_choice(name: str, value: str, choices: Iterable[str]) -> None:
+    """Raise ``ValueError`` unless the argument ``name`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, not {value!r}")
+
+
+def start(root: PathArg, split: str, splits: Sequence[str], on_error: str) -> tuple[Path, Problems]:
+    """What every split reader begins with: ``split`` checked, ``root`` as a path, the error policy."""
+    check_choice("split", split, splits)
+    return Path(root), Problems(on_error)
+
+
+def label_table(names: Iterable[str]) -> dict[str, int]:
+    """The label of each class name: its index in ``names``."""
+    return {name: index for index, name in enumerate(names)}
 
 
 @dataclass(frozen=True)
@@ -311,18 +364,11 @@ def load_rgb(path: Path) -> np.ndarray:
     ``convert("RGB")`` would clip every value above 255 to white). EXIF orientation is not
     applied, as in the WSOL benchmark (``Image.open(path).convert("RGB")``). Images over
     :data:`MAX_IMAGE_PIXELS` raise :class:`DataError`."""
-    try:
-        with _open_image(path) as image:
-            if not (image.mode.startswith("I") or image.mode == "F"):
-                return np.asarray(image.convert("RGB"))
-            values = np.asarray(image, dtype=np.float64)
-            mode = image.mode
-    except FileNotFoundError:
-        raise DataError(str(path), "image file not found") from None
-    except TooLarge as error:
-        raise DataError(str(path), str(error)) from None
-    except _DECODE_ERRORS as error:
-        raise DataError(str(path), f"cannot decode image ({_decode_reason(error)})") from None
+    with _decoding(path, "image file not found", "cannot decode image"), _open_image(path) as image:
+        if not (image.mode.startswith("I") or image.mode == "F"):
+            return np.asarray(image.convert("RGB"))
+        values = np.asarray(image, dtype=np.float64)
+        mode = image.mode
     if not np.isfinite(values).all():
         raise DataError(str(path), "image has NaN or infinite pixel values")
     peak = values.max(initial=0)
@@ -337,17 +383,24 @@ def load_rgb(path: Path) -> np.ndarray:
 def load_label_map(path: Path) -> np.ndarray:
     """Decode a single-channel annotation image (trimap, mask) to its raw values (H, W).
     Images over :data:`MAX_IMAGE_PIXELS` raise :class:`DataError`."""
+    with _decoding(path, "annotation image not found", "cannot decode annotation image"), _open_image(path) as image:
+        if image.mode not in ("1", "L", "P", "I", "I;16"):
+            image = image.convert("L")
+        return np.asarray(image)
+
+
+@contextlib.contextmanager
+def _decoding(path: Path, missing: str, undecodable: str) -> Iterator[None]:
+    """Turn the failures of decoding ``path`` into :class:`DataError`: ``missing`` when there is no
+    such file, ``undecodable (why)`` when Pillow cannot decode it, or the pixel count over the limit."""
     try:
-        with _open_image(path) as image:
-            if image.mode not in ("1", "L", "P", "I", "I;16"):
-                image = image.convert("L")
-            return np.asarray(image)
+        yield
     except FileNotFoundError:
-        raise DataError(str(path), "annotation image not found") from None
+        raise DataError(str(path), missing) from None
     except TooLarge as error:
         raise DataError(str(path), str(error)) from None
     except _DECODE_ERRORS as error:
-        raise DataError(str(path), f"cannot decode annotation image ({_decode_reason(error)})") from None
+        raise DataError(str(path), f"{undecodable} ({_decode_reason(error)})") from None
 
 
 def list_images(directory: Path) -> list[str]:

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from spgkit.data.base import (
     BadLine,
+    PathArg,
     Problems,
     Record,
     RecordDataset,
+    Transform,
+    blame,
     check_box,
+    label_table,
     parse_box,
     parse_int,
     read_size,
     read_table,
+    start,
 )
-from spgkit.data.sample import Sample
 
 SPLITS = ("train", "test", "all")
 
@@ -49,24 +50,10 @@ class CUB(RecordDataset):
     """
 
     def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str = "train",
-        transform: Callable[[Sample], Any] | None = None,
-        on_error: str = "raise",
+        self, root: PathArg, split: str = "train", transform: Transform = None, on_error: str = "raise"
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-        root = Path(root)
-        problems = Problems(on_error)
-        classes = read_table(root / "classes.txt", 2, problems, what="class id, name")
-        class_ids = {}
-        for key, (line, _) in classes.items():
-            try:
-                class_ids[key] = parse_int(key, "class id")
-            except BadLine as error:
-                problems.report(line.location, str(error))
-        rank = {key: index for index, key in enumerate(sorted(class_ids, key=class_ids.__getitem__))}
+        root, problems = start(root, split, SPLITS, on_error)
+        rank, names = _read_classes(root / "classes.txt", problems)
         images = read_table(root / "images.txt", 2, problems, what="image id, path")
         tables = {
             name: read_table(root / name, count, problems, what=layout)
@@ -80,35 +67,40 @@ class CUB(RecordDataset):
             for key in table.keys() - images.keys():
                 problems.report(table[key][0].location, f"image id {key} is not listed in images.txt", key)
 
-        records = []
-        for key, (image_line, (relative_path,)) in images.items():
-            if key in problems.rejected:  # a line about it was already skipped
-                continue
-            at = image_line  # the line a failure below is reported at
-            try:
-                missing = [name for name, table in tables.items() if key not in table]
-                if missing:
-                    raise BadLine(f"image id {key} has no line in {', '.join(missing)}")
-                at, (flag,) = tables["train_test_split.txt"][key]
-                if flag not in ("0", "1"):
-                    raise BadLine(f"is_training {flag!r} is neither 1 nor 0")
-                if split != "all" and (flag == "1") != (split == "train"):
-                    continue
-                at, (class_id,) = tables["image_class_labels.txt"][key]
-                if class_id not in rank:
-                    raise BadLine(f"class id {class_id} is not in classes.txt")
-                at = image_line
-                path = root / "images" / relative_path
-                size = read_size(path)
-                at, box_fields = tables["bounding_boxes.txt"][key]
+        def record(key: str) -> Record | None:
+            missing = [name for name, table in tables.items() if key not in table]
+            if missing:
+                raise BadLine(f"image id {key} has no line in {', '.join(missing)}")
+            split_line, (flag,) = tables["train_test_split.txt"][key]
+            if flag not in ("0", "1"):
+                raise BadLine(f"is_training {flag!r} is neither 1 nor 0", split_line)
+            if split != "all" and (flag == "1") != (split == "train"):
+                return None
+            label_line, (class_id,) = tables["image_class_labels.txt"][key]
+            if class_id not in rank:
+                raise BadLine(f"class id {class_id} is not in classes.txt", label_line)
+            relative_path = images[key][1][0]
+            size = read_size(root / "images" / relative_path)
+            box_line, box_fields = tables["bounding_boxes.txt"][key]
+            with blame(box_line):
                 x, y, w, h = parse_box(box_fields, names=("x", "y", "w", "h"))
                 box = (x, y, x + w, y + h)
                 check_box(box, size)
-            except BadLine as error:
-                problems.reject(error, at, key)
-                continue
-            records.append(
-                Record(relative_path, path, rank[class_id], np.array([box], dtype=np.float32), size)
-            )
-        names = [classes[key][1][0] for key in rank]
+            boxes = np.array([box], dtype=np.float32)
+            return Record(relative_path, root / "images" / relative_path, rank[class_id], boxes, size)
+
+        records = problems.collect(((key, line) for key, (line, _) in images.items()), record)
         super().__init__(records, names, transform, problems, root)
+
+
+def _read_classes(path: Path, problems: Problems) -> tuple[dict[str, int], list[str]]:
+    """The label of each class id of classes.txt (the ids ranked in ascending order), and the names."""
+    classes = read_table(path, 2, problems, what="class id, name")
+    class_ids = {}
+    for key, (line, _) in classes.items():
+        try:
+            class_ids[key] = parse_int(key, "class id")
+        except BadLine as error:
+            problems.report(line.location, str(error))
+    rank = label_table(sorted(class_ids, key=class_ids.__getitem__))
+    return rank, [classes[key][1][0] for key in rank]

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import csv
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from spgkit.data.base import (
     BadLine,
     Line,
+    PathArg,
     Problems,
     Record,
     RecordDataset,
+    Transform,
+    blame,
     check_box,
+    label_table,
     os_reason,
     parse_box,
     read_lines,
     read_size,
 )
-from spgkit.data.sample import DataError, Sample
+from spgkit.data.sample import DataError
 
 COLUMNS = ("image", "label", "x0", "y0", "x1", "y1")
 
@@ -67,12 +69,12 @@ class FolderCSV(RecordDataset):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: PathArg,
         split: str = "train",
         *,
-        csv_path: str | os.PathLike | None = None,
+        csv_path: PathArg | None = None,
         class_names: Sequence[str] | None = None,
-        transform: Callable[[Sample], Any] | None = None,
+        transform: Transform = None,
         on_error: str = "raise",
     ) -> None:
         image_root = Path(root)
@@ -85,34 +87,28 @@ class FolderCSV(RecordDataset):
             repeated = sorted({name for name in class_names if list(class_names).count(name) > 1})
             if repeated:
                 raise ValueError(f"class_names repeats {repeated}: each class needs its own name")
-        label_of = {name: index for index, name in enumerate(class_names)}
+        label_of = label_table(class_names)
         images: dict[str, list[tuple[Line, str, list[str]]]] = {}
         for line, image, label, box_fields in rows:
             images.setdefault(image, []).append((line, label, box_fields))
-        records = []
-        for image, image_rows in images.items():
-            if image in problems.rejected:  # a row about it was already skipped
-                continue
-            first_line, label, _ = image_rows[0]
-            at = first_line  # the line a failure below is reported at, unless it names its own
-            try:
-                if label not in label_of:
-                    raise BadLine(f"label {label!r} is not one of the {len(class_names)} class names")
-                size = read_size(image_root / image)
-                boxes = []
-                for at, row_label, box_fields in image_rows:  # noqa: B007 (``at`` is read on failure)
+
+        def record(image: str) -> Record:
+            first_line, label, _ = images[image][0]
+            if label not in label_of:
+                raise BadLine(f"label {label!r} is not one of the {len(class_names)} class names")
+            size = read_size(image_root / image)
+            boxes = []
+            for line, row_label, box_fields in images[image]:
+                with blame(line):
                     if row_label != label:
-                        raise BadLine(
-                            f"label {row_label!r} differs from {label!r} on line {first_line.lineno}"
-                        )
+                        raise BadLine(f"label {row_label!r} differs from {label!r} on line {first_line.lineno}")
                     box = parse_box(box_fields)
                     check_box(box, size)
-                    boxes.append(box)
-            except BadLine as error:
-                problems.reject(error, at, image)
-                continue
+                boxes.append(box)
             boxes_array = np.array(boxes, dtype=np.float32)
-            records.append(Record(image, image_root / image, label_of[label], boxes_array, size))
+            return Record(image, image_root / image, label_of[label], boxes_array, size)
+
+        records = problems.collect(((image, rows[0][0]) for image, rows in images.items()), record)
         super().__init__(records, class_names, transform, problems, csv_path)
 
 

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from spgkit.data.base import (
     NO_BOXES,
     BadLine,
-    Problems,
+    PathArg,
     Record,
     RecordDataset,
     Size,
+    Transform,
     check_box,
     inclusive_to_exclusive,
+    label_table,
     list_images,
     os_reason,
     parse_box,
     parse_int,
+    start,
 )
-from spgkit.data.sample import DataError, Sample
+from spgkit.data.sample import DataError
 
 SPLITS = ("train", "val")
 
@@ -53,24 +55,21 @@ class ImageNet(RecordDataset):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: PathArg,
         split: str = "train",
-        transform: Callable[[Sample], Any] | None = None,
+        transform: Transform = None,
         on_error: str = "raise",
-        xml_dir: str | os.PathLike | None = None,
+        xml_dir: PathArg | None = None,
         wnids: Sequence[str] | None = None,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-        root = Path(root)
-        problems = Problems(on_error)
+        root, problems = start(root, split, SPLITS, on_error)
         if wnids is None:
             train_dir = root / "train"
             if not train_dir.is_dir():
                 raise DataError(str(train_dir), "not found; pass wnids= to give the class list")
             wnids = sorted(entry.name for entry in os.scandir(train_dir) if entry.is_dir())
         wnids = sorted(wnids)
-        label_of = {wnid: index for index, wnid in enumerate(wnids)}
+        label_of = label_table(wnids)
         records = []
         if split == "train":
             for wnid in wnids:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from spgkit.data.base import (
     BadLine,
+    PathArg,
     Problems,
     Record,
     RecordDataset,
     Size,
+    Transform,
+    check_choice,
+    label_table,
     list_images,
     load_label_map,
     mask_box,
@@ -22,7 +23,7 @@ from spgkit.data.base import (
     read_size,
     read_table,
 )
-from spgkit.data.sample import DataError, Sample
+from spgkit.data.sample import DataError
 
 SPLITS = ("trainval", "test", "all")
 BORDERS = ("ignore", "object")
@@ -64,52 +65,57 @@ class OxfordPets(RecordDataset):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: PathArg,
         split: str = "trainval",
         border: str = "ignore",
-        transform: Callable[[Sample], Any] | None = None,
+        transform: Transform = None,
         on_error: str = "raise",
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-        if border not in BORDERS:
-            raise ValueError(f"border must be one of {BORDERS}, not {border!r}")
+        check_choice("split", split, SPLITS)
+        check_choice("border", border, BORDERS)
         root = Path(root)
         self.border = border
         problems = Problems(on_error)
         image_dir = root / "images"
         present = {name[: -len(".jpg")] for name in list_images(image_dir) if name.endswith(".jpg")}
         breeds = sorted({_breed(stem) for stem in present}, key=lambda name: (name.lower(), name))
-        label_of = {breed: index for index, breed in enumerate(breeds)}
         if split == "all":
             stems = sorted(present)
         else:
             stems = _read_split(root / "annotations" / f"{split}.txt", present, image_dir, problems)
+        label_of = label_table(breeds)
         records = []
         for stem in stems:
             if stem in problems.rejected:  # a line about it was already skipped
                 continue
-            image_path = image_dir / f"{stem}.jpg"
-            trimap_path = root / "annotations" / "trimaps" / f"{stem}.png"
-            try:
-                mask, _ = self._masks(load_label_map(trimap_path), trimap_path)
-                size = read_size(image_path)
-            except DataError as error:
-                problems.report(error.location, error.reason, stem)
-                continue
-            except BadLine as error:
-                problems.report(str(image_path), str(error), stem)
-                continue
-            box = mask_box(mask)
-            if mask.shape != size:
-                reason = f"trimap is {mask.shape[1]}x{mask.shape[0]} but its image {size[1]}x{size[0]}"
-                problems.report(str(trimap_path), reason, stem)
-            elif box is None:
-                problems.report(str(trimap_path), "no pet pixels (value 1)", stem)
-            else:
-                boxes = np.array([box], dtype=np.float32)
-                records.append(Record(stem, image_path, label_of[_breed(stem)], boxes, size, trimap_path))
+            record = self._record(root, stem, label_of[_breed(stem)], problems)
+            if record is not None:
+                records.append(record)
         super().__init__(records, breeds, transform, problems, root / split)
+
+    def _record(self, root: Path, stem: str, label: int, problems: Problems) -> Record | None:
+        """The record of image ``stem``, or None (reported) when its image or trimap is unusable."""
+        image_path = root / "images" / f"{stem}.jpg"
+        trimap_path = root / "annotations" / "trimaps" / f"{stem}.png"
+        try:
+            mask, _ = self._masks(load_label_map(trimap_path), trimap_path)
+            size = read_size(image_path)
+        except DataError as error:
+            problems.report(error.location, error.reason, stem)
+            return None
+        except BadLine as error:
+            problems.report(str(image_path), str(error), stem)
+            return None
+        box = mask_box(mask)
+        if mask.shape != size:
+            reason = f"trimap is {mask.shape[1]}x{mask.shape[0]} but its image {size[1]}x{size[0]}"
+            problems.report(str(trimap_path), reason, stem)
+        elif box is None:
+            problems.report(str(trimap_path), "no pet pixels (value 1)", stem)
+        else:
+            boxes = np.array([box], dtype=np.float32)
+            return Record(stem, image_path, label, boxes, size, trimap_path)
+        return None
 
     def _masks(self, trimap: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         if trimap.min() < PET or trimap.max() > BORDER:  # cheaper than np.unique on every trimap

@@ -16,7 +16,6 @@ with another class differs only where the two parts differ (:meth:`SynthWSOL.gen
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from spgkit.data.base import mask_box
+from spgkit.data.base import Transform, check_choice, mask_box
 from spgkit.data.sample import Sample, make_sample
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -108,27 +107,9 @@ class SynthWSOL(Dataset):
         colour_cue: bool = False,
         body_cue: float = 0.0,
         seed: int = 0,
-        transform: Callable[[Sample], Any] | None = None,
+        transform: Transform = None,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {tuple(SPLITS)}, not {split!r}")
-        if not 2 <= num_classes <= len(SHAPES):
-            raise ValueError(f"num_classes must be in 2..{len(SHAPES)}, not {num_classes}")
-        if image_size < 32:
-            raise ValueError(f"image_size must be at least 32, not {image_size}")
-        if not 0.0 <= clutter <= 1.0:
-            raise ValueError(f"clutter must be in [0, 1], not {clutter}")
-        if not 0.0 <= body_cue <= 1.0:
-            raise ValueError(f"body_cue must be in [0, 1], not {body_cue}")
-        if num_images < 1:
-            raise ValueError(f"num_images must be positive, not {num_images}")
-        if seed < 0:
-            raise ValueError(f"seed must be non-negative, not {seed}")
-        # The worst-case object (largest body, widest wobble, largest part) must fit in the image.
-        largest_part = part_scale * _BODY_AXES[1] * 1.1
-        reach = _BODY_AXES[1] * (1 + 2 * _WOBBLE) + (_PART_OUTSET + _PART_REACH) * largest_part
-        if part_scale < 0.1 or reach > 0.5 - 1.5 / image_size:
-            raise ValueError(f"part_scale {part_scale} is outside the range where the object fits the image")
+        _check_arguments(split, num_images, image_size, num_classes, part_scale, clutter, body_cue, seed)
         self.split = split
         self.num_images = num_images
         self.image_size = image_size
@@ -148,12 +129,7 @@ class SynthWSOL(Dataset):
         self._value_range = np.array([role[1] for role in roles], dtype=np.float32).T
         centres = np.arange(image_size, dtype=np.float32) + 0.5
         self._ys, self._xs = np.meshgrid(centres, centres, indexing="ij")
-        # Bilinear weights that upsample a 4x4 grid (nodes at 0, 1/3, 2/3, 1 of the side) to the image.
-        grid = centres / image_size * 3
-        lower = np.minimum(grid.astype(int), 2)
-        self._upsample = np.zeros((image_size, 4), dtype=np.float32)
-        self._upsample[np.arange(image_size), lower] = 1 - (grid - lower)
-        self._upsample[np.arange(image_size), lower + 1] = grid - lower
+        self._upsample = _upsample_weights(centres, image_size)
         self._nodes = np.linspace(0, image_size, 4, dtype=np.float32)
         # Pixel noise: each image reads a window of this bank at a random offset (drawing fresh
         # Gaussian noise per image would be the slowest step of generation).
@@ -307,16 +283,20 @@ class SynthWSOL(Dataset):
         brightness = (1 + stripe_depth * np.sin(phase + stripe_phase)) * (1 + 0.15 * u)
         if self.body_cue:
             brightness *= 1 + 0.25 * self.body_cue * self._grating(window, label, stripe_phase)
-        _paint(image[window], inside, body_colour * brightness[..., None], self._outline)
-        body = np.zeros((size, size), dtype=bool)
-        body[window] = inside
+        body = self._fill(image, window, inside, body_colour * brightness[..., None])
 
         window, u, v = self._local(cx + dx, cy + dy, _PART_REACH * part_radius + 2, part_angle)
         inside = _shape(SHAPES[label], u / part_radius, v / part_radius)
-        _paint(image[window], inside, part_colour, self._outline)
-        part = np.zeros((size, size), dtype=bool)
-        part[window] = inside
-        return body, part
+        return body, self._fill(image, window, inside, part_colour)
+
+    def _fill(
+        self, image: np.ndarray, window: tuple[slice, slice], inside: np.ndarray, colour: np.ndarray
+    ) -> np.ndarray:
+        """Paint the pixels ``inside`` of ``window`` (:func:`_paint`) and return them as a full-size mask."""
+        _paint(image[window], inside, colour, self._outline)
+        mask = np.zeros((self.image_size, self.image_size), dtype=bool)
+        mask[window] = inside
+        return mask
 
     def _grating(self, window: tuple[slice, slice], label: int, phase: float) -> np.ndarray:
         """The body cue's pattern in ``window``: a sinusoid of period 7 % of the image side at the
@@ -338,6 +318,48 @@ class SynthWSOL(Dataset):
         dx, dy = self._xs[window] - cx, self._ys[window] - cy
         cos, sin = math.cos(angle), math.sin(angle)
         return window, dx * cos + dy * sin, dy * cos - dx * sin
+
+
+def _check_arguments(
+    split: str,
+    num_images: int,
+    image_size: int,
+    num_classes: int,
+    part_scale: float,
+    clutter: float,
+    body_cue: float,
+    seed: int,
+) -> None:
+    """Raise ``ValueError`` naming the first of :class:`SynthWSOL`'s arguments out of its range."""
+    check_choice("split", split, SPLITS)
+    if not 2 <= num_classes <= len(SHAPES):
+        raise ValueError(f"num_classes must be in 2..{len(SHAPES)}, not {num_classes}")
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32, not {image_size}")
+    if not 0.0 <= clutter <= 1.0:
+        raise ValueError(f"clutter must be in [0, 1], not {clutter}")
+    if not 0.0 <= body_cue <= 1.0:
+        raise ValueError(f"body_cue must be in [0, 1], not {body_cue}")
+    if num_images < 1:
+        raise ValueError(f"num_images must be positive, not {num_images}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, not {seed}")
+    # The worst-case object (largest body, widest wobble, largest part) must fit in the image.
+    largest_part = part_scale * _BODY_AXES[1] * 1.1
+    reach = _BODY_AXES[1] * (1 + 2 * _WOBBLE) + (_PART_OUTSET + _PART_REACH) * largest_part
+    if part_scale < 0.1 or reach > 0.5 - 1.5 / image_size:
+        raise ValueError(f"part_scale {part_scale} is outside the range where the object fits the image")
+
+
+def _upsample_weights(centres: np.ndarray, image_size: int) -> np.ndarray:
+    """Bilinear weights (image_size, 4) that upsample a 4x4 grid (nodes at 0, 1/3, 2/3, 1 of the
+    side) to the pixel ``centres``."""
+    grid = centres / image_size * 3
+    lower = np.minimum(grid.astype(int), 2)
+    weights = np.zeros((image_size, 4), dtype=np.float32)
+    weights[np.arange(image_size), lower] = 1 - (grid - lower)
+    weights[np.arange(image_size), lower + 1] = grid - lower
+    return weights
 
 
 class _Draws:

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from spgkit.data.base import (
     BadLine,
     Line,
+    PathArg,
     Problems,
     Record,
     RecordDataset,
+    Transform,
     check_box,
     inclusive_to_exclusive,
+    label_table,
     list_images,
     parse_box,
     read_lines,
     read_table,
+    start,
 )
-from spgkit.data.sample import Sample
 
 SPLITS = ("train", "val")
 SIZE = (64, 64)
@@ -55,18 +56,11 @@ class TinyImageNet(RecordDataset):
     """
 
     def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str = "train",
-        transform: Callable[[Sample], Any] | None = None,
-        on_error: str = "raise",
+        self, root: PathArg, split: str = "train", transform: Transform = None, on_error: str = "raise"
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-        root = Path(root)
-        problems = Problems(on_error)
+        root, problems = start(root, split, SPLITS, on_error)
         self.wnids = sorted(read_table(root / "wnids.txt", 1, problems, what="wnid"))
-        label_of = {wnid: index for index, wnid in enumerate(self.wnids)}
+        label_of = label_table(self.wnids)
         records: list[Record] = []
         if split == "train":
             for wnid in self.wnids:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,10 +14,13 @@ from spgkit.data.base import (
     NO_BOXES,
     BadLine,
     Line,
+    PathArg,
     Problems,
     Record,
     RecordDataset,
     Size,
+    Transform,
+    blame,
     check_box,
     inclusive_to_exclusive,
     load_label_map,
@@ -29,7 +30,7 @@ from spgkit.data.base import (
     read_lines,
     read_table,
 )
-from spgkit.data.sample import DataError, Sample
+from spgkit.data.sample import DataError
 
 
 class WSOLMetadata(RecordDataset):
@@ -81,79 +82,41 @@ class WSOLMetadata(RecordDataset):
 
     def __init__(
         self,
-        metadata_root: str | os.PathLike,
-        image_root: str | os.PathLike,
+        metadata_root: PathArg,
+        image_root: PathArg,
         split: str = "test",
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
-        mask_root: str | os.PathLike | None = None,
-        transform: Callable[[Sample], Any] | None = None,
+        mask_root: PathArg | None = None,
+        transform: Transform = None,
         on_error: str = "raise",
     ) -> None:
-        if class_names is None:
-            if num_classes is None:
-                raise ValueError("give num_classes or class_names")
-            class_names = [str(index) for index in range(num_classes)]
-        elif num_classes is not None and num_classes != len(class_names):
-            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names")
+        class_names = _class_names(num_classes, class_names)
         split_dir = Path(metadata_root) / split
         image_root = Path(image_root)
         mask_root = Path(mask_root) if mask_root is not None else image_root
         problems = Problems(on_error)
-        image_ids = read_table(split_dir / "image_ids.txt", 1, problems, sep=",", what="image_id")
-        labels = read_table(split_dir / "class_labels.txt", 2, problems, sep=",", what="image_id,label")
-        sizes_path = split_dir / "image_sizes.txt"
-        sizes = (
-            read_table(sizes_path, 3, problems, sep=",", what="image_id,width,height")
-            if sizes_path.exists()
-            else {}
-        )
-        for table in (labels, sizes):
-            for key in table.keys() - image_ids.keys():
-                problems.report(table[key][0].location, f"{key!r} is not in image_ids.txt", key)
-        localization_path = split_dir / "localization.txt"
-        localization = _read_localization(localization_path, problems) if localization_path.exists() else None
-        # None: a split without annotations (no localization.txt, or an empty one)
-        if localization is not None:
-            for key in localization.entries.keys() - image_ids.keys():
-                problems.report(
-                    localization.entries[key][0][0].location, f"{key!r} is not in image_ids.txt", key
-                )
+        image_ids, labels, sizes, localization = _read_split(split_dir, problems)
 
-        records = []
-        for key, (image_line, _) in image_ids.items():
-            if key in problems.rejected:  # a line about it was already skipped
-                continue
-            at = image_line  # the line a failure below is reported at, unless it names its own
-            try:
-                if key not in labels:
-                    raise BadLine(f"{key!r} has no line in class_labels.txt")
-                at, (label_text,) = labels[key]
-                label = parse_int(label_text, "label")
-                if not 0 <= label < len(class_names):
-                    raise BadLine(f"label {label} outside [0, {len(class_names)})")
-                size = None  # not listed in image_sizes.txt: the decoded image's
-                if key in sizes:
-                    at, (width_text, height_text) = sizes[key]
-                    size = (parse_int(height_text, "height"), parse_int(width_text, "width"))
-                    if min(size) <= 0:
-                        raise BadLine(f"image size {width_text}x{height_text} is not positive")
-                boxes, extra = NO_BOXES, None
-                if localization is not None:
-                    at = image_line
-                    entries = localization.entries.get(key)
-                    if not entries:
-                        raise BadLine(f"{key!r} has no line in localization.txt")
-                    if localization.kind == "boxes":
-                        boxes = _boxes(entries, size)
-                        if size is None:  # finished against the decoded size
-                            extra = _UnsizedBoxes([line.location for line, _ in entries])
-                    else:
-                        extra = _mask_files(entries, mask_root)
-            except BadLine as error:
-                problems.reject(error, at, key)
-                continue
-            records.append(Record(key, image_root / key, label, boxes, size, extra))
+        def record(key: str) -> Record:
+            if key not in labels:
+                raise BadLine(f"{key!r} has no line in class_labels.txt")
+            label = _label(labels[key], len(class_names))
+            size = _size(sizes[key]) if key in sizes else None  # None: the decoded image's
+            boxes, extra = NO_BOXES, None
+            if localization is not None:
+                entries = localization.entries.get(key)
+                if not entries:
+                    raise BadLine(f"{key!r} has no line in localization.txt")
+                if localization.kind == "boxes":
+                    boxes = _boxes(entries, size)
+                    if size is None:  # finished against the decoded size
+                        extra = _UnsizedBoxes([line.location for line, _ in entries])
+                else:
+                    extra = _mask_files(entries, mask_root)
+            return Record(key, image_root / key, label, boxes, size, extra)
+
+        records = problems.collect(((key, line) for key, (line, _) in image_ids.items()), record)
         super().__init__(records, class_names, transform, problems, split_dir)
 
     def _annotate(
@@ -174,6 +137,63 @@ class WSOLMetadata(RecordDataset):
         mask = np.logical_or.reduce(instances)
         ignore = None if ignore_path is None else _load_mask(ignore_path, size) & ~mask
         return np.array(boxes, dtype=np.float32), mask, ignore
+
+
+def _class_names(num_classes: int | None, class_names: Sequence[str] | None) -> Sequence[str]:
+    """The class names: those given, else ``"0"``, ``"1"``, ... for ``num_classes``, checked to agree."""
+    if class_names is None:
+        if num_classes is None:
+            raise ValueError("give num_classes or class_names")
+        return [str(index) for index in range(num_classes)]
+    if num_classes is not None and num_classes != len(class_names):
+        raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names")
+    return class_names
+
+
+Table = dict[str, tuple[Line, list[str]]]
+"""A file :func:`~spgkit.data.base.read_table` read: each image id's line and other fields."""
+
+
+def _label(entry: tuple[Line, list[str]], num_classes: int) -> int:
+    """The label a class_labels.txt line gives, checked to be in ``[0, num_classes)``."""
+    line, (text,) = entry
+    with blame(line):
+        label = parse_int(text, "label")
+        if not 0 <= label < num_classes:
+            raise BadLine(f"label {label} outside [0, {num_classes})")
+    return label
+
+
+def _size(entry: tuple[Line, list[str]]) -> Size:
+    """The (height, width) an image_sizes.txt line gives, checked to be positive."""
+    line, (width_text, height_text) = entry
+    with blame(line):
+        size = (parse_int(height_text, "height"), parse_int(width_text, "width"))
+        if min(size) <= 0:
+            raise BadLine(f"image size {width_text}x{height_text} is not positive")
+    return size
+
+
+def _read_split(split_dir: Path, problems: Problems) -> tuple[Table, Table, Table, _Localization | None]:
+    """The image ids, labels, sizes (empty without image_sizes.txt) and localization (None: a split
+    without annotations) of a split; lines about an image not in image_ids.txt are reported."""
+    image_ids = read_table(split_dir / "image_ids.txt", 1, problems, sep=",", what="image_id")
+    labels = read_table(split_dir / "class_labels.txt", 2, problems, sep=",", what="image_id,label")
+    sizes_path = split_dir / "image_sizes.txt"
+    sizes = (
+        read_table(sizes_path, 3, problems, sep=",", what="image_id,width,height")
+        if sizes_path.exists()
+        else {}
+    )
+    for table in (labels, sizes):
+        for key in table.keys() - image_ids.keys():
+            problems.report(table[key][0].location, f"{key!r} is not in image_ids.txt", key)
+    localization_path = split_dir / "localization.txt"
+    localization = _read_localization(localization_path, problems) if localization_path.exists() else None
+    if localization is not None:
+        for key in localization.entries.keys() - image_ids.keys():
+            problems.report(localization.entries[key][0][0].location, f"{key!r} is not in image_ids.txt", key)
+    return image_ids, labels, sizes, localization
 
 
 Entries = list[tuple[Line, list[str]]]
