@@ -124,19 +124,8 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser, protocol_help: str) 
     _add_plugin_argument(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from spgkit.config import PROTOCOLS
-
-    protocol_help = "evaluation protocol (default: benchmark): " + "; ".join(f"'{k}' = {v}" for k, v in PROTOCOLS.items())
-    parser = _Parser(
-        prog="spgkit",
-        description="Weakly-supervised object localization studies: SPG, ACoL and CAM as pluggable heads.",
-        epilog=EPILOG,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = sub.add_parser("run", help="check a study, train every arm and seed, then write its table and figures", epilog=EPILOG)
-    _add_study_arguments(run, "run only these arms (the report still covers every finished run of the study)")
+def _add_tune(sub) -> None:
+    """``spgkit tune``: the study's flags, the number of trials and the store."""
     tune = sub.add_parser(
         "tune",
         help="search each arm's hyperparameters on the selection split, then train and report the best with every seed",
@@ -153,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--storage", help="where Optuna stores the trials: a journal file, or an Optuna storage URL "
                       "(sqlite:///file.db, postgresql://...) that many machines share (default: OUT/<study>-search/trials.journal)")  # fmt: skip
 
-    for kind, what in (("heads", "guidance heads"), ("backbones", "backbones"), ("datasets", "dataset readers")):
-        _add_plugin_argument(sub.add_parser(kind, help=f"list registered {what} and the distribution (or file) providing each"))
 
+def _add_evaluate(sub, protocol_help: str) -> None:
+    """``spgkit evaluate``: a checkpoint scored on a dataset split."""
     ev = sub.add_parser(
         "evaluate",
         help="classification and localization metrics of a checkpoint",
@@ -175,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "with its study's cap gives the run's numbers")  # fmt: skip
     ev.add_argument("--device", default="auto")
 
+
+def _add_score(sub, protocol_help: str) -> None:
+    """``spgkit score``: maps made by any code, scored as ``evaluate`` scores."""
     sc = sub.add_parser(
         "score",
         help="the metrics of `evaluate` for localization maps made by any code, read from .npy/.npz files",
@@ -197,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scoring_arguments(sc, protocol_help)
     sc.add_argument("--cam-threshold", type=float, help=CAM_THRESHOLD_HELP + " (default: none, Loc left out)")
 
+
+def _add_localize(sub, protocol_help: str) -> None:
+    """``spgkit localize``: maps and boxes drawn for image files."""
+    from spgkit.config import PROTOCOLS
+
     loc = sub.add_parser(
         "localize",
         help="draw maps and boxes for images with a checkpoint",
@@ -213,6 +210,27 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--protocol", choices=sorted(PROTOCOLS), default="benchmark", help="how the map is resized and the box found; " + protocol_help)
     loc.add_argument("--device", default="auto")
     _add_plugin_argument(loc)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from spgkit.config import PROTOCOLS
+
+    protocol_help = "evaluation protocol (default: benchmark): " + "; ".join(f"'{k}' = {v}" for k, v in PROTOCOLS.items())
+    parser = _Parser(
+        prog="spgkit",
+        description="Weakly-supervised object localization studies: SPG, ACoL and CAM as pluggable heads.",
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="check a study, train every arm and seed, then write its table and figures", epilog=EPILOG)
+    _add_study_arguments(run, "run only these arms (the report still covers every finished run of the study)")
+    _add_tune(sub)
+    for kind, what in (("heads", "guidance heads"), ("backbones", "backbones"), ("datasets", "dataset readers")):
+        _add_plugin_argument(sub.add_parser(kind, help=f"list registered {what} and the distribution (or file) providing each"))
+    _add_evaluate(sub, protocol_help)
+    _add_score(sub, protocol_help)
+    _add_localize(sub, protocol_help)
     return parser
 
 
@@ -608,14 +626,8 @@ def load_upright(path: Path):
 
 
 def cmd_localize(args) -> int:
-    import torch
-    from torchvision import tv_tensors
-
     from spgkit.data import image_transform
-    from spgkit.evaluate import predict_maps
     from spgkit.io import write_json
-    from spgkit.localization import largest_region_box
-    from spgkit.figures import localize_figure
     from spgkit.distributed import resolve_device
 
     device = resolve_device(args.device)
@@ -627,37 +639,42 @@ def cmd_localize(args) -> int:
         raise CLIError(f"{args.checkpoint}: no CAM threshold was chosen for it ({why}); pass --threshold")
     if note:
         print(note, file=sys.stderr)
-    size = config["image_size"]
     names = config.get("class_names") or [str(k) for k in range(config["num_classes"])]
-    transform = image_transform(size, config["mean"], config["std"], config["resize"])
+    transform = image_transform(config["image_size"], config["mean"], config["std"], config["resize"])
     results = {}
     for path, name in zip(args.images, overlay_names(args.images)):
-        rgb = load_upright(path)
-        height, width = rgb.shape[:2]
-        tensor = transform(tv_tensors.Image(torch.tensor(rgb).permute(2, 0, 1)))
-        out, maps = predict_maps(model, tensor[None].to(device), protocol=args.protocol)
-        label = int(out.logits.argmax(1))
-        score = float(out.logits.softmax(1)[0, label])
-        heat = maps[0].cpu().numpy()
-        box = largest_region_box(heat, threshold, protocol=args.protocol)
-        sx, sy = width / size, height / size
-        # Inclusive corners in network pixels -> [x0, y0, x1, y1) in the upright image.
-        box_orig = None if box is None else [box[0] * sx, box[1] * sy, (box[2] + 1) * sx, (box[3] + 1) * sy]
-        overlay = args.out / name
-        localize_figure(rgb, heat, box_orig, f"{names[label]} ({score:.2f})", overlay)
-        results[str(path)] = {
-            "class_index": label,
-            "class_name": names[label],
-            "probability": score,
-            "threshold": threshold,
-            "box_xyxy": box_orig,
-            "image_size": [width, height],
-            "overlay": str(overlay),
-        }
-        print(f"{path}: {names[label]} ({score:.2f}) box {None if box_orig is None else [round(v, 1) for v in box_orig]}")
+        found = _localize_image(model, transform, path, args.out / name, threshold, names, config["image_size"], args.protocol, device)
+        results[str(path)] = found
+        box = found["box_xyxy"]
+        print(f"{path}: {found['class_name']} ({found['probability']:.2f}) box {None if box is None else [round(v, 1) for v in box]}")
     write_json(args.out / "boxes.json", results)
     print(f"wrote {len(results)} overlay(s) and {args.out / 'boxes.json'}")
     return 0
+
+
+def _localize_image(model, transform, path: Path, overlay: Path, threshold: float, names: list[str], size: int, protocol: str, device) -> dict:
+    """Classify one image file, draw its map and box into ``overlay``; what ``boxes.json`` records of it."""
+    import torch
+    from torchvision import tv_tensors
+
+    from spgkit.evaluate import predict_maps
+    from spgkit.figures import localize_figure
+    from spgkit.localization import largest_region_box
+
+    rgb = load_upright(path)
+    height, width = rgb.shape[:2]
+    tensor = transform(tv_tensors.Image(torch.tensor(rgb).permute(2, 0, 1)))
+    out, maps = predict_maps(model, tensor[None].to(device), protocol=protocol)
+    label = int(out.logits.argmax(1))
+    score = float(out.logits.softmax(1)[0, label])
+    heat = maps[0].cpu().numpy()
+    box = largest_region_box(heat, threshold, protocol=protocol)
+    sx, sy = width / size, height / size
+    # Inclusive corners in network pixels -> [x0, y0, x1, y1) in the upright image.
+    box_orig = None if box is None else [box[0] * sx, box[1] * sy, (box[2] + 1) * sx, (box[3] + 1) * sy]
+    localize_figure(rgb, heat, box_orig, f"{names[label]} ({score:.2f})", overlay)
+    return {"class_index": label, "class_name": names[label], "probability": score, "threshold": threshold,
+            "box_xyxy": box_orig, "image_size": [width, height], "overlay": str(overlay)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

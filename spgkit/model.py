@@ -167,19 +167,7 @@ class WSOLModel(nn.Module):
         ground-truth class (ACoL then erases that class's region). Without either, heads work
         from the top-1 prediction, as at inference on unlabelled images.
         """
-        targets = labels
-        if self.training and labels is not None:
-            for name, head in self.heads.items():
-                try:
-                    result = head.transform_batch(images, targets)
-                except _PASS_THROUGH:
-                    raise
-                except Exception as exc:
-                    raise HeadError.wrap(name, self.plugins[name], "transform_batch", exc) from exc
-                if not _is_batch(result, len(images)):
-                    what = f"returned {_describe(result)}; it must return (images, targets), two tensors of the batch's {len(images)} rows"
-                    raise self._contract(name, "transform_batch", what)
-                images, targets = result
+        images, targets = self._transform_batch(images, labels) if self.training and labels is not None else (images, labels)
         try:
             features = self.backbone(images)
         except (RuntimeError, AssertionError, *_PASS_THROUGH):  # too small an input; a head's feature transform (HeadError)
@@ -191,26 +179,43 @@ class WSOLModel(nn.Module):
         if classes is None:
             classes = labels if labels is not None else cls_out.logits.argmax(1)
         ctx = HeadContext(images, features, cls_out, labels, targets, classes, outputs={})
-        n, k = cls_out.cams.shape[:2]
+        for name, head in self.heads.items():
+            ctx.outputs[name] = self._run_head(name, head, ctx)
+        return ModelOutput(cls_out, ctx.outputs, targets)
+
+    def _transform_batch(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Each head's batch transform in turn (CutMix's mixing), its result checked.
         for name, head in self.heads.items():
             try:
-                out = head(ctx)
+                result = head.transform_batch(images, targets)
             except _PASS_THROUGH:
                 raise
             except Exception as exc:
-                raise HeadError.wrap(name, self.plugins[name], "forward", exc) from exc
-            if not isinstance(out, HeadOutput):
-                raise self._contract(name, "forward", f"returned {_describe(out)}, not a HeadOutput")
-            if out.map is not None and not _is_map(out.map, n, k):
-                raise self._contract(
-                    name, "forward",
-                    f"returned as its map {_describe(out.map)}; a head's map is ({n}, {k}, h, w), one channel per class, or ({n}, 1, h, w)",
-                )  # fmt: skip
-            if not (isinstance(out.losses, dict) and isinstance(out.stats, dict)):
-                what = f"returned losses {_describe(out.losses)} and stats {_describe(out.stats)}; both must be dicts"
-                raise self._contract(name, "forward", what)
-            ctx.outputs[name] = out
-        return ModelOutput(cls_out, ctx.outputs, targets)
+                raise HeadError.wrap(name, self.plugins[name], "transform_batch", exc) from exc
+            if not _is_batch(result, len(images)):
+                what = f"returned {_describe(result)}; it must return (images, targets), two tensors of the batch's {len(images)} rows"
+                raise self._contract(name, "transform_batch", what)
+            images, targets = result
+        return images, targets
+
+    def _run_head(self, name: str, head: GuidanceHead, ctx: HeadContext) -> HeadOutput:
+        # One head's forward, its output held to the contract.
+        try:
+            out = head(ctx)
+        except _PASS_THROUGH:
+            raise
+        except Exception as exc:
+            raise HeadError.wrap(name, self.plugins[name], "forward", exc) from exc
+        if not isinstance(out, HeadOutput):
+            raise self._contract(name, "forward", f"returned {_describe(out)}, not a HeadOutput")
+        n, k = ctx.classifier.cams.shape[:2]
+        if out.map is not None and not _is_map(out.map, n, k):
+            what = f"returned as its map {_describe(out.map)}; a head's map is ({n}, {k}, h, w), one channel per class, or ({n}, 1, h, w)"
+            raise self._contract(name, "forward", what)
+        if not (isinstance(out.losses, dict) and isinstance(out.stats, dict)):
+            what = f"returned losses {_describe(out.losses)} and stats {_describe(out.stats)}; both must be dicts"
+            raise self._contract(name, "forward", what)
+        return out
 
     def _contract(self, name: str, method: str, what: str) -> HeadError:
         """A HeadError for an output of head ``name``'s ``method`` that breaks the head contract."""
@@ -346,43 +351,50 @@ def build_model(
     order = order_heads(head_classes)
     if dropout is None:
         dropout = classifier_dropout(head_classes)
-    factory, backbone_plugin = registry.backbone(backbone), registry.backbone_plugin(backbone)
+    net, backbone_plugin = _build_backbone(registry, backbone, backbone_args)
+    spec = ModelSpec(dict(net.stages), num_classes, classifier_width)
+    classifier = Classifier(net.stages["high"].channels, num_classes, classifier_width, dropout)
+    built = [_build_head(head_classes[name], name, plugins[name], spec, args[name], backbone) for name in order]
+    return WSOLModel(net, classifier, built, {s.name: s.weight for s in heads}, plugins, backbone_plugin)
+
+
+def _build_backbone(registry: Registry, backbone: str, backbone_args: Mapping[str, Any] | None) -> tuple[nn.Module, str]:
+    """The registered backbone built with its arguments, checked to have stages and a ``high`` one;
+    and the plugin that provided it."""
+    factory, plugin = registry.backbone(backbone), registry.backbone_plugin(backbone)
     try:
         net = factory(**dict(backbone_args or {}))
     except (ValueError, TypeError, OSError, ImportError, *_PASS_THROUGH):  # bad arguments, a missing file or package
         raise
     except Exception as exc:
-        raise BackboneError(f"backbone {backbone!r} (plugin {backbone_plugin!r}) could not be built: {one_line(exc)}") from exc
+        raise BackboneError(f"backbone {backbone!r} (plugin {plugin!r}) could not be built: {one_line(exc)}") from exc
     stages = getattr(net, "stages", None)
     if not isinstance(net, nn.Module) or not isinstance(stages, Mapping):
-        raise BackboneError(
-            f"backbone {backbone!r} (plugin {backbone_plugin!r}) built {type(net).__name__}, not an AttentionBackbone with a dict of stages"
-        )
+        raise BackboneError(f"backbone {backbone!r} (plugin {plugin!r}) built {type(net).__name__}, not an AttentionBackbone with a dict of stages")
     if "high" not in stages:
-        raise BackboneError(f"backbone {backbone!r} (plugin {backbone_plugin!r}) has no 'high' stage (roles: {sorted(stages)})")
-    spec = ModelSpec(dict(stages), num_classes, classifier_width)
-    classifier = Classifier(stages["high"].channels, num_classes, classifier_width, dropout)
-    built = []
-    for name in order:
-        plugin = plugins[name]
-        try:
-            head = head_classes[name](spec, **args[name])
-        except MissingRole as exc:
-            raise ValueError(f"head {name!r} {exc}; backbone {backbone!r} (head from plugin {plugin!r})") from None
-        except (TypeError, ValueError) as exc:  # a bad argument, by the contract
-            message = " ".join(str(exc).split())
-            if not message.startswith(f"head {name!r}"):
-                message = f"head {name!r}: {message}"
-            kind = TypeError if isinstance(exc, TypeError) else ValueError
-            raise kind(f"{message} (head from plugin {plugin!r})") from exc
-        except _PASS_THROUGH:
-            raise
-        except Exception as exc:
-            raise HeadError.wrap(name, plugin, "__init__", exc) from exc
-        if not isinstance(head, GuidanceHead):
-            raise HeadError(f"head {name!r} (plugin {plugin!r}) is a {type(head).__name__}, not a GuidanceHead", name, plugin, "__init__")
-        built.append(head)
-    return WSOLModel(net, classifier, built, {s.name: s.weight for s in heads}, plugins, backbone_plugin)
+        raise BackboneError(f"backbone {backbone!r} (plugin {plugin!r}) has no 'high' stage (roles: {sorted(stages)})")
+    return net, plugin
+
+
+def _build_head(cls: type[GuidanceHead], name: str, plugin: str, spec: ModelSpec, args: dict[str, Any], backbone: str) -> GuidanceHead:
+    """One head built from its class and arguments; every failure names the head and its plugin."""
+    try:
+        head = cls(spec, **args)
+    except MissingRole as exc:
+        raise ValueError(f"head {name!r} {exc}; backbone {backbone!r} (head from plugin {plugin!r})") from None
+    except (TypeError, ValueError) as exc:  # a bad argument, by the contract
+        message = " ".join(str(exc).split())
+        if not message.startswith(f"head {name!r}"):
+            message = f"head {name!r}: {message}"
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"{message} (head from plugin {plugin!r})") from exc
+    except _PASS_THROUGH:
+        raise
+    except Exception as exc:
+        raise HeadError.wrap(name, plugin, "__init__", exc) from exc
+    if not isinstance(head, GuidanceHead):
+        raise HeadError(f"head {name!r} (plugin {plugin!r}) is a {type(head).__name__}, not a GuidanceHead", name, plugin, "__init__")
+    return head
 
 
 def _check_model_arguments(num_classes: Any, classifier_width: Any, dropout: Any) -> None:
