@@ -194,14 +194,15 @@ def test_figures_are_drawn_from_what_scoring_recorded(tiny_study_file, registry,
     spg = folder.run("spg", 0)
     data = spg.read_figure_data()
     # Every test image's map, in test order, is the one the model gives: resized and normalised,
-    # it is bit for bit the map predict_maps scores; visuals are kept for figure_images (3) only.
+    # it is the map predict_maps scores, up to the last bits that a convolution's arithmetic
+    # changes with the batch's size and the threads; visuals are kept for figure_images (3) only.
     model, config = load_model(spg.checkpoint, registry)
     test = open_test(study, eval_transform(config["image_size"], config["mean"], config["std"], config["resize"]), registry)
     batch = collate([test[i] for i in range(len(test))])
     images = batch["images"]
     _, expected = predict_maps(model, images, batch["labels"])
     assert data["map"].shape[0] == len(test) == 12
-    assert torch.equal(score_maps(torch.from_numpy(data["map"]), tuple(images.shape[-2:]), "benchmark"), expected)
+    torch.testing.assert_close(score_maps(torch.from_numpy(data["map"]), tuple(images.shape[-2:]), "benchmark"), expected, rtol=0, atol=1e-5)
     assert data["mean"].tolist() == config["mean"] and {v.shape[0] for k, v in data.items() if k.startswith("visual/")} == {3}
     # No model is built to draw: the figures come without a checkpoint.
     for arm in study.arms:
