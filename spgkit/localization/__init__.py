@@ -13,10 +13,11 @@
 - :mod:`~spgkit.localization.torch_eval`: the batched GPU path of the default definitions.
 """
 
-from spgkit.localization.evaluator import LocalizationEvaluator, box_iou
+from spgkit.localization.boxes import box_iou
+from spgkit.localization.evaluator import LocalizationEvaluator
 from spgkit.localization.maps import normalize_maps, resize_maps
-from spgkit.localization.protocol import Protocol, get_protocol, resize_gt_boxes, score_maps
-from spgkit.localization.regions import ThresholdBoxes, largest_region_box, threshold_boxes, threshold_grid
+from spgkit.localization.protocol import Protocol, get_protocol, largest_region_box, resize_gt_boxes, score_maps, threshold_boxes
+from spgkit.localization.regions import ThresholdBoxes, threshold_grid
 
 __all__ = [
     "LocalizationEvaluator",

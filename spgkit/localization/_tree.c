@@ -604,7 +604,7 @@ static int grid_init(Grid *g, Py_ssize_t H, Py_ssize_t W)
 }
 
 /* Each row's box's IoU with the ground-truth box it overlaps best, as float64 bytes: the arithmetic
- * of evaluator.box_iou step for step (inclusive pixel boxes, 0 where the union is not positive), so
+ * of boxes.box_iou step for step (inclusive pixel boxes, 0 where the union is not positive), so
  * the values are the same to the bit; the build turns off fused multiply-adds for that. */
 static PyObject *rows_iou(const Rows *rows, const Py_buffer *gt)
 {

@@ -5,7 +5,7 @@ instead of branching on its name.
 Studies, records and the command line name a protocol by a string (:data:`~spgkit.config.PROTOCOLS`
 lists the names with their descriptions); :func:`get_protocol` is the one place a name becomes its
 object. Both protocols use inclusive pixel boxes and the IoU of
-:func:`~spgkit.localization.evaluator.box_iou` (+1 in every side's length).
+:func:`~spgkit.localization.boxes.box_iou` (+1 in every side's length).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from spgkit.config import PROTOCOLS
-from spgkit.localization.maps import Array, as_float_maps, as_numpy, benchmark_cuts, benchmark_uint8, minmax_normalize, resize_maps
-from spgkit.localization.regions import Regions, benchmark_regions, default_regions
+from spgkit.localization.maps import Array, as_float_maps, as_numpy, benchmark_cuts, benchmark_uint8, minmax_normalize, normalize_maps, resize_maps
+from spgkit.localization.regions import Regions, ThresholdBoxes, benchmark_regions, check_thresholds, default_regions
 
 
 class Protocol(ABC):
@@ -227,3 +227,41 @@ def resize_gt_boxes(boxes, original_size: tuple[int, int], size: tuple[int, int]
     """
     boxes = np.asarray(as_numpy(boxes), dtype=np.float64).reshape(-1, 4)
     return get_protocol(protocol).resize_gt_boxes(boxes, original_size, size)
+
+
+def threshold_boxes(score_map, thresholds=None, *, protocol: str = "benchmark") -> ThresholdBoxes:
+    """Boxes of the regions of one map at every threshold, from a single component tree.
+
+    Args:
+        score_map: (H, W) map, numpy or torch; it is min-max normalised first (a constant map
+            becomes all zeros). NaN or infinite values raise ValueError.
+        thresholds: ascending values in [0, 1]; default ``np.arange(0, 1, 0.01)``.
+        protocol: ``"benchmark"`` for the WSOL benchmark's OpenCV definitions, bit for bit (see
+            :func:`~spgkit.localization.regions.benchmark_regions`); ``"float"`` for foreground ``map >= tau`` on the float map,
+            8-connected regions, tight boxes, largest by pixel count, ties to the region met first
+            in raster order (:meth:`Protocol.regions`).
+    """
+    definitions = get_protocol(protocol)
+    thresholds = check_thresholds(thresholds)
+    normalized = normalize_maps(as_float_maps(as_numpy(score_map), "score_map"))[0]
+    regions, cut_of = definitions.regions(normalized, thresholds)
+    winner = regions.largest[cut_of]
+    has_largest = winner >= 0
+    largest = np.zeros((len(thresholds), 4), dtype=np.int64)
+    largest[has_largest] = regions.boxes[winner[has_largest]]
+    order = np.lexsort((*regions.boxes.T[::-1], regions.box_cut))
+    per_cut = np.bincount(regions.box_cut, minlength=len(regions.cuts))
+    starts = np.concatenate([[0], np.cumsum(per_cut)])
+    boxes = regions.boxes[order]
+    pieces = [boxes[starts[c] : starts[c + 1]] for c in cut_of.tolist()]
+    offsets = np.concatenate([[0], np.cumsum([len(piece) for piece in pieces])]).astype(np.int64)
+    all_boxes = np.concatenate(pieces) if pieces else np.zeros((0, 4), dtype=np.int64)
+    return ThresholdBoxes(thresholds, largest, has_largest, all_boxes, offsets)
+
+
+def largest_region_box(score_map, threshold: float, *, protocol: str = "benchmark") -> tuple[int, int, int, int] | None:
+    """Box ``(x0, y0, x1, y1)`` (inclusive pixels) of the largest region of ``score_map`` at
+    ``threshold``, or None when no pixel reaches it (float protocol only; the benchmark then uses
+    ``(0, 0, 0, 0)``). The map is min-max normalised first; see :func:`threshold_boxes`."""
+    boxes = threshold_boxes(score_map, [threshold], protocol=protocol)
+    return tuple(int(x) for x in boxes.largest[0]) if boxes.has_largest[0] else None

@@ -18,6 +18,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from spgkit.localization.boxes import box_iou
+
 
 def normalize_scoremap(cam: np.ndarray) -> np.ndarray:
     """Min-max normalise a map to [0, 1] in its own dtype; NaN or constant maps become zeros."""
@@ -197,7 +199,6 @@ def benchmark_contours(U: np.ndarray, cuts: np.ndarray, gt_boxes: np.ndarray | N
 
 def _as_tables(rows: list, largest: list, gt_boxes: np.ndarray | None) -> tuple:
     # (box_cut, boxes, largest, iou) as the compiled core gives them.
-    from spgkit.localization.evaluator import box_iou  # the evaluator imports this module's callers
 
     table = np.asarray(rows, dtype=np.int64).reshape(-1, 5)
     boxes = table[:, 1:]

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spgkit.localization.maps import as_float_maps, as_numpy, normalize_maps
+from spgkit.localization.maps import as_numpy
 from spgkit.localization.tree import benchmark_contours, float_regions
 
 
@@ -22,7 +22,7 @@ class Regions(NamedTuple):
     ``boxes[k]`` (inclusive ``x0, y0, x1, y1``) belongs to cut ``cuts[box_cut[k]]``; the largest
     region at cut ``s`` is ``boxes[largest[s]]``, or none where ``largest[s]`` is -1. Where
     ground-truth boxes were given, ``iou[k]`` is box ``k``'s best IoU with them (as
-    :func:`~spgkit.localization.evaluator.box_iou` computes it, in the same pass); else None.
+    :func:`~spgkit.localization.boxes.box_iou` computes it, in the same pass); else None.
     """
 
     cuts: np.ndarray
@@ -84,46 +84,6 @@ class ThresholdBoxes(NamedTuple):
     def boxes_at(self, j: int) -> np.ndarray:
         """All region boxes at ``thresholds[j]``, shape (n, 4)."""
         return self.boxes[self.offsets[j] : self.offsets[j + 1]]
-
-
-def threshold_boxes(score_map, thresholds=None, *, protocol: str = "benchmark") -> ThresholdBoxes:
-    """Boxes of the regions of one map at every threshold, from a single component tree.
-
-    Args:
-        score_map: (H, W) map, numpy or torch; it is min-max normalised first (a constant map
-            becomes all zeros). NaN or infinite values raise ValueError.
-        thresholds: ascending values in [0, 1]; default ``np.arange(0, 1, 0.01)``.
-        protocol: ``"benchmark"`` for the WSOL benchmark's OpenCV definitions, bit for bit (see
-            :func:`benchmark_regions`); ``"float"`` for foreground ``map >= tau`` on the float map,
-            8-connected regions, tight boxes, largest by pixel count, ties to the region met first
-            in raster order (:meth:`Protocol.regions <spgkit.localization.protocol.Protocol.regions>`).
-    """
-    from spgkit.localization.protocol import get_protocol  # built on this module's regions
-
-    definitions = get_protocol(protocol)
-    thresholds = check_thresholds(thresholds)
-    normalized = normalize_maps(as_float_maps(as_numpy(score_map), "score_map"))[0]
-    regions, cut_of = definitions.regions(normalized, thresholds)
-    winner = regions.largest[cut_of]
-    has_largest = winner >= 0
-    largest = np.zeros((len(thresholds), 4), dtype=np.int64)
-    largest[has_largest] = regions.boxes[winner[has_largest]]
-    order = np.lexsort((*regions.boxes.T[::-1], regions.box_cut))
-    per_cut = np.bincount(regions.box_cut, minlength=len(regions.cuts))
-    starts = np.concatenate([[0], np.cumsum(per_cut)])
-    boxes = regions.boxes[order]
-    pieces = [boxes[starts[c] : starts[c + 1]] for c in cut_of.tolist()]
-    offsets = np.concatenate([[0], np.cumsum([len(piece) for piece in pieces])]).astype(np.int64)
-    all_boxes = np.concatenate(pieces) if pieces else np.zeros((0, 4), dtype=np.int64)
-    return ThresholdBoxes(thresholds, largest, has_largest, all_boxes, offsets)
-
-
-def largest_region_box(score_map, threshold: float, *, protocol: str = "benchmark") -> tuple[int, int, int, int] | None:
-    """Box ``(x0, y0, x1, y1)`` (inclusive pixels) of the largest region of ``score_map`` at
-    ``threshold``, or None when no pixel reaches it (float protocol only; the benchmark then uses
-    ``(0, 0, 0, 0)``). The map is min-max normalised first; see :func:`threshold_boxes`."""
-    boxes = threshold_boxes(score_map, [threshold], protocol=protocol)
-    return tuple(int(x) for x in boxes.largest[0]) if boxes.has_largest[0] else None
 
 
 def threshold_grid(count: int) -> np.ndarray:

@@ -38,7 +38,7 @@ def component_labels(foreground: torch.Tensor) -> torch.Tensor:
 
 
 def _iou(boxes: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    # Same float64 arithmetic as evaluator.box_iou, so results are identical.
+    # Same float64 arithmetic as boxes.box_iou, so results are identical.
     inter_w = (torch.minimum(boxes[..., 2], gt[..., 2]) - torch.maximum(boxes[..., 0], gt[..., 0]) + 1).clamp(min=0)
     inter_h = (torch.minimum(boxes[..., 3], gt[..., 3]) - torch.maximum(boxes[..., 1], gt[..., 1]) + 1).clamp(min=0)
     inter = inter_w * inter_h

@@ -8,17 +8,16 @@ import textwrap
 from spgkit.cli import main
 
 HEAD = '''
-"""A head in one file: a 1x1 conv on the high stage that learns the CAM's seed mask."""
+"""A head in one file: a 1x1 conv on the high stage that learns the squashed CAM of the true class."""
+import torch.nn.functional as F
 from torch import nn
 
 import spgkit
-from spgkit.guidance import class_maps, masked_bce, minmax_normalize, seed_mask, upsample
+from spgkit.guidance import class_maps
 from spgkit.heads import GuidanceHead, HeadOutput
 
 
 class Objectness(GuidanceHead):
-    """Objectness from the CAM's seeds."""
-
     name = "objectness"
 
     def __init__(self, spec):
@@ -29,9 +28,8 @@ class Objectness(GuidanceHead):
         logits = self.conv(ctx.features["high"])
         if ctx.labels is None:
             return HeadOutput(map=logits)
-        cam = minmax_normalize(class_maps(ctx.classifier.cams.detach(), ctx.labels))
-        seed = seed_mask(upsample(cam, ctx.image_size), 0.7, 0.05)
-        return HeadOutput(losses={"bce": masked_bce(logits, seed)}, map=logits)
+        target = class_maps(ctx.classifier.cams.detach(), ctx.labels).sigmoid()
+        return HeadOutput(losses={"bce": F.binary_cross_entropy_with_logits(logits[:, 0], target)}, map=logits)
 
 
 @spgkit.hookimpl
