@@ -25,7 +25,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from spgkit.localization.boxes import box_iou
 from spgkit.localization.maps import as_float_maps, as_numpy, minmax_normalize
 from spgkit.localization.protocol import get_protocol
 from spgkit.localization.regions import Regions, check_thresholds
