@@ -197,10 +197,11 @@ def paired_differences(
     diagnostics: type[Diagnostics] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One row per other arm: mean and sample std over seeds of (arm - baseline), and how many
-    seeds the arm is ahead, per metric of :func:`paired` (with the dataset's ``diagnostics``), over the seeds both finished without
-    diverging. Given the runs' per-image records (:attr:`Collected.images`) for all those seeds,
-    also the bootstrap interval of :func:`paired_intervals` per metric of :data:`BOOTSTRAPPED`
-    (``<metric>_ci_low`` and ``<metric>_ci_high``).
+    seeds the arm is ahead, per metric of :func:`paired` (with the dataset's ``diagnostics``),
+    over the seeds both finished without diverging. Given the runs' per-image records
+    (:attr:`Collected.images`) for all those seeds, also the bootstrap interval of
+    :func:`paired_intervals` per metric of :data:`BOOTSTRAPPED` (``<metric>_ci_low`` and
+    ``<metric>_ci_high``).
 
     Arms trained with the same seed see the same images in the same order, so the per-seed
     difference removes the share of seed-to-seed spread that both arms have in common.
