@@ -9,9 +9,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from spgkit.data import collate
+from spgkit.data.diagnostics import Diagnostics, diagnostics_of, gt_boxes
 from spgkit.distributed import Dist
-from spgkit.localization import LocalizationEvaluator, get_protocol, resize_gt_boxes, score_maps, threshold_grid
-from spgkit.localization.maps import as_numpy
+from spgkit.localization import LocalizationEvaluator, score_maps, threshold_grid
 from spgkit.model import WSOLModel
 
 
@@ -56,46 +56,27 @@ def figure_arrays(model: WSOLModel, dataset: Dataset, count: int, device: torch.
     return {"mean": np.array(model.backbone.mean), "std": np.array(model.backbone.std), **visuals}
 
 
-class PartScores:
-    """Where a map sits, for datasets that annotate a discriminative part (SynthWSOL): the share of
-    the map's above-threshold pixels that lie on the part, and the share of the object's pixels it
-    covers, averaged over images, at one threshold (the chosen CAM threshold)."""
-
-    def __init__(self, threshold: float, protocol: str):
-        self.threshold, self.protocol = threshold, get_protocol(protocol)
-        self.sums = np.zeros(3)  # share on the part, share of the object covered, images
-
-    def update(self, maps, part: np.ndarray, whole: np.ndarray) -> None:
-        """Add (N, H, W) normalised maps with the parts' and the objects' bool masks."""
-        kept = self.protocol.foreground(as_numpy(maps), self.threshold)
-        area = kept.sum((1, 2))
-        on_part = np.where(area > 0, (kept & part).sum((1, 2)) / np.maximum(area, 1), 0.0)
-        covered = (kept & whole).sum((1, 2)) / np.maximum(whole.sum((1, 2)), 1)
-        self.sums += (on_part.sum(), covered.sum(), len(kept))
-
-    def compute(self) -> dict[str, float]:
-        """``on_part`` and ``object_covered``, in %."""
-        return {"on_part": 100.0 * self.sums[0] / self.sums[2], "object_covered": 100.0 * self.sums[1] / self.sums[2]}
-
-
 class Scores:
     """Every metric :func:`evaluate` reports, accumulated batch by batch from maps that are
     already made: :func:`evaluate` feeds it a model's maps, ``spgkit score``
     (:mod:`spgkit.score`) maps written by any code, so both report the same numbers by the same
-    code."""
+    code. ``diagnostics``, the dataset's (:func:`~spgkit.data.diagnostics.diagnostics_of`), are
+    counted beside the generic metrics and reduced with them under DDP."""
 
-    def __init__(self, thresholds: int = 100, cam_threshold: float | None = 0.2, protocol: str = "benchmark", per_image: bool = False):
+    def __init__(
+        self, thresholds: int = 100, cam_threshold: float | None = 0.2, protocol: str = "benchmark", per_image: bool = False,
+        diagnostics: type[Diagnostics] | None = None,
+    ):  # fmt: skip
         grid = threshold_grid(thresholds)
         if cam_threshold is None and per_image:
             raise ValueError("per-image scores need a CAM threshold (their boxes are taken at it)")
-        # Without a CAM threshold the metrics at one (GT-known, Top-1 and Top-5 Loc, on_part,
-        # object_covered) are left out of compute(). The evaluators still need one: the first grid
-        # threshold adds no work (regions are found at it anyway) and changes no other metric.
+        # Without a CAM threshold the metrics at one (GT-known, Top-1 and Top-5 Loc, and the
+        # diagnostics' own) are left out of compute(). The evaluator still needs one: the first
+        # grid threshold adds no work (regions are found at it anyway) and changes no other metric.
         self.cam_threshold = cam_threshold
         cam = float(grid[0]) if cam_threshold is None else cam_threshold
         self.objects = LocalizationEvaluator(thresholds=grid, cam_threshold=cam, protocol=protocol, keep_images=per_image)
-        self.part_boxes = LocalizationEvaluator(thresholds=grid, cam_threshold=cam, protocol=protocol)
-        self.part_pixels = PartScores(cam, protocol)
+        self.diagnostics = None if diagnostics is None else diagnostics(grid, cam_threshold, protocol)
         self.protocol = protocol
         self.correct = np.zeros(3)  # top-1 hits, top-5 hits, images with logits
         self.per_image = per_image
@@ -119,23 +100,16 @@ class Scores:
             if logits is not None:
                 seen.update(top1_correct=top1_ok, top5_correct=top5_ok)
             self._seen.append(seen)
-        size = tuple(batch["images"].shape[-2:])
-
-        def boxes(key: str) -> list[np.ndarray]:
-            return [resize_gt_boxes(b, o, size, self.protocol) for b, o in zip(batch[key], batch["original_size"])]
-
-        masks = None if batch["masks"] is None else batch["masks"].numpy()
         self.objects.update(
             maps,
-            boxes("original_boxes"),
+            gt_boxes(batch, "original_boxes", self.protocol),
             top1_correct=top1_ok,
             top5_correct=top5_ok,
-            masks=masks,
+            masks=None if batch["masks"] is None else batch["masks"].numpy(),
             ignore=None if batch["ignore"] is None else batch["ignore"].numpy(),
         )
-        if "original_part_box" in batch:
-            self.part_boxes.update(maps, boxes("original_part_box"))
-            self.part_pixels.update(maps, batch["part_mask"].numpy(), masks)
+        if self.diagnostics is not None:
+            self.diagnostics.update(batch, maps)
 
     def images(self) -> dict[str, np.ndarray]:
         """What each image scored, in the order seen (needs ``per_image``): ``image_id``,
@@ -145,14 +119,13 @@ class Scores:
         return {k: np.concatenate([seen[k] for seen in self._seen]) for k in self._seen[0]} | self.objects.images()
 
     def compute(self, dist_info: Dist | None = None) -> dict[str, float]:
-        """The metrics, in %; under DDP the counts of every rank are summed first."""
+        """The metrics, in %, the dataset's diagnostics' last; under DDP the counts of every rank
+        are summed first."""
         dist_info = dist_info or Dist()
-        parts = int(self.part_pixels.sums[2]) > 0
         if dist_info.world > 1:
-            for ev in (self.objects, self.part_boxes) if parts else (self.objects,):
-                ev.load_state_dict({k: dist_info.sum(np.asarray(v)) for k, v in ev.state_dict().items()})
+            for counts in (self.objects, self.diagnostics) if self.diagnostics is not None else (self.objects,):
+                counts.load_state_dict({k: dist_info.sum(np.asarray(v)) for k, v in counts.state_dict().items()})
             self.correct = dist_info.sum(self.correct)
-            self.part_pixels.sums = dist_info.sum(self.part_pixels.sums)
         metrics = self.objects.compute()
         if self.cam_threshold is None:
             for key in ("gt_known_loc", "top1_loc", "top5_loc"):
@@ -160,10 +133,8 @@ class Scores:
         if self.correct[2]:
             metrics["top1_acc"] = 100.0 * self.correct[0] / self.correct[2]
             metrics["top5_acc"] = 100.0 * self.correct[1] / self.correct[2]
-        if parts:
-            metrics["part_maxboxaccv2"] = self.part_boxes.compute()["maxboxaccv2"]
-            if self.cam_threshold is not None:
-                metrics.update(self.part_pixels.compute())
+        if self.diagnostics is not None:
+            metrics.update(self.diagnostics.compute())
         return metrics
 
 
@@ -202,14 +173,13 @@ def evaluate(
 
     The localization map of the ground-truth class is scored (GT-known); Top-1/Top-5 Loc also
     require the class to be right. ``protocol`` (see :data:`~spgkit.config.PROTOCOLS`) sets every
-    definition from the resize of the map to the IoU. Where the dataset annotates a part
-    (``part_box`` and ``part_mask``, as SynthWSOL does), the maps are also scored against the
-    part: ``part_maxboxaccv2`` (MaxBoxAccV2 with the part box as the ground truth), and at
-    ``cam_threshold`` ``on_part`` and ``object_covered`` (:class:`PartScores`). Under DDP each
-    rank scores its shard and counts are summed. The metrics are counted by :class:`Scores`.
-    ``cam_threshold=None`` leaves out every metric taken at one (GT-known, Top-1 and Top-5 Loc,
-    ``on_part``, ``object_covered``): what is reported without a threshold chosen on held-out data
-    is threshold-free (MaxBoxAcc, MaxBoxAccV2, PxAP); ``per_image`` needs a threshold.
+    definition from the resize of the map to the IoU. Where the dataset contributes diagnostics
+    (:func:`~spgkit.data.diagnostics.diagnostics_of`: SynthWSOL scores the maps against the part
+    its images annotate, :class:`~spgkit.data.synth_parts.PartScores`), their metrics follow.
+    Under DDP each rank scores its shard and counts are summed. The metrics are counted by
+    :class:`Scores`. ``cam_threshold=None`` leaves out every metric taken at one (GT-known, Top-1
+    and Top-5 Loc, the diagnostics' own): what is reported without a threshold chosen on held-out
+    data is threshold-free (MaxBoxAcc, MaxBoxAccV2, PxAP); ``per_image`` needs a threshold.
 
     ``images`` holds, per image of ``dataset`` in order (gathered from every rank under DDP), the
     arrays of :meth:`Scores.images` and ``map`` (N, h, w), the float32 maps of
@@ -218,7 +188,7 @@ def evaluate(
     model.eval()
     shard = Subset(dataset, range(dist_info.rank, len(dataset), dist_info.world)) if dist_info.world > 1 else dataset
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
-    scores = Scores(thresholds, cam_threshold, protocol, per_image)
+    scores = Scores(thresholds, cam_threshold, protocol, per_image, diagnostics_of(dataset))
     maps = _score_batches(model, tqdm(loader, desc=desc, disable=not progress, leave=False), device, scores, protocol, keep=per_image)
     metrics = scores.compute(dist_info)
     if not per_image:

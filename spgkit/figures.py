@@ -7,6 +7,7 @@ and the baseline disagree most. Written by :func:`write_figures`; the numbers ar
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch  # noqa: E402
 
 from spgkit.config import Study  # noqa: E402
 from spgkit.data import collate, eval_transform  # noqa: E402
+from spgkit.data.diagnostics import diagnostics_of  # noqa: E402
 from spgkit.guidance import IGNORE  # noqa: E402
 from spgkit.io import atomic_write_bytes  # noqa: E402
 from spgkit.localization import largest_region_box, score_maps  # noqa: E402
@@ -49,13 +51,28 @@ def _draw_box(ax, box, color: str) -> None:
     ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.5))
 
 
-def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, path: Path, protocol: str = "benchmark") -> None:
-    """Images (rows) by arm (columns): the localization map over the image, GT boxes in green
-    (a dataset's part boxes, where it has them, in yellow) and the predicted box (largest region
-    at the arm's CAM threshold, in ``protocol``) in red.
+#: The ground truth every overlay draws: the object's boxes, in green.
+OBJECT_BOXES = {"boxes": "lime"}
+
+
+def ground_truth_boxes(dataset) -> dict[str, str]:
+    """What an overlay draws over each image of ``dataset``, batch key -> colour: the object's
+    boxes in green, then the boxes its diagnostics name (SynthWSOL's part boxes, in yellow)."""
+    diagnostics = diagnostics_of(dataset)
+    return {**OBJECT_BOXES, **(diagnostics.figure_boxes if diagnostics is not None else {})}
+
+
+def overlay_figure(
+    panels: dict[str, dict[str, Any]], batch: dict, mean, std, path: Path, protocol: str = "benchmark", drawn: Mapping[str, str] | None = None
+) -> None:  # fmt: skip
+    """Images (rows) by arm (columns): the localization map over the image, the ground truth's
+    boxes ``drawn`` (batch key -> colour, :func:`ground_truth_boxes`; by default
+    :data:`OBJECT_BOXES`) and the predicted box (largest region at the arm's CAM threshold, in ``protocol``) in
+    red.
 
     Each panel gives ``maps`` (N, H, W) and either ``threshold`` or ``boxes``, the predicted boxes
     already known (inclusive corners, -1s for none); optionally ``labels``, a caption per image."""
+    drawn = OBJECT_BOXES if drawn is None else drawn
     n = len(batch["labels"])
     fig, axes = plt.subplots(n, len(panels), figsize=(2.2 * len(panels), 2.2 * n), squeeze=False)
     for col, (arm, panel) in enumerate(panels.items()):
@@ -63,7 +80,7 @@ def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, pa
             ax = axes[row, col]
             _show_image(ax, batch["images"][row], mean, std)
             ax.imshow(panel["maps"][row], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            for key, colour in (("boxes", "lime"), ("part_box", "yellow")):
+            for key, colour in drawn.items():
                 for box in batch[key][row] if batch.get(key) is not None else ():
                     _draw_box(ax, box, colour)
             if "boxes" in panel:
@@ -236,7 +253,7 @@ def disagreement_figure(drawn: dict[str, np.ndarray], records: dict[str, dict[st
         name: {"maps": _maps(drawn[name][picks], size, protocol), "boxes": record["cam_box"][picks], "labels": [f"IoU {v:.2f}" for v in record["cam_iou"][picks]]}
         for name, record in records.items()
     }
-    overlay_figure(panels, batch, mean, std, path, protocol)
+    overlay_figure(panels, batch, mean, std, path, protocol, ground_truth_boxes(test))
 
 
 def write_trials_figure(path: Path, spaces: dict[str, tuple], trials: dict[str, list], chosen: dict[str, Any], objective: str) -> None:
@@ -346,5 +363,5 @@ def _map_figures(study: Study, folder: StudyFolder, collected: Collected, drawn:
         if visuals:
             visuals_figure(visuals, batch, mean, std, folder.figures / f"heads_{arm}.png")
             written.append(folder.figures / f"heads_{arm}.png")
-    overlay_figure(panels, batch, mean, std, folder.figures / "overlays.png", protocol)
+    overlay_figure(panels, batch, mean, std, folder.figures / "overlays.png", protocol, ground_truth_boxes(test))
     return written + [folder.figures / "overlays.png"]

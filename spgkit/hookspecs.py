@@ -60,6 +60,7 @@ def spgkit_register_datasets(register):
     Called once per plugin when a :class:`spgkit.plugins.Registry` is built. Call
     ``register(reader, name="my_format")`` for each reader: ``reader(split=..., transform=...,
     **args)`` must return a dataset of :class:`spgkit.data.Sample` dicts with ``num_classes`` and
-    ``class_names`` (see :mod:`spgkit.data`). Duplicate names raise
+    ``class_names`` (see :mod:`spgkit.data`); a reader may offer metrics of its own annotations as
+    its ``diagnostics`` (:mod:`spgkit.data.diagnostics`). Duplicate names raise
     :class:`spgkit.plugins.PluginError` naming both plugins. Return value is ignored.
     """

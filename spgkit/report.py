@@ -11,22 +11,27 @@ from typing import Any
 import numpy as np
 
 from spgkit.config import PROTOCOLS, Study
+from spgkit.data.diagnostics import Diagnostics, diagnostics_of
 from spgkit.io import write_csv, write_text
+from spgkit.plugins import Registry
 from spgkit.runs import FIX, RunFileError, StudyFolder, mismatch, record_hash
 
-#: Columns of the results table, in order, with their headers. A column no run reports is left out.
-COLUMNS = {
+#: The metrics of every dataset in the results table, in order, with their headers.
+METRICS = {
     "top1_acc": "Top-1 Acc",
     "gt_known_loc": "GT-known Loc",
     "top1_loc": "Top-1 Loc",
     "maxboxacc": "MaxBoxAcc",
     "maxboxaccv2": "MaxBoxAccV2",
     "pxap": "PxAP",
-    "part_maxboxaccv2": "Part MaxBoxAccV2",
-    "on_part": "On part",
-    "object_covered": "Object covered",
-    "cam_threshold": "CAM thr.",
 }
+
+
+def columns(diagnostics: type[Diagnostics] | None = None) -> dict[str, str]:
+    """The columns of the results table, in order, with their headers: :data:`METRICS`, the
+    dataset's own (its ``diagnostics``' columns, :mod:`spgkit.data.diagnostics`), and the CAM
+    threshold each run chose. A column no run reports is left out of a table."""
+    return {**METRICS, **(diagnostics.columns if diagnostics is not None else {}), "cam_threshold": "CAM thr."}
 
 
 @dataclass
@@ -75,7 +80,7 @@ def check_per_image(path: Path, record: dict[str, np.ndarray], metrics: dict[str
     for key in BOOTSTRAPPED:
         if key in metrics and not abs(float(scored[key][0]) - metrics[key]) <= 1e-6:
             raise RunFileError(
-                f"{path}: gives {COLUMNS[key]} {float(scored[key][0]):.2f} where metrics.json says {metrics[key]:.2f}; "
+                f"{path}: gives {METRICS[key]} {float(scored[key][0]):.2f} where metrics.json says {metrics[key]:.2f}; "
                 f"it was edited or damaged; {FIX}"
             )
 
@@ -159,16 +164,17 @@ def _add_mean_std(row: dict[str, Any], key: str, values: list[float]) -> None:
         row[f"{key}_std"] = float(np.std(values, ddof=1))
 
 
-def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def summarize(runs: dict[str, list[dict[str, Any]]], diagnostics: type[Diagnostics] | None = None) -> list[dict[str, Any]]:
     """One row per arm: mean and sample standard deviation (none for one seed) of every column
-    over the seeds that did not diverge, and how many did."""
+    (:func:`columns`, with the dataset's ``diagnostics``) over the seeds that did not diverge, and
+    how many did."""
     rows = []
     for arm, every in runs.items():
         metrics = [m for m in every if "diverged" not in m]
         row: dict[str, Any] = {"arm": arm, "seeds": len(metrics), "protocol": "/".join(sorted({m["protocol"] for m in every}))}
         if len(metrics) < len(every):
             row["diverged"] = len(every) - len(metrics)
-        for key in COLUMNS:
+        for key in columns(diagnostics):
             values = [m[key] for m in metrics if key in m]
             if values:
                 _add_mean_std(row, key, values)
@@ -176,18 +182,26 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
-#: Metrics compared with the baseline arm seed by seed.
-PAIRED = ("top1_acc", "gt_known_loc", "maxboxaccv2", "pxap", "object_covered")
+#: Metrics of every dataset compared with the baseline arm seed by seed.
+PAIRED = ("top1_acc", "gt_known_loc", "maxboxaccv2", "pxap")
+
+
+def paired(diagnostics: type[Diagnostics] | None = None) -> tuple[str, ...]:
+    """The metrics compared with the baseline arm seed by seed: :data:`PAIRED`, then those the
+    dataset's ``diagnostics`` pair."""
+    return PAIRED + (tuple(diagnostics.paired) if diagnostics is not None else ())
 
 
 def paired_differences(
-    runs: dict[str, list[dict[str, Any]]], baseline: str, images: dict[str, dict[int, dict[str, np.ndarray]]] | None = None
-) -> list[dict[str, Any]]:
+    runs: dict[str, list[dict[str, Any]]], baseline: str, images: dict[str, dict[int, dict[str, np.ndarray]]] | None = None,
+    diagnostics: type[Diagnostics] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
     """One row per other arm: mean and sample std over seeds of (arm - baseline), and how many
-    seeds the arm is ahead, per metric of :data:`PAIRED`, over the seeds both finished without
-    diverging. Given the runs' per-image records (:attr:`Collected.images`) for all those seeds,
-    also the bootstrap interval of :func:`paired_intervals` per metric of :data:`BOOTSTRAPPED`
-    (``<metric>_ci_low`` and ``<metric>_ci_high``).
+    seeds the arm is ahead, per metric of :func:`paired` (with the dataset's ``diagnostics``),
+    over the seeds both finished without diverging. Given the runs' per-image records
+    (:attr:`Collected.images`) for all those seeds, also the bootstrap interval of
+    :func:`paired_intervals` per metric of :data:`BOOTSTRAPPED` (``<metric>_ci_low`` and
+    ``<metric>_ci_high``).
 
     Arms trained with the same seed see the same images in the same order, so the per-seed
     difference removes the share of seed-to-seed spread that both arms have in common.
@@ -200,7 +214,7 @@ def paired_differences(
         if arm == baseline or not pairs:
             continue
         row: dict[str, Any] = {"arm": arm, "seeds": len(pairs)}
-        for key in PAIRED:
+        for key in paired(diagnostics):
             deltas = [m[key] - ref[key] for m, ref in pairs if key in m and key in ref]
             if deltas:
                 _add_mean_std(row, key, deltas)
@@ -234,19 +248,21 @@ def _mean_std(row: dict[str, Any], key: str, fmt: str) -> str:
     return fmt.format(row[key]) + ("" if std is None else f" ± {std:.1f}")
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The results table in Markdown: one row per arm, ``mean ± std`` per metric present in any row."""
+def markdown_table(rows: list[dict[str, Any]], diagnostics: type[Diagnostics] | None = None) -> str:
+    """The results table in Markdown: one row per arm, ``mean ± std`` per metric of
+    :func:`columns` present in any row."""
     return _markdown(
         rows,
-        COLUMNS,
+        columns(diagnostics),
         lambda r, k: f"{r[k]:.2f}" if k == "cam_threshold" else _mean_std(r, k, "{:.1f}"),
     )
 
 
-def differences_table(rows: list[dict[str, Any]]) -> str:
-    """The paired differences in Markdown: ``mean ± std (seeds ahead/seeds)`` per metric, then
-    ``[low, high]`` per bootstrap interval."""
-    headers = {k: f"Δ {COLUMNS[k]}" for k in PAIRED} | {f"{k}_ci_low": f"Δ {COLUMNS[k]} [95% CI]" for k in BOOTSTRAPPED}
+def differences_table(rows: list[dict[str, Any]], diagnostics: type[Diagnostics] | None = None) -> str:
+    """The paired differences in Markdown: ``mean ± std (seeds ahead/seeds)`` per metric of
+    :func:`paired`, then ``[low, high]`` per bootstrap interval."""
+    names = columns(diagnostics)
+    headers = {k: f"Δ {names[k]}" for k in paired(diagnostics)} | {f"{k}_ci_low": f"Δ {names[k]} [95% CI]" for k in BOOTSTRAPPED}
 
     def cell(r: dict[str, Any], k: str) -> str:
         if k.endswith("_ci_low"):
@@ -256,28 +272,35 @@ def differences_table(rows: list[dict[str, Any]]) -> str:
     return _markdown(rows, headers, cell)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    write_csv(path, rows, ["arm", "seeds"] + [k for k in columns if any(k in r for r in rows)])
+def _write_csv(path: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    write_csv(path, rows, ["arm", "seeds"] + [k for k in keys if any(k in r for r in rows)])
 
 
 #: The results table's row for the centre baseline.
 CENTER = "centre baseline"
 
 
-def write_tables(study: Study, folder: StudyFolder, collected: Collected, center: dict[str, Any] | None = None, preface: str = "") -> str:
+def write_tables(
+    study: Study, folder: StudyFolder, collected: Collected, center: dict[str, Any] | None = None, preface: str = "",
+    registry: Registry | None = None,
+) -> str:  # fmt: skip
     """Write ``results.csv``, ``results.md`` and, with two arms or more, ``differences.csv`` into
     the study's folder from the runs ``collected`` (:func:`collect`); return the Markdown. The
     differences compare every arm with the study's first arm, its baseline. ``center``, the
     metrics of the centre baseline on the same test split (:func:`spgkit.score.center_baseline`),
     is a row of the Markdown table below the arms (``results.csv`` holds the arms alone). ``preface``
-    (Markdown) follows the title: how the arms were configured, e.g. :func:`spgkit.tune.preface`."""
-    runs = collected.metrics
-    rows = summarize(runs)
-    _write_csv(folder.results_csv, rows, ["diverged", "protocol"] + [k for key in COLUMNS for k in (key, f"{key}_std")])
+    (Markdown) follows the title: how the arms were configured, e.g. :func:`spgkit.tune.preface`.
+    The study's dataset reader, looked up in ``registry`` (by default the study's plugins'), adds
+    its diagnostics' columns, differences and reading (:mod:`spgkit.data.diagnostics`)."""
+    registry = registry if registry is not None else Registry(plugins=study.plugins)
+    diagnostics = diagnostics_of(registry.dataset(study.data.name))
+    runs, shown = collected.metrics, columns(diagnostics)
+    rows = summarize(runs, diagnostics)
+    _write_csv(folder.results_csv, rows, ["diverged", "protocol"] + [k for key in shown for k in (key, f"{key}_std")])
     many = any(row["seeds"] > 1 for row in rows)
     text = _heading(study, runs, many, preface)
-    shown = rows + ([{"arm": f"*{CENTER}*", "seeds": "-", **{k: center[k] for k in COLUMNS if k in center}}] if center else [])
-    text += markdown_table(shown)
+    centre = [{"arm": f"*{CENTER}*", "seeds": "-", **{k: center[k] for k in shown if k in center}}] if center else []
+    text += markdown_table(rows + centre, diagnostics)
     if center:
         text += (
             f"\n*{CENTER}*: the same centred Gaussian map for every test image, scored in the same protocol (no network): "
@@ -287,10 +310,10 @@ def write_tables(study: Study, folder: StudyFolder, collected: Collected, center
         text += "\nLeft out, scored with another configuration than this study's (re-run it to train or score them again):\n\n"
         text += "".join(f"- {line}\n" for line in collected.left_out)
     baseline = study.arms[0].name
-    differences = paired_differences(runs, baseline, collected.images)
+    differences = paired_differences(runs, baseline, collected.images, diagnostics)
     if differences:
-        text += _write_differences(folder, differences, baseline, many)
-    text += reading(rows, differences, baseline, runs, center)
+        text += _write_differences(folder, differences, baseline, many, diagnostics)
+    text += reading(rows, differences, baseline, runs, center, diagnostics)
     write_text(folder.results_md, text)
     return text
 
@@ -310,13 +333,16 @@ def _heading(study: Study, runs: dict[str, list[dict[str, Any]]], many: bool, pr
     return text + f"{spread}; localization on the test split ({study.data.test_split}) in the {described}.\n\n"
 
 
-def _write_differences(folder: StudyFolder, differences: list[dict[str, Any]], baseline: str, many: bool) -> str:
+def _write_differences(
+    folder: StudyFolder, differences: list[dict[str, Any]], baseline: str, many: bool, diagnostics: type[Diagnostics] | None
+) -> str:  # fmt: skip
     """Write ``differences.csv``; return the Markdown that presents the differences and their table."""
     intervals = [f"{key}_ci_{end}" for key in BOOTSTRAPPED for end in ("low", "high")]
-    _write_csv(folder.differences_csv, differences, [k for key in PAIRED for k in (key, f"{key}_std", f"{key}_ahead")] + intervals)
-    paired = "mean ± sample std of" if many else "the value of"
+    keys = [k for key in paired(diagnostics) for k in (key, f"{key}_std", f"{key}_ahead")]
+    _write_csv(folder.differences_csv, differences, keys + intervals)
+    value = "mean ± sample std of" if many else "the value of"
     text = (
-        f"\nDifference from {baseline}, paired by seed: {paired} (arm - {baseline}) over "
+        f"\nDifference from {baseline}, paired by seed: {value} (arm - {baseline}) over "
         f"the seeds both finished, and in brackets the seeds on which the arm is ahead."
     )
     if any(intervals[0] in d for d in differences):
@@ -325,7 +351,7 @@ def _write_differences(folder: StudyFolder, differences: list[dict[str, Any]], b
             f"({RESAMPLES} resamples, each drawing the test images and the seeds with replacement "
             "and finding MaxBoxAccV2's best thresholds anew)."
         )
-    return text + "\n\n" + differences_table(differences)
+    return text + "\n\n" + differences_table(differences, diagnostics)
 
 
 def near_chance(metrics: list[dict[str, Any]]) -> bool:
@@ -343,11 +369,13 @@ def near_chance(metrics: list[dict[str, Any]]) -> bool:
 def reading(
     rows: list[dict[str, Any]], differences: list[dict[str, Any]], baseline: str,
     runs: dict[str, list[dict[str, Any]]] | None = None, center: dict[str, Any] | None = None,
+    diagnostics: type[Diagnostics] | None = None,
 ) -> str:  # fmt: skip
     """A few sentences read off the numbers: which arms cannot be told from chance or localise no
-    better than the centre baseline; for data with part annotations, whether the baseline's map
-    sits on the part, which arm covers most of the object and by how much; and how much a
-    difference that rests on few seeds can be trusted. Empty when there is nothing to say."""
+    better than the centre baseline; what the dataset's ``diagnostics`` read off theirs, unless
+    the baseline is at chance (SynthWSOL: whether the baseline's map sits on the part, which arm
+    covers most of the object and by how much); and how much a difference that rests on few seeds
+    can be trusted. Empty when there is nothing to say."""
     runs = runs or {}
     chance = [r["arm"] for r in rows if near_chance([m for m in runs.get(r["arm"], []) if "diverged" not in m])]
     lines = []
@@ -364,8 +392,8 @@ def reading(
                 f"{center['maxboxaccv2']:.1f}): on this data their maps say nothing about where the object is."
             )
     base = next((r for r in rows if r["arm"] == baseline), None)
-    if base is not None and "part_maxboxaccv2" in base and baseline not in chance:
-        lines += _part_reading(rows, [d for d in differences if d["arm"] not in chance], base)
+    if diagnostics is not None and base is not None and baseline not in chance:
+        lines += diagnostics.reading(rows, [d for d in differences if d["arm"] not in chance], base)
     diverged = [f"{r['arm']} ({r['diverged']} of {r['seeds'] + r['diverged']})" for r in rows if r.get("diverged")]
     if diverged:
         lines.append(f"Diverged runs, left out of every number: {', '.join(diverged)}; their metrics.json says at which step.")
@@ -381,41 +409,3 @@ def reading(
     if not lines:
         return ""
     return "\nReading (generated from the numbers above):\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
-
-
-#: Top-1 Acc points (arm - baseline) below which an arm counts as having lost its classification:
-#: its map then follows no class, and the part reading names it apart instead of ranking it.
-LOST_CLASSIFICATION = -20
-
-
-def _part_reading(rows: list[dict[str, Any]], differences: list[dict[str, Any]], base: dict[str, Any]) -> list[str]:
-    """The reading's lines on data with part annotations (see :func:`reading`)."""
-    baseline = base["arm"]
-    gap = base["part_maxboxaccv2"] - base["maxboxaccv2"]
-    where = "sits on the part" if gap > 0 else "does not sit on the part"
-    lines = [
-        f"{baseline}'s map {where}: its MaxBoxAccV2 is {base['part_maxboxaccv2']:.1f} against the part's box "
-        f"and {base['maxboxaccv2']:.1f} against the object's ({gap:+.1f}); it covers {base['object_covered']:.1f} % "
-        f"of the object, and {base['on_part']:.1f} % of what it keeps lies on the part."
-    ]
-    # An arm that lost its classification has a map that no longer follows a class: whatever of
-    # the object it covers (all of it, when the map is near flat) is said apart, not ranked.
-    lost = [d for d in differences if d.get("top1_acc", 0) < LOST_CLASSIFICATION]
-    ranked = sorted((d for d in differences if "object_covered" in d and d not in lost), key=lambda d: -d["object_covered"])
-    if ranked and ranked[0]["object_covered"] <= 0:
-        lines.append(f"No arm covers more of the object than {baseline}.")
-    elif ranked:
-        top = ranked[0]
-        row = next(r for r in rows if r["arm"] == top["arm"])
-        lines.append(
-            f"{top['arm']} covers the most of the object: {row['object_covered']:.1f} %, {top['object_covered']:+.1f} "
-            f"points on {baseline} (ahead on {top['object_covered_ahead']} of {top['seeds']} seeds), at "
-            f"{top['maxboxaccv2']:+.1f} MaxBoxAccV2 and {top['top1_acc']:+.1f} Top-1."
-        )
-    for d in lost:
-        row = next(r for r in rows if r["arm"] == d["arm"])
-        lines.append(
-            f"{d['arm']} lost its classification ({row['top1_acc']:.1f} % Top-1, {d['top1_acc']:+.1f} on {baseline}): "
-            f"its map, which no longer follows a class, covers {row['object_covered']:.1f} % of the object (not ranked)."
-        )
-    return lines

@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from spgkit.data import collate
 from spgkit.data.base import RecordDataset
+from spgkit.data.diagnostics import diagnostics_of
 from spgkit.evaluate import Scores
 from spgkit.localization import score_maps as resize_and_normalize
 
@@ -223,7 +224,7 @@ def score_maps_of(
     size; ``(H, W)`` is the evaluation image size) and the logits ``logits_of(image_id)`` gives,
     on ``dataset``: the path :func:`score` and :func:`center_baseline` share."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    scores = Scores(thresholds, cam_threshold, protocol)
+    scores = Scores(thresholds, cam_threshold, protocol, diagnostics=diagnostics_of(dataset))
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         size = tuple(batch["images"].shape[-2:])
         # One map at a time: maps may differ in size. As a float32 tensor, as the model's maps are

@@ -284,7 +284,7 @@ def write_report(study: Study, folder: StudyFolder, registry: Registry, facts: d
     with folder.reporting():
         collected = collect(study, folder, asked)
         folder.clear_reports()
-        write_tables(study, folder, collected, center_metrics(study, registry), preface)
+        write_tables(study, folder, collected, center_metrics(study, registry), preface, registry)
         write_figures(study, folder, collected, registry)
     return collected
 

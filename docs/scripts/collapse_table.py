@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from spgkit.data import SynthWSOL
 from spgkit.figures import evolution_figure
 from spgkit.report import differences_table, markdown_table, paired_differences, summarize
 from spgkit.runs import RunFolder
@@ -103,8 +104,9 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out
     runs = collect(out)
-    print(markdown_table(summarize(runs)))
-    print(differences_table(paired_differences(runs, "spg (reference)")))
+    parts = SynthWSOL.diagnostics  # the studies' data: their part metrics are columns too
+    print(markdown_table(summarize(runs, parts), parts))
+    print(differences_table(paired_differences(runs, "spg (reference)", diagnostics=parts), parts))
     print(seed_table(out))
     if args.figures:
         figures(out, args.figures)

@@ -5,7 +5,8 @@ plugin adds a format the same way. Every dataset returns :class:`Sample` dicts (
 ``transform`` applied to the whole dict, and has ``num_classes`` and ``class_names``. Batch with
 :func:`collate`; preprocess with :func:`train_transform` / :func:`eval_transform`. Bad input raises
 :class:`DataError` naming the file and line, or, with ``on_error="skip"``, is skipped, counted in
-``dataset.skipped`` and reported in one warning.
+``dataset.skipped`` and reported in one warning. A reader may contribute metrics of its own
+annotations (SynthWSOL's part scores) as its ``diagnostics`` (:mod:`spgkit.data.diagnostics`).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from torchvision import tv_tensors
 
 from spgkit.data.base import Transform, check_choice, mask_box
 from spgkit.data.sample import Sample, make_sample
+from spgkit.data.synth_parts import PartScores
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 SHAPES = ("disc", "triangle", "cross", "ring", "square", "star", "crescent", "bar")
@@ -94,7 +95,11 @@ class SynthWSOL(Dataset):
     Attributes:
         num_classes: number of classes.
         class_names: the part shape of each class, e.g. ``["disc", "triangle", "cross", "ring"]``.
+        diagnostics: :class:`~spgkit.data.synth_parts.PartScores`, where maps sit against the
+            part (:mod:`spgkit.data.diagnostics`).
     """
+
+    diagnostics = PartScores
 
     def __init__(
         self,

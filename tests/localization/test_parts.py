@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from spgkit.data import SynthWSOL, eval_transform
-from spgkit.evaluate import PartScores, evaluate
+from spgkit.data.synth_parts import PartScores
+from spgkit.evaluate import evaluate
 from spgkit.localization import LocalizationEvaluator
 from spgkit.model import build_model
 
@@ -20,22 +21,48 @@ def _scene():
     return whole, part
 
 
+def _batch(part, whole):
+    """What SynthWSOL's diagnostics read of an evaluation batch of 10 x 10 images of the scene."""
+    n = len(part)
+    return {
+        "images": torch.zeros(n, 3, 10, 10),
+        "original_part_box": [np.array([[2.0, 2.0, 4.0, 4.0]])] * n,  # the part, exclusive corners
+        "original_size": [(10, 10)] * n,
+        "part_mask": torch.from_numpy(part),
+        "masks": torch.from_numpy(whole),
+    }
+
+
+def _scored(maps, part, whole, protocol, cam_threshold=0.5):
+    scores = PartScores(np.array([0.5]), cam_threshold, protocol)
+    scores.update(_batch(part, whole), maps)
+    return scores
+
+
 @pytest.mark.parametrize("protocol", ["float", "benchmark"])
 def test_a_map_on_the_part_and_a_map_on_the_object(protocol):
     whole, part = _scene()
-    on_part = PartScores(0.5, protocol)
-    on_part.update(part.astype(np.float32), part, whole)
+    # Against the part's box, the map on the part scores as in the test below: 100 (float), 100 / 3
+    # (benchmark, whose box is a pixel wider); the map on the object misses the part box (IoU 4 /
+    # 36 or 4 / 49) at every level.
+    on_part_box = {"float": 100.0, "benchmark": 100 / 3}[protocol]
+    on_part = _scored(part.astype(np.float32), part, whole, protocol)
     # Everything the map keeps is on the part; it covers 4 of the object's 36 pixels.
-    assert on_part.compute() == pytest.approx({"on_part": 100.0, "object_covered": 100 * 4 / 36})
-    on_object = PartScores(0.5, protocol)
-    on_object.update(torch.from_numpy(whole.astype(np.float32)), part, whole)
-    assert on_object.compute() == pytest.approx({"on_part": 100 * 4 / 36, "object_covered": 100.0})
-    both = PartScores(0.5, protocol)  # two images: the mean of the two
-    both.update(np.concatenate([part, whole]).astype(np.float32), np.concatenate([part, part]), np.concatenate([whole, whole]))
-    assert both.compute() == pytest.approx({"on_part": (100 + 100 * 4 / 36) / 2, "object_covered": (100 * 4 / 36 + 100) / 2})
-    empty = PartScores(0.5, protocol)  # a flat map keeps nothing: no share on the part
-    empty.update(np.zeros((1, 10, 10), np.float32), part, whole)
-    assert empty.compute() == {"on_part": 0.0, "object_covered": 0.0}
+    assert on_part.compute() == pytest.approx({"part_maxboxaccv2": on_part_box, "on_part": 100.0, "object_covered": 100 * 4 / 36})
+    on_object = _scored(torch.from_numpy(whole.astype(np.float32)), part, whole, protocol)
+    assert on_object.compute() == pytest.approx({"part_maxboxaccv2": 0.0, "on_part": 100 * 4 / 36, "object_covered": 100.0})
+    both = _scored(np.concatenate([part, whole]).astype(np.float32), np.concatenate([part, part]), np.concatenate([whole, whole]), protocol)
+    expected = {"part_maxboxaccv2": on_part_box / 2, "on_part": (100 + 100 * 4 / 36) / 2, "object_covered": (100 * 4 / 36 + 100) / 2}
+    assert both.compute() == pytest.approx(expected)  # two images: the mean of the two
+    # Under DDP the ranks' counts are summed: the two one-image scorings summed are the two-image one.
+    merged = PartScores(np.array([0.5]), 0.5, protocol)
+    merged.load_state_dict({k: v + on_object.state_dict()[k] for k, v in on_part.state_dict().items()})
+    assert merged.compute() == pytest.approx(expected)
+    empty = _scored(np.zeros((1, 10, 10), np.float32), part, whole, protocol)  # a flat map keeps nothing
+    assert empty.compute() == {"part_maxboxaccv2": 0.0, "on_part": 0.0, "object_covered": 0.0}
+    # Without a chosen CAM threshold, the part box's MaxBoxAccV2 alone; before any image, nothing.
+    assert _scored(part.astype(np.float32), part, whole, protocol, None).compute() == pytest.approx({"part_maxboxaccv2": on_part_box})
+    assert PartScores(np.array([0.5]), 0.5, protocol).compute() == {}
 
 
 def test_part_box_accuracy_of_a_map_on_the_part():
