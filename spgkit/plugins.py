@@ -215,12 +215,12 @@ class Registry:
 
     def __init__(self, pm: pluggy.PluginManager | None = None, plugins: Sequence[str | Path] = ()):
         self.pm = pm if pm is not None else get_plugin_manager()
-        self.plugin_files: tuple[str, ...] = ()
-        for path in plugins:
-            absolute = os.path.abspath(path)
-            if absolute not in self.plugin_files:  # one file named twice (-p and the study) registers once
-                register_file(self.pm, path)
-                self.plugin_files += (absolute,)
+        files: dict[str, str | Path] = {}
+        for path in plugins:  # one file named twice (-p and the study) counts once
+            files.setdefault(os.path.abspath(path), path)
+        for path in files.values():
+            register_file(self.pm, path)
+        self.plugin_files: tuple[str, ...] = tuple(files)
         for plugin_name, plugin in self.pm.list_name_plugin():  # plugins registered by hand too
             check_hookimpls(self.pm, plugin, f"plugin {plugin_name!r}")
         self.heads = self._collect("spgkit_register_heads", "head")

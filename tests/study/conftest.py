@@ -47,3 +47,64 @@ def trained(autoload, tmp_path_factory, tiny_study_file):
     out = tmp_path_factory.mktemp("trained")
     assert main(["run", str(tiny_study_file(epochs=1)), "--out", str(out), "--arms", "cam", "--no-progress"]) == 0
     return out / "tiny" / "cam" / "seed0" / "checkpoint.pt"
+
+
+HEAD_FILE = '''
+"""A head in one file: a 1x1 conv on the high stage that learns the squashed CAM of the true class."""
+import torch.nn.functional as F
+from torch import nn
+
+import spgkit
+from spgkit.guidance import class_maps
+from spgkit.heads import GuidanceHead, HeadOutput
+
+
+class Objectness(GuidanceHead):
+    name = "objectness"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.conv = nn.Conv2d(spec.stage("high").channels, 1, 1)
+
+    def forward(self, ctx):
+        logits = self.conv(ctx.features["high"])
+        if ctx.labels is None:
+            return HeadOutput(map=logits)
+        target = class_maps(ctx.classifier.cams.detach(), ctx.labels).sigmoid()
+        return HeadOutput(losses={"bce": F.binary_cross_entropy_with_logits(logits[:, 0], target)}, map=logits)
+
+
+@spgkit.hookimpl
+def spgkit_register_heads(register):
+    register(Objectness)
+'''
+
+STUDY_WITH_HEAD_FILE = """
+from spgkit import Arm, Data, Evaluation, HeadSpec, Study, Training
+
+STUDY = Study(
+    name="local",
+    data=Data("synthwsol", {"num_images": 24, "image_size": 40, "num_classes": 3}, image_size=40, max_eval=12),
+    arms=(Arm("cam"), Arm("objectness", (HeadSpec("objectness"),))),
+    classifier_width=16,
+    training=Training(epochs=1, batch_size=8, lr=0.02, new_layer_lr_mult=1.0, device="cpu"),
+    evaluation=Evaluation(thresholds=20),
+    figure_images=2,
+    plugins=("objectness.py",),
+)
+"""
+
+
+@pytest.fixture
+def study_with_head_file(tmp_path):
+    """Write ``study/local.py``, whose head lives in ``study/objectness.py`` beside it (not written
+    with ``head=False``); returns the study file's path."""
+
+    def write(head: bool = True):
+        (tmp_path / "study").mkdir(exist_ok=True)
+        if head:
+            (tmp_path / "study" / "objectness.py").write_text(textwrap.dedent(HEAD_FILE))
+        (tmp_path / "study" / "local.py").write_text(textwrap.dedent(STUDY_WITH_HEAD_FILE))
+        return tmp_path / "study" / "local.py"
+
+    return write

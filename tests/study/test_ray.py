@@ -56,6 +56,16 @@ def test_runs_spread_over_the_nodes_and_give_the_local_bytes(cluster, one_thread
     assert run_study(study, tmp_path / "ray", registry=registry, progress=False, executor=RayExecutor(address=cluster.address)).actions == {"done": 4}
 
 
+def test_a_study_whose_head_lives_in_a_file_beside_it_runs_on_the_workers(cluster, one_thread, study_with_head_file, tmp_path):
+    # The workers have no such head installed: each registers the study's file itself.
+    study = load_study(study_with_head_file())
+    local = run_study(study, tmp_path / "local", progress=False, executor=LocalExecutor())
+    on_ray = run_study(study, tmp_path / "ray", progress=False, executor=RayExecutor(address=cluster.address))
+    assert on_ray.actions == {"train": 2} and len(on_ray.nodes) == 2
+    assert on_ray.results_csv.read_bytes() == local.results_csv.read_bytes()
+    assert on_ray.run("objectness", 0).per_image.read_bytes() == local.run("objectness", 0).per_image.read_bytes()
+
+
 def _worker_running_a_run():
     for process in psutil.process_iter(["cmdline"]):
         if any("_ray_task" in part for part in process.info["cmdline"] or []):

@@ -3,54 +3,8 @@ file's fingerprint, and an edit of the file is refused as an edited plugin distr
 
 import hashlib
 import json
-import textwrap
 
 from spgkit.cli import main
-
-HEAD = '''
-"""A head in one file: a 1x1 conv on the high stage that learns the squashed CAM of the true class."""
-import torch.nn.functional as F
-from torch import nn
-
-import spgkit
-from spgkit.guidance import class_maps
-from spgkit.heads import GuidanceHead, HeadOutput
-
-
-class Objectness(GuidanceHead):
-    name = "objectness"
-
-    def __init__(self, spec):
-        super().__init__(spec)
-        self.conv = nn.Conv2d(spec.stage("high").channels, 1, 1)
-
-    def forward(self, ctx):
-        logits = self.conv(ctx.features["high"])
-        if ctx.labels is None:
-            return HeadOutput(map=logits)
-        target = class_maps(ctx.classifier.cams.detach(), ctx.labels).sigmoid()
-        return HeadOutput(losses={"bce": F.binary_cross_entropy_with_logits(logits[:, 0], target)}, map=logits)
-
-
-@spgkit.hookimpl
-def spgkit_register_heads(register):
-    register(Objectness)
-'''
-
-STUDY = """
-from spgkit import Arm, Data, Evaluation, HeadSpec, Study, Training
-
-STUDY = Study(
-    name="local",
-    data=Data("synthwsol", {"num_images": 24, "image_size": 40, "num_classes": 3}, image_size=40, max_eval=12),
-    arms=(Arm("cam"), Arm("objectness", (HeadSpec("objectness"),))),
-    classifier_width=16,
-    training=Training(epochs=1, batch_size=8, lr=0.02, new_layer_lr_mult=1.0, device="cpu"),
-    evaluation=Evaluation(thresholds=20),
-    figure_images=2,
-    plugins=("objectness.py",),
-)
-"""
 
 
 def fingerprint(path) -> str:
@@ -62,11 +16,8 @@ def recorded(out, arm: str) -> dict:
     return json.loads((out / "local" / arm / "seed0" / "config.json").read_text())["training"]["sources"]
 
 
-def test_a_study_with_its_head_in_a_file_beside_it(tmp_path, monkeypatch, capsys):
-    (tmp_path / "study").mkdir()
-    head = tmp_path / "study" / "objectness.py"
-    head.write_text(textwrap.dedent(HEAD))
-    (tmp_path / "study" / "local.py").write_text(textwrap.dedent(STUDY))
+def test_a_study_with_its_head_in_a_file_beside_it(study_with_head_file, tmp_path, monkeypatch, capsys):
+    head = study_with_head_file().with_name("objectness.py")
     monkeypatch.chdir(tmp_path)  # the study names its head relative to its own folder, not to here
     run = ["run", "study/local.py", "--out", "out", "--no-progress"]
     assert main(run) == 0
@@ -98,9 +49,8 @@ def test_a_study_with_its_head_in_a_file_beside_it(tmp_path, monkeypatch, capsys
     assert "gt_known_loc" in capsys.readouterr().out
 
 
-def test_a_missing_head_file_of_a_study_is_named_from_the_study_folder(tmp_path, monkeypatch, capsys):
-    (tmp_path / "study").mkdir()
-    (tmp_path / "study" / "local.py").write_text(textwrap.dedent(STUDY))
+def test_a_missing_head_file_of_a_study_is_named_from_the_study_folder(study_with_head_file, tmp_path, monkeypatch, capsys):
+    study_with_head_file(head=False)
     monkeypatch.chdir(tmp_path)
     assert main(["run", "study/local.py", "--out", "out"]) == 2
     assert capsys.readouterr().err == "spgkit run: error: study/objectness.py: no such plugin file\n"
