@@ -660,7 +660,7 @@ def _localize_image(model, transform, path: Path, overlay: Path, threshold: floa
     from spgkit.evaluate import predict_maps
     from spgkit.figures import localize_figure
     from spgkit.localization import largest_region_box
-    from spgkit.localization.boxes import rescale
+    from spgkit.boxes import rescale
 
     rgb = load_upright(path)
     height, width = rgb.shape[:2]

@@ -18,12 +18,12 @@ from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from spgkit.boxes import table_boxes  # noqa: E402
 from spgkit.config import Study  # noqa: E402
 from spgkit.data import collate, eval_transform  # noqa: E402
 from spgkit.guidance import IGNORE  # noqa: E402
 from spgkit.io import atomic_write_bytes  # noqa: E402
 from spgkit.localization import largest_region_box, score_maps  # noqa: E402
-from spgkit.localization.boxes import table_boxes  # noqa: E402
 from spgkit.plugins import Registry  # noqa: E402
 from spgkit.report import Collected, box_accuracy, box_hits  # noqa: E402
 from spgkit.runs import RunFolder, StudyFolder, record_hash  # noqa: E402
@@ -58,7 +58,7 @@ def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, pa
     at the arm's CAM threshold, in ``protocol``) in red.
 
     Each panel gives ``maps`` (N, H, W) and either ``threshold`` or ``boxes``, the predicted boxes
-    already known (per image an array of :mod:`~spgkit.localization.boxes`' convention, (0, 4) for
+    already known (per image an array of :mod:`~spgkit.boxes`' convention, (0, 4) for
     none); optionally ``labels``, a caption per image."""
     n = len(batch["labels"])
     fig, axes = plt.subplots(n, len(panels), figsize=(2.2 * len(panels), 2.2 * n), squeeze=False)
@@ -85,7 +85,7 @@ def overlay_figure(panels: dict[str, dict[str, Any]], batch: dict, mean, std, pa
 
 def localize_figure(image: np.ndarray, heat: np.ndarray, boxes: np.ndarray, title: str, path: Path) -> None:
     """One (H, W, 3) image at its original size with its map stretched over it and the predicted
-    ``boxes`` (:mod:`~spgkit.localization.boxes`' convention, in the image's pixels)."""
+    ``boxes`` (:mod:`~spgkit.boxes`' convention, in the image's pixels)."""
     height, width = image.shape[:2]
     fig, ax = plt.subplots(figsize=(4, 4 * height / width))
     ax.imshow(image)

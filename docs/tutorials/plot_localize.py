@@ -149,7 +149,7 @@ for key, seed in seeds.items():
 #
 # A box comes from thresholding the map at the CAM threshold chosen on the ``val`` split and
 # taking the largest connected region: :func:`spgkit.localization.largest_region_box` returns its
-# box in spgkit's one box convention (:mod:`spgkit.localization.boxes`: a float (n, 4) array
+# box in spgkit's one box convention (:mod:`spgkit.boxes`: a float (n, 4) array
 # ``x0, y0, x1, y1``, right and bottom edges excluded; (0, 4) for no box), as the dataset's boxes
 # are. The evaluator scores boxes as the WSOL benchmark does, with inclusive corners:
 # :func:`spgkit.localization.threshold_boxes` gives the map's regions in them (in the benchmark's

@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from spgkit.boxes import BoxError, box_problem, check_boxes
 from spgkit.data.sample import DataError, Sample, make_sample
-from spgkit.localization.boxes import BoxError, box_problem, check_boxes
 
 Box = tuple[float, float, float, float]
 Size = tuple[int, int]
@@ -235,8 +235,8 @@ def parse_box(texts: Sequence[str], names: Sequence[str] = ("x0", "y0", "x1", "y
 
 def check_box(box: Box, size: Size | None) -> None:
     """Raise :class:`BadLine` unless ``box`` follows the box convention of
-    :mod:`spgkit.localization.boxes` in an image of ``size`` (None: not known yet, see
-    :func:`~spgkit.localization.boxes.box_problem`)."""
+    :mod:`spgkit.boxes` in an image of ``size`` (None: not known yet, see
+    :func:`~spgkit.boxes.box_problem`)."""
     problem = box_problem(box, size)
     if problem is not None:
         raise BadLine(problem)
@@ -394,7 +394,7 @@ class Record:
     path: Path
     label: int
     boxes: np.ndarray
-    """(n, 4) float32 in the box convention of :mod:`spgkit.localization.boxes`."""
+    """(n, 4) float32 in the box convention of :mod:`spgkit.boxes`."""
     size: Size | None = None
     """(height, width) known from the annotations or the header; checked against the decoded image."""
     extra: Any = None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spgkit.boxes import from_xywh
 from spgkit.data.base import (
     BadLine,
     PathArg,
@@ -22,7 +23,6 @@ from spgkit.data.base import (
     read_table,
     start,
 )
-from spgkit.localization.boxes import from_xywh
 
 SPLITS = ("train", "test", "all")
 
@@ -41,7 +41,7 @@ class CUB(RecordDataset):
 
     Labels are class ids ranked in ascending order (id 1 -> 0). A box ``x y w h`` covers ``w``
     pixels from column ``x``: ``(x, y, x + w, y + h)`` in spgkit's convention
-    (:func:`~spgkit.localization.boxes.from_xywh`). Image sizes are
+    (:func:`~spgkit.boxes.from_xywh`). Image sizes are
     read from the image headers at construction so that every box is checked against its image.
 
     Args:

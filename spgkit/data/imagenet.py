@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spgkit.boxes import NO_BOXES, from_inclusive
 from spgkit.data.base import (
     BadLine,
     PathArg,
@@ -25,7 +26,6 @@ from spgkit.data.base import (
     start,
 )
 from spgkit.data.sample import DataError
-from spgkit.localization.boxes import NO_BOXES, from_inclusive
 
 SPLITS = ("train", "val")
 
@@ -39,7 +39,7 @@ class ImageNet(RecordDataset):
     Class order is the sorted wnids (the usual ImageNet label order). A validation image takes its
     class from the ``<name>`` of its XML objects (all objects of one image must agree) and one box
     per object. XML boxes are read as the WSOL benchmark reads them, ``xmax``/``ymax`` inclusive
-    (see :func:`~spgkit.localization.boxes.from_inclusive`); the XML ``<size>`` is checked against
+    (see :func:`~spgkit.boxes.from_inclusive`); the XML ``<size>`` is checked against
     the decoded image.
 
     Args:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spgkit.boxes import mask_box
 from spgkit.data.base import (
     BadLine,
     PathArg,
@@ -23,7 +24,6 @@ from spgkit.data.base import (
     read_table,
 )
 from spgkit.data.sample import DataError
-from spgkit.localization.boxes import mask_box
 
 SPLITS = ("trainval", "test", "all")
 BORDERS = ("ignore", "object")

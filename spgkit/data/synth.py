@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from spgkit.boxes import mask_box
 from spgkit.data.base import Transform, check_choice
 from spgkit.data.sample import Sample, make_sample
-from spgkit.localization.boxes import mask_box
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 SHAPES = ("disc", "triangle", "cross", "ring", "square", "star", "crescent", "bar")

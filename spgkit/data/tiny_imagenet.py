@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spgkit.boxes import from_inclusive
 from spgkit.data.base import (
     BadLine,
     Line,
@@ -23,7 +24,6 @@ from spgkit.data.base import (
     read_table,
     start,
 )
-from spgkit.localization.boxes import from_inclusive
 
 SPLITS = ("train", "val")
 SIZE = (64, 64)
@@ -41,7 +41,7 @@ class TinyImageNet(RecordDataset):
         val/val_annotations.txt                "<file>\\t<wnid>\\t<x0>\\t<y0>\\t<x1>\\t<y1>"
 
     Box coordinates in these files are inclusive pixel indices (0..63); they become spgkit's boxes
-    by :func:`~spgkit.localization.boxes.from_inclusive`. Labels are the sorted wnids' ranks. Every image must have exactly one
+    by :func:`~spgkit.boxes.from_inclusive`. Labels are the sorted wnids' ranks. Every image must have exactly one
     annotation line and every line an image. (The test split has no labels and is not read.)
 
     Attributes:

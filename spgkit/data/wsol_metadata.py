@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spgkit.boxes import NO_BOXES, from_inclusive, mask_box
 from spgkit.data.base import (
     BadLine,
     Line,
@@ -27,7 +28,6 @@ from spgkit.data.base import (
     read_table,
 )
 from spgkit.data.sample import DataError
-from spgkit.localization.boxes import NO_BOXES, from_inclusive, mask_box
 
 
 class WSOLMetadata(RecordDataset):
@@ -60,7 +60,7 @@ class WSOLMetadata(RecordDataset):
 
     Boxes are read as the benchmark reads them: its IoU counts ``x1 - x0 + 1`` pixels, so
     ``x1, y1`` are inclusive and become ``x1 + 1, y1 + 1`` here (see
-    :func:`~spgkit.localization.boxes.from_inclusive`). Mask files are relative to ``mask_root``;
+    :func:`~spgkit.boxes.from_inclusive`). Mask files are relative to ``mask_root``;
     as in the benchmark, a pixel is object where any instance mask is nonzero, and ignored where
     the ignore mask is nonzero and no instance covers it. Mask samples get one box per instance
     mask (its extent), computed when the sample is loaded.
@@ -257,7 +257,7 @@ class _UnsizedBoxes:
     locations: list[str]
 
     def finish(self, boxes: np.ndarray, size: Size) -> np.ndarray:
-        """``boxes`` as :func:`~spgkit.localization.boxes.from_inclusive` makes them for ``size``
+        """``boxes`` as :func:`~spgkit.boxes.from_inclusive` makes them for ``size``
         (an ``x1`` written equal to the width stays at the border), checked against ``size``, or
         :class:`DataError` at the culprit's line."""
         height, width = size

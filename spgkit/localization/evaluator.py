@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from spgkit.localization.boxes import MISSING
+from spgkit.boxes import MISSING
 from spgkit.localization.maps import as_float_maps, as_numpy, minmax_normalize
 from spgkit.localization.protocol import get_protocol
 from spgkit.localization.regions import Regions, check_thresholds
@@ -289,8 +289,8 @@ class LocalizationEvaluator:
         ``largest_iou`` and ``best_iou`` (N, T) float64, the IoU of the largest region's box and
         the best IoU of any region's box at each of :attr:`thresholds`; ``cam_iou`` (N,) and
         ``cam_box`` (N, 4) int64, the largest region's IoU and inclusive box at ``cam_threshold``
-        (a row of :data:`~spgkit.localization.boxes.MISSING` where no pixel reaches it, which only
-        the float protocol allows; :func:`~spgkit.localization.boxes.table_boxes` gives them as
+        (a row of :data:`~spgkit.boxes.MISSING` where no pixel reaches it, which only
+        the float protocol allows; :func:`~spgkit.boxes.table_boxes` gives them as
         spgkit's boxes). Every box metric
         follows from these (Top-1 and Top-5 Loc with the class flags): e.g. MaxBoxAccV2 at IoU 50
         is the best over thresholds of the share of ``best_iou >= 0.5``."""

@@ -23,15 +23,15 @@ import torch
 import torch.nn.functional as F
 
 import spgkit
+from spgkit.boxes import NO_BOXES, check_boxes
 from spgkit.config import BENCHMARK_SPACE, Param
 from spgkit.heads import GuidanceHead, ModelSpec, check_number
-from spgkit.localization.boxes import NO_BOXES, check_boxes
 
 
 def cut_box(height: int, width: int, lam: float, center: tuple[int, int]) -> np.ndarray:
     """The region pasted for ``lam`` around ``center`` (row, column) of a ``height`` x ``width``
-    image, as a box of spgkit's convention (:mod:`spgkit.localization.boxes`): ``[[x0, y0, x1,
-    y1]]``, whole pixels, ``x1, y1`` excluded; :data:`~spgkit.localization.boxes.NO_BOXES` where
+    image, as a box of spgkit's convention (:mod:`spgkit.boxes`): ``[[x0, y0, x1,
+    y1]]``, whole pixels, ``x1, y1`` excluded; :data:`~spgkit.boxes.NO_BOXES` where
     the region has no pixel (a side shorter than 2 pixels, or ``lam`` 1)."""
     ratio = math.sqrt(1.0 - lam)
     cut_h, cut_w = int(height * ratio), int(width * ratio)

@@ -1,4 +1,4 @@
-"""spgkit's one box convention (spgkit.localization.boxes): its checker and every conversion at the
+"""spgkit's one box convention (spgkit.boxes): its checker and every conversion at the
 edges, on hand-worked boxes."""
 
 import re
@@ -10,7 +10,7 @@ from PIL import Image
 
 from spgkit.data import DataError, FolderCSV
 from spgkit.localization import largest_region_box, resize_gt_boxes, threshold_boxes
-from spgkit.localization.boxes import (
+from spgkit.boxes import (
     MISSING,
     NO_BOXES,
     BoxError,

@@ -1,4 +1,5 @@
-"""Boxes in spgkit: one convention, converted and checked at the edges.
+"""Boxes in spgkit: one convention, converted and checked at the edges. Imports numpy only, so
+the readers, the evaluator, figures, the command line and plugins all stand on it.
 
 **The convention.** Boxes are a float numpy array of shape (n, 4), one row ``x0, y0, x1, y1`` per
 box, half-open in the pixel coordinates of the image they belong to: a box covers the pixels
@@ -130,8 +131,8 @@ def rescale(boxes: np.ndarray, size: tuple[int, int], new_size: tuple[int, int])
 def box_iou(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     """IoU of every box with every ground-truth box, (n, m) float64, for the evaluator's inclusive
     pixel boxes ``x0, y0, x1, y1`` (area = (x1 - x0 + 1) * (y1 - y0 + 1), the WSOL benchmark's
-    convention). Below every other localization module, so the compiled core's wrapper, the
-    readable path and the evaluator all score boxes with this one function.
+    convention). Below every localization module, so the compiled core's wrapper, the readable
+    path and the evaluator all score boxes with this one function.
 
     A pair whose union is not positive (degenerate boxes) has IoU 0, as in the benchmark."""
     a = np.asarray(boxes, dtype=np.float64).reshape(-1, 1, 4)
