@@ -8,8 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from spgkit.data import DataError, FolderCSV
-from spgkit.localization import largest_region_box, resize_gt_boxes, threshold_boxes
 from spgkit.boxes import (
     MISSING,
     NO_BOXES,
@@ -22,6 +20,8 @@ from spgkit.boxes import (
     rescale,
     table_boxes,
 )
+from spgkit.data import DataError, FolderCSV
+from spgkit.localization import largest_region_box, resize_gt_boxes, threshold_boxes
 
 # ------------------------------------------------------------------------------- the checker
 
