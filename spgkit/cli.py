@@ -660,6 +660,7 @@ def _localize_image(model, transform, path: Path, overlay: Path, threshold: floa
     from spgkit.evaluate import predict_maps
     from spgkit.figures import localize_figure
     from spgkit.localization import largest_region_box
+    from spgkit.boxes import rescale
 
     rgb = load_upright(path)
     height, width = rgb.shape[:2]
@@ -668,13 +669,12 @@ def _localize_image(model, transform, path: Path, overlay: Path, threshold: floa
     label = int(out.logits.argmax(1))
     score = float(out.logits.softmax(1)[0, label])
     heat = maps[0].cpu().numpy()
-    box = largest_region_box(heat, threshold, protocol=protocol)
-    sx, sy = width / size, height / size
-    # Inclusive corners in network pixels -> [x0, y0, x1, y1) in the upright image.
-    box_orig = None if box is None else [box[0] * sx, box[1] * sy, (box[2] + 1) * sx, (box[3] + 1) * sy]
-    localize_figure(rgb, heat, box_orig, f"{names[label]} ({score:.2f})", overlay)
+    boxes = rescale(largest_region_box(heat, threshold, protocol=protocol), (size, size), (height, width))
+    localize_figure(rgb, heat, boxes, f"{names[label]} ({score:.2f})", overlay)
+    # boxes.json holds at most one box: its row, or JSON's null for none
+    box = boxes[0].tolist() if len(boxes) else None
     return {"class_index": label, "class_name": names[label], "probability": score, "threshold": threshold,
-            "box_xyxy": box_orig, "image_size": [width, height], "overlay": str(overlay)}  # fmt: skip
+            "box_xyxy": box, "image_size": [width, height], "overlay": str(overlay)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from spgkit.boxes import table_boxes  # noqa: E402
 from spgkit.config import Study  # noqa: E402
 from spgkit.data import collate, eval_transform  # noqa: E402
 from spgkit.data.diagnostics import diagnostics_of  # noqa: E402
@@ -47,6 +48,8 @@ def _show_image(ax, image: torch.Tensor, mean, std) -> np.ndarray:
 
 
 def _draw_box(ax, box, color: str) -> None:
+    # One box of spgkit's (half-open) convention; imshow puts pixel centres at integer coordinates,
+    # so pixel column x0 starts at x0 - 0.5 and the box is x1 - x0 wide.
     x0, y0, x1, y1 = (float(v) for v in box)
     ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.5))
 
@@ -71,7 +74,8 @@ def overlay_figure(
     red.
 
     Each panel gives ``maps`` (N, H, W) and either ``threshold`` or ``boxes``, the predicted boxes
-    already known (inclusive corners, -1s for none); optionally ``labels``, a caption per image."""
+    already known (per image an array of :mod:`~spgkit.boxes`' convention, (0, 4) for
+    none); optionally ``labels``, a caption per image."""
     drawn = OBJECT_BOXES if drawn is None else drawn
     n = len(batch["labels"])
     fig, axes = plt.subplots(n, len(panels), figsize=(2.2 * len(panels), 2.2 * n), squeeze=False)
@@ -84,12 +88,11 @@ def overlay_figure(
                 for box in batch[key][row] if batch.get(key) is not None else ():
                     _draw_box(ax, box, colour)
             if "boxes" in panel:
-                box = None if panel["boxes"][row][0] < 0 else panel["boxes"][row]
+                predicted = panel["boxes"][row]
             else:
-                box = largest_region_box(panel["maps"][row], panel["threshold"], protocol=protocol)
-            if box is not None:
-                x0, y0, x1, y1 = box
-                _draw_box(ax, (x0, y0, x1 + 1, y1 + 1), "red")  # inclusive corners -> extent
+                predicted = largest_region_box(panel["maps"][row], panel["threshold"], protocol=protocol)
+            for box in predicted:
+                _draw_box(ax, box, "red")
             if row == 0:
                 ax.set_title(arm, fontsize=9)
             if "labels" in panel:
@@ -97,14 +100,14 @@ def overlay_figure(
     _save(fig, path)
 
 
-def localize_figure(image: np.ndarray, heat: np.ndarray, box, title: str, path: Path) -> None:
+def localize_figure(image: np.ndarray, heat: np.ndarray, boxes: np.ndarray, title: str, path: Path) -> None:
     """One (H, W, 3) image at its original size with its map stretched over it and the predicted
-    box ``[x0, y0, x1, y1)``."""
+    ``boxes`` (:mod:`~spgkit.boxes`' convention, in the image's pixels)."""
     height, width = image.shape[:2]
     fig, ax = plt.subplots(figsize=(4, 4 * height / width))
     ax.imshow(image)
     ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
-    if box is not None:
+    for box in boxes:
         _draw_box(ax, box, "red")
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
@@ -250,7 +253,7 @@ def disagreement_figure(drawn: dict[str, np.ndarray], records: dict[str, dict[st
             raise ValueError(f"{name}'s per-image record does not list the test set's images: was the dataset changed since the run?")
     size = tuple(batch["images"].shape[-2:])
     panels = {
-        name: {"maps": _maps(drawn[name][picks], size, protocol), "boxes": record["cam_box"][picks], "labels": [f"IoU {v:.2f}" for v in record["cam_iou"][picks]]}
+        name: {"maps": _maps(drawn[name][picks], size, protocol), "boxes": table_boxes(record["cam_box"][picks]), "labels": [f"IoU {v:.2f}" for v in record["cam_iou"][picks]]}
         for name, record in records.items()
     }
     overlay_figure(panels, batch, mean, std, path, protocol, ground_truth_boxes(test))

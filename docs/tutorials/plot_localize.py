@@ -39,7 +39,7 @@ import torch
 from spgkit import Arm, Data, Evaluation, HeadSpec, Study, Training
 from spgkit.data import SynthWSOL, collate, eval_transform
 from spgkit.evaluate import predict_maps
-from spgkit.localization import box_iou, largest_region_box, resize_gt_boxes
+from spgkit.localization import box_iou, largest_region_box, resize_gt_boxes, threshold_boxes
 from spgkit.runs import RunFolder, load_model
 from spgkit.train import train_arm
 
@@ -149,18 +149,21 @@ for key, seed in seeds.items():
 #
 # A box comes from thresholding the map at the CAM threshold chosen on the ``val`` split and
 # taking the largest connected region: :func:`spgkit.localization.largest_region_box` returns its
-# inclusive pixel corners (in the benchmark's protocol always a box: ``(0, 0, 0, 0)`` when no
-# pixel passes). :func:`spgkit.localization.resize_gt_boxes` turns the dataset's boxes (right and
-# bottom edges excluded, original image pixels) into the benchmark's inclusive corners on the
-# resized image, as :func:`spgkit.localization.box_iou` wants them.
+# box in spgkit's one box convention (:mod:`spgkit.boxes`: a float (n, 4) array
+# ``x0, y0, x1, y1``, right and bottom edges excluded; (0, 4) for no box), as the dataset's boxes
+# are. The evaluator scores boxes as the WSOL benchmark does, with inclusive corners:
+# :func:`spgkit.localization.threshold_boxes` gives the map's regions in them (in the benchmark's
+# protocol always a box: ``(0, 0, 0, 0)`` when no pixel passes), and
+# :func:`spgkit.localization.resize_gt_boxes` turns the dataset's boxes into them on the resized
+# image, as :func:`spgkit.localization.box_iou` wants them.
 
 threshold = metrics["cam_threshold"]
 boxes, ious = [], []
 for i in range(len(labels)):
-    box = largest_region_box(maps[i], threshold)
+    boxes.append(largest_region_box(maps[i], threshold))
+    scored = threshold_boxes(maps[i], [threshold])  # the evaluator's inclusive corners
     gt = resize_gt_boxes(batch["original_boxes"][i], batch["original_size"][i], tuple(images.shape[-2:]))
-    boxes.append(box)
-    ious.append(0.0 if box is None else float(box_iou(np.array([box]), gt).max()))
+    ious.append(float(box_iou(scored.largest[:1], gt).max()) if scored.has_largest[0] else 0.0)
 print("IoU with the ground truth:", [f"{v:.2f}" for v in ious])
 
 # %%
@@ -177,10 +180,11 @@ def show_image(ax, image):
     ax.imshow((image.permute(1, 2, 0).numpy() * std + mean).clip(0, 1))
 
 
-def outline(ax, x0, y0, x1, y1, colour):
-    # Pixel centres sit at integer coordinates in imshow; a box of inclusive corners spans
-    # from x0 - 0.5 to x1 + 0.5.
-    ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor=colour, linewidth=2))
+def outline(ax, boxes, colour):
+    # Pixel centres sit at integer coordinates in imshow: a box over pixel columns x0 .. x1 - 1
+    # spans from x0 - 0.5 to x1 - 0.5.
+    for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4).tolist():
+        ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=2))
 
 
 columns = ["image", "localization map", *seeds, "boxes"]
@@ -194,10 +198,8 @@ for row in range(len(labels)):
         ax[col].imshow(torch.where(seed == 255, 0.5, seed), cmap="gray", vmin=0, vmax=1)
     show_image(ax[-1], images[row])
     ax[-1].imshow(maps[row], cmap="jet", alpha=0.4, vmin=0, vmax=1)
-    for gt in batch["boxes"][row].tolist():
-        outline(ax[-1], gt[0], gt[1], gt[2] - 1, gt[3] - 1, "lime")
-    if boxes[row] is not None:
-        outline(ax[-1], *boxes[row], "red")
+    outline(ax[-1], batch["boxes"][row], "lime")
+    outline(ax[-1], boxes[row], "red")
     ax[0].set_ylabel(f"{names[labels[row]]} -> {names[predicted[row]]}", fontsize=8)
     for a in ax:
         a.set_xticks([])

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from spgkit.boxes import BoxError, box_problem, check_boxes
 from spgkit.data.sample import DataError, Sample, make_sample
 
 Box = tuple[float, float, float, float]
@@ -36,7 +37,6 @@ PathArg = str | os.PathLike
 Transform = Callable[[Sample], Any] | None
 """A reader's ``transform`` argument: applied to each sample dict."""
 
-NO_BOXES = np.zeros((0, 4), dtype=np.float32)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 MAX_IMAGE_PIXELS: int | None = 250_000_000
@@ -233,46 +233,13 @@ def parse_box(texts: Sequence[str], names: Sequence[str] = ("x0", "y0", "x1", "y
     return x0, y0, x1, y1
 
 
-def inclusive_to_exclusive(box: Box, size: Size) -> Box:
-    """Convert a box whose ``x1, y1`` name the last pixel inside it (Tiny ImageNet, ILSVRC XML, the
-    WSOL benchmark's ``localization.txt``) to the contract's exclusive ``x1, y1`` by adding 1.
-
-    One tolerance, documented because real files need it: an ``x1`` equal to the image width (or
-    ``y1`` equal to its height) is read as "up to the border" and stays at the border. The
-    benchmark's CUB boxes are ``x, y, x + w, y + h`` of ``bounding_boxes.txt``, which reach the
-    width exactly when a bird touches the right edge. Anything further out fails :func:`check_box`.
-    """
-    height, width = size
-    x0, y0, x1, y1 = box
-    return (x0, y0, x1 if x1 == width else x1 + 1, y1 if y1 == height else y1 + 1)
-
-
 def check_box(box: Box, size: Size | None) -> None:
-    """Raise :class:`BadLine` unless ``box`` (exclusive convention) is non-empty and inside the image.
-
-    With ``size`` None (not known before the image is decoded) only what needs no size is
-    checked: the box is non-empty and starts at non-negative coordinates.
-    """
-    x0, y0, x1, y1 = box
-    shown = f"({x0:g}, {y0:g}, {x1:g}, {y1:g})"
-    if not (x0 < x1 and y0 < y1):
-        raise BadLine(f"box {shown} is empty (needs x0 < x1 and y0 < y1)")
-    if size is None:
-        if x0 < 0 or y0 < 0:
-            raise BadLine(f"box {shown} starts at a negative coordinate, outside any image")
-        return
-    height, width = size
-    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-        raise BadLine(f"box {shown} lies outside the {width}x{height} image")
-
-
-def mask_box(mask: np.ndarray) -> Box | None:
-    """The exclusive-convention box around the nonzero pixels of ``mask``, or None if there are none."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+    """Raise :class:`BadLine` unless ``box`` follows the box convention of
+    :mod:`spgkit.boxes` in an image of ``size`` (None: not known yet, see
+    :func:`~spgkit.boxes.box_problem`)."""
+    problem = box_problem(box, size)
+    if problem is not None:
+        raise BadLine(problem)
 
 
 class TooLarge(Exception):
@@ -427,7 +394,7 @@ class Record:
     path: Path
     label: int
     boxes: np.ndarray
-    """(n, 4) float32, exclusive convention."""
+    """(n, 4) float32 in the box convention of :mod:`spgkit.boxes`."""
     size: Size | None = None
     """(height, width) known from the annotations or the header; checked against the decoded image."""
     extra: Any = None
@@ -487,6 +454,10 @@ class RecordDataset(Dataset):
                 f"decoded as {size[1]}x{size[0]} but its annotation says {record.size[1]}x{record.size[0]}",
             )
         boxes, mask, ignore = self._annotate(record, size)
+        try:  # the parsed boxes were checked line by line; this checks what a sample will carry
+            check_boxes(boxes, size)
+        except BoxError as error:
+            raise DataError(str(record.path), f"{type(self).__name__}: {error}") from None
         sample = make_sample(image, record.label, boxes, mask, ignore, record.image_id)
         return self.transform(sample) if self.transform is not None else sample
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spgkit.boxes import from_xywh
 from spgkit.data.base import (
     BadLine,
     PathArg,
@@ -39,7 +40,8 @@ class CUB(RecordDataset):
         images/<class>/<name>.jpg
 
     Labels are class ids ranked in ascending order (id 1 -> 0). A box ``x y w h`` covers ``w``
-    pixels from column ``x``: ``(x, y, x + w, y + h)`` in the exclusive convention. Image sizes are
+    pixels from column ``x``: ``(x, y, x + w, y + h)`` in spgkit's convention
+    (:func:`~spgkit.boxes.from_xywh`). Image sizes are
     read from the image headers at construction so that every box is checked against its image.
 
     Args:
@@ -83,11 +85,9 @@ class CUB(RecordDataset):
             size = read_size(root / "images" / relative_path)
             box_line, box_fields = tables["bounding_boxes.txt"][key]
             with blame(box_line):
-                x, y, w, h = parse_box(box_fields, names=("x", "y", "w", "h"))
-                box = (x, y, x + w, y + h)
-                check_box(box, size)
-            boxes = np.array([box], dtype=np.float32)
-            return Record(relative_path, root / "images" / relative_path, rank[class_id], boxes, size)
+                boxes = from_xywh(parse_box(box_fields, names=("x", "y", "w", "h")))
+                check_box(boxes[0], size)
+            return Record(relative_path, root / "images" / relative_path, rank[class_id], boxes.astype(np.float32), size)
 
         records = problems.collect(((key, line) for key, (line, _) in images.items()), record)
         super().__init__(records, names, transform, problems, root)

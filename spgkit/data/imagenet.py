@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spgkit.boxes import NO_BOXES, from_inclusive
 from spgkit.data.base import (
-    NO_BOXES,
     BadLine,
     PathArg,
     Record,
@@ -18,7 +18,6 @@ from spgkit.data.base import (
     Size,
     Transform,
     check_box,
-    inclusive_to_exclusive,
     label_table,
     list_images,
     os_reason,
@@ -40,7 +39,7 @@ class ImageNet(RecordDataset):
     Class order is the sorted wnids (the usual ImageNet label order). A validation image takes its
     class from the ``<name>`` of its XML objects (all objects of one image must agree) and one box
     per object. XML boxes are read as the WSOL benchmark reads them, ``xmax``/``ymax`` inclusive
-    (see :func:`~spgkit.data.base.inclusive_to_exclusive`); the XML ``<size>`` is checked against
+    (see :func:`~spgkit.boxes.from_inclusive`); the XML ``<size>`` is checked against
     the decoded image.
 
     Args:
@@ -111,9 +110,7 @@ def _read_voc(path: Path) -> tuple[Size, str, np.ndarray]:
     for number, element in enumerate(objects, start=1):
         try:
             names.add(_text(element, "name"))
-            box = inclusive_to_exclusive(
-                parse_box([_text(element, f"bndbox/{tag}") for tag in _BOX_TAGS]), size
-            )
+            box = from_inclusive(parse_box([_text(element, f"bndbox/{tag}") for tag in _BOX_TAGS]), size)[0]
             check_box(box, size)
         except BadLine as error:
             raise BadLine(f"object {number}: {error}") from None

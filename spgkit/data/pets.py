@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spgkit.boxes import mask_box
 from spgkit.data.base import (
     BadLine,
     PathArg,
@@ -18,7 +19,6 @@ from spgkit.data.base import (
     label_table,
     list_images,
     load_label_map,
-    mask_box,
     parse_int,
     read_size,
     read_table,
@@ -106,14 +106,13 @@ class OxfordPets(RecordDataset):
         except BadLine as error:
             problems.report(str(image_path), str(error), stem)
             return None
-        box = mask_box(mask)
+        boxes = mask_box(mask)
         if mask.shape != size:
             reason = f"trimap is {mask.shape[1]}x{mask.shape[0]} but its image {size[1]}x{size[0]}"
             problems.report(str(trimap_path), reason, stem)
-        elif box is None:
+        elif len(boxes) == 0:
             problems.report(str(trimap_path), "no pet pixels (value 1)", stem)
         else:
-            boxes = np.array([box], dtype=np.float32)
             return Record(stem, image_path, label, boxes, size, trimap_path)
         return None
 

@@ -4,10 +4,9 @@ A reader's ``__getitem__`` returns a plain dict shaped like :class:`Sample`. Kee
 and masks as :mod:`torchvision.tv_tensors` lets a ``torchvision.transforms.v2`` pipeline applied to
 the whole dict move them together (crop, flip, resize).
 
-Box convention (all readers convert to it): ``XYXY`` in pixel coordinates of the image, ``x0, y0``
-inclusive (the top-left pixel inside the box) and ``x1, y1`` exclusive (one past the bottom-right
-pixel). A box around pixel columns 3..5 has ``x0 = 3, x1 = 6``, so its width is ``x1 - x0``. The
-evaluator converts to the WSOL benchmark's inclusive ``+1`` convention where it needs it.
+Boxes follow spgkit's one box convention (:mod:`spgkit.boxes`: half-open ``x0, y0,
+x1, y1`` in the image's pixels, an image without a box has none, shape (0, 4)); every reader converts
+its files' boxes to it and checks them.
 """
 
 from __future__ import annotations
@@ -83,7 +82,7 @@ class Sample(TypedDict):
         image: ``tv_tensors.Image``, uint8, shape (3, H, W), RGB (grayscale is decoded to RGB).
         label: class index in ``[0, num_classes)``.
         boxes: ``tv_tensors.BoundingBoxes`` of shape (n, 4), format XYXY, ``canvas_size=(H, W)``,
-            float32, in the module's convention (x0, y0 inclusive; x1, y1 exclusive). n >= 1 on
+            float32, in the box convention of :mod:`spgkit.boxes`. n >= 1 on
             every split that carries localization labels; a split published without any (ILSVRC
             train, a WSOL-benchmark split with no or an empty ``localization.txt``) gives n = 0.
         mask: ``tv_tensors.Mask`` (H, W), uint8 in {0, 1}: the whole-object mask, or None where
@@ -113,7 +112,7 @@ def make_sample(
     Args:
         image: uint8 RGB, either (H, W, 3) numpy (as decoded) or a (3, H, W) tensor.
         label: class index.
-        boxes: (n, 4) XYXY in the module's box convention.
+        boxes: (n, 4) XYXY in the box convention of :mod:`spgkit.boxes`.
         mask: (H, W) array, nonzero = object, or None.
         ignore: (H, W) array, nonzero = ignored, or None.
         image_id: the image's name in its dataset.

@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from spgkit.data.base import Transform, check_choice, mask_box
+from spgkit.boxes import mask_box
+from spgkit.data.base import Transform, check_choice
 from spgkit.data.sample import Sample, make_sample
 from spgkit.data.synth_parts import PartScores
 
@@ -184,12 +185,12 @@ class SynthWSOL(Dataset):
         sample = make_sample(
             image.astype(np.uint8),
             label,
-            np.array([mask_box(whole)]),
+            mask_box(whole),
             whole,
             None,
             f"synthwsol/{self.split}/{index}",
         )
-        part_box = torch.tensor([mask_box(part)], dtype=torch.float32)
+        part_box = torch.from_numpy(mask_box(part))
         return SynthSample(
             **sample,
             part_box=tv_tensors.BoundingBoxes(part_box, format="XYXY", canvas_size=(size, size)),

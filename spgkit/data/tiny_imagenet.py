@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spgkit.boxes import from_inclusive
 from spgkit.data.base import (
     BadLine,
     Line,
@@ -16,7 +17,6 @@ from spgkit.data.base import (
     RecordDataset,
     Transform,
     check_box,
-    inclusive_to_exclusive,
     label_table,
     list_images,
     parse_box,
@@ -40,8 +40,8 @@ class TinyImageNet(RecordDataset):
         val/images/val_<n>.JPEG
         val/val_annotations.txt                "<file>\\t<wnid>\\t<x0>\\t<y0>\\t<x1>\\t<y1>"
 
-    Box coordinates in these files are inclusive pixel indices (0..63); they become exclusive
-    ``x1 + 1, y1 + 1`` here. Labels are the sorted wnids' ranks. Every image must have exactly one
+    Box coordinates in these files are inclusive pixel indices (0..63); they become spgkit's boxes
+    by :func:`~spgkit.boxes.from_inclusive`. Labels are the sorted wnids' ranks. Every image must have exactly one
     annotation line and every line an image. (The test split has no labels and is not read.)
 
     Attributes:
@@ -105,10 +105,10 @@ def _records(
             continue
         line, fields = table[name]
         try:
-            box = inclusive_to_exclusive(parse_box(fields[-4:]), SIZE)
-            check_box(box, SIZE)
+            boxes = from_inclusive(parse_box(fields[-4:]), SIZE)
+            check_box(boxes[0], SIZE)
             records.append(
-                Record(name, image_dir / name, label(fields), np.array([box], dtype=np.float32), SIZE)
+                Record(name, image_dir / name, label(fields), boxes.astype(np.float32), SIZE)
             )
         except BadLine as error:
             problems.reject(error, line, name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spgkit.boxes import NO_BOXES, from_inclusive, mask_box
 from spgkit.data.base import (
-    NO_BOXES,
     BadLine,
     Line,
     PathArg,
@@ -22,9 +21,7 @@ from spgkit.data.base import (
     Transform,
     blame,
     check_box,
-    inclusive_to_exclusive,
     load_label_map,
-    mask_box,
     parse_box,
     parse_int,
     read_lines,
@@ -63,7 +60,7 @@ class WSOLMetadata(RecordDataset):
 
     Boxes are read as the benchmark reads them: its IoU counts ``x1 - x0 + 1`` pixels, so
     ``x1, y1`` are inclusive and become ``x1 + 1, y1 + 1`` here (see
-    :func:`~spgkit.data.base.inclusive_to_exclusive`). Mask files are relative to ``mask_root``;
+    :func:`~spgkit.boxes.from_inclusive`). Mask files are relative to ``mask_root``;
     as in the benchmark, a pixel is object where any instance mask is nonzero, and ignored where
     the ignore mask is nonzero and no instance covers it. Mask samples get one box per instance
     mask (its extent), computed when the sample is loaded.
@@ -131,12 +128,12 @@ class WSOLMetadata(RecordDataset):
         boxes = []
         for path, instance in zip(mask_paths, instances):
             box = mask_box(instance)
-            if box is None:
+            if len(box) == 0:
                 raise DataError(str(path), "instance mask has no foreground pixels")
             boxes.append(box)
         mask = np.logical_or.reduce(instances)
         ignore = None if ignore_path is None else _load_mask(ignore_path, size) & ~mask
-        return np.array(boxes, dtype=np.float32), mask, ignore
+        return np.concatenate(boxes), mask, ignore
 
 
 def _class_names(num_classes: int | None, class_names: Sequence[str] | None) -> Sequence[str]:
@@ -238,14 +235,13 @@ def _read_localization(path: Path, problems: Problems) -> _Localization | None:
 
 
 def _boxes(entries: Entries, size: Size | None) -> np.ndarray:
-    """The boxes of one image in the exclusive convention, checked. With ``size`` None (unknown
+    """The boxes of one image in spgkit's convention, checked. With ``size`` None (unknown
     until the image is decoded) every ``x1, y1`` gets its ``+ 1`` and only what needs no size is
     checked; :meth:`_UnsizedBoxes.finish` completes both once the size is known."""
     boxes = []
     for line, fields in entries:
         try:
-            box = parse_box(fields)
-            box = inclusive_to_exclusive(box, size if size is not None else (math.inf, math.inf))
+            box = from_inclusive(parse_box(fields), size)[0]
             check_box(box, size)
         except BadLine as error:
             raise BadLine(str(error), line) from None
@@ -261,7 +257,7 @@ class _UnsizedBoxes:
     locations: list[str]
 
     def finish(self, boxes: np.ndarray, size: Size) -> np.ndarray:
-        """``boxes`` as :func:`~spgkit.data.base.inclusive_to_exclusive` makes them for ``size``
+        """``boxes`` as :func:`~spgkit.boxes.from_inclusive` makes them for ``size``
         (an ``x1`` written equal to the width stays at the border), checked against ``size``, or
         :class:`DataError` at the culprit's line."""
         height, width = size

@@ -13,7 +13,7 @@
 - :mod:`~spgkit.localization.torch_eval`: the batched GPU path of the default definitions.
 """
 
-from spgkit.localization.boxes import box_iou
+from spgkit.boxes import box_iou
 from spgkit.localization.evaluator import LocalizationEvaluator
 from spgkit.localization.maps import normalize_maps, resize_maps
 from spgkit.localization.protocol import Protocol, get_protocol, largest_region_box, resize_gt_boxes, score_maps, threshold_boxes

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from spgkit.boxes import MISSING
 from spgkit.localization.maps import as_float_maps, as_numpy, minmax_normalize
 from spgkit.localization.protocol import get_protocol
 from spgkit.localization.regions import Regions, check_thresholds
@@ -288,7 +289,9 @@ class LocalizationEvaluator:
         ``largest_iou`` and ``best_iou`` (N, T) float64, the IoU of the largest region's box and
         the best IoU of any region's box at each of :attr:`thresholds`; ``cam_iou`` (N,) and
         ``cam_box`` (N, 4) int64, the largest region's IoU and inclusive box at ``cam_threshold``
-        (-1s where no pixel reaches it, which only the float protocol allows). Every box metric
+        (a row of :data:`~spgkit.boxes.MISSING` where no pixel reaches it, which only
+        the float protocol allows; :func:`~spgkit.boxes.table_boxes` gives them as
+        spgkit's boxes). Every box metric
         follows from these (Top-1 and Top-5 Loc with the class flags): e.g. MaxBoxAccV2 at IoU 50
         is the best over thresholds of the share of ``best_iou >= 0.5``."""
         if not self.keep_images:
@@ -333,9 +336,9 @@ class LocalizationEvaluator:
 
 def _largest_box(regions: Regions, cut_of: np.ndarray, index: int) -> np.ndarray:
     """The box of the largest region at threshold ``index`` (``cut_of`` from
-    :meth:`Protocol.regions <spgkit.localization.protocol.Protocol.regions>`), or -1s where there is none."""
+    :meth:`Protocol.regions <spgkit.localization.protocol.Protocol.regions>`), or a row of ``MISSING`` where there is none."""
     winner = regions.largest[cut_of[index]]
-    return regions.boxes[winner] if winner >= 0 else np.full(4, -1)
+    return regions.boxes[winner] if winner >= 0 else np.full(4, MISSING)
 
 
 def _check_boxes(gt_boxes, n: int) -> list[np.ndarray]:

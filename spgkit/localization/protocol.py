@@ -4,8 +4,9 @@ instead of branching on its name.
 
 Studies, records and the command line name a protocol by a string (:data:`~spgkit.config.PROTOCOLS`
 lists the names with their descriptions); :func:`get_protocol` is the one place a name becomes its
-object. Both protocols use inclusive pixel boxes and the IoU of
-:func:`~spgkit.localization.boxes.box_iou` (+1 in every side's length).
+object. Both protocols score the evaluator's inclusive pixel boxes with the IoU of
+:func:`~spgkit.boxes.box_iou` (+1 in every side's length); :meth:`Protocol.resize_gt_boxes`
+is the one place spgkit's boxes become them (:mod:`~spgkit.boxes`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from spgkit.boxes import NO_BOXES, check_boxes, from_inclusive
 from spgkit.config import PROTOCOLS
 from spgkit.localization.maps import Array, as_float_maps, as_numpy, benchmark_cuts, benchmark_uint8, minmax_normalize, normalize_maps, resize_maps
 from spgkit.localization.regions import Regions, ThresholdBoxes, benchmark_regions, check_thresholds, default_regions
@@ -66,8 +68,9 @@ class Protocol(ABC):
 
     @abstractmethod
     def resize_gt_boxes(self, boxes: np.ndarray, original_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-        """(n, 4) boxes of an image of ``original_size = (H, W)`` in the datasets' convention
-        (``x1, y1`` exclusive), as inclusive pixel corners on the image resized to ``size``."""
+        """(n, 4) boxes of an image of ``original_size = (H, W)`` in spgkit's convention
+        (:mod:`~spgkit.boxes`), as inclusive pixel corners on the image resized to
+        ``size``: spgkit's one conversion into the evaluator's boxes."""
 
     @abstractmethod
     def pixel_edges(self, thresholds: np.ndarray) -> np.ndarray:
@@ -218,14 +221,15 @@ def score_maps(maps: Array, size: tuple[int, int], protocol: str = "benchmark") 
 
 
 def resize_gt_boxes(boxes, original_size: tuple[int, int], size: tuple[int, int], protocol: str = "benchmark") -> np.ndarray:
-    """Ground-truth boxes of an image of ``original_size = (H, W)``, in the datasets' convention
-    (``x1, y1`` exclusive), as inclusive pixel corners on the image resized to ``size``.
+    """Ground-truth boxes of an image of ``original_size = (H, W)``, in spgkit's convention
+    (:mod:`~spgkit.boxes`; checked there, :class:`~spgkit.boxes.BoxError`
+    otherwise), as inclusive pixel corners on the image resized to ``size``.
 
     ``"benchmark"``: the WSOL benchmark's ``resize_bbox`` on its inclusive boxes
     ``(x0, y0, x1 - 1, y1 - 1)``: each corner ``int(c * new / old)``. ``"float"``: the corners
     scaled exactly, ``x1, y1`` then made inclusive by subtracting one pixel.
     """
-    boxes = np.asarray(as_numpy(boxes), dtype=np.float64).reshape(-1, 4)
+    boxes = check_boxes(np.asarray(as_numpy(boxes), dtype=np.float64).reshape(-1, 4), tuple(original_size))
     return get_protocol(protocol).resize_gt_boxes(boxes, original_size, size)
 
 
@@ -259,9 +263,12 @@ def threshold_boxes(score_map, thresholds=None, *, protocol: str = "benchmark") 
     return ThresholdBoxes(thresholds, largest, has_largest, all_boxes, offsets)
 
 
-def largest_region_box(score_map, threshold: float, *, protocol: str = "benchmark") -> tuple[int, int, int, int] | None:
-    """Box ``(x0, y0, x1, y1)`` (inclusive pixels) of the largest region of ``score_map`` at
-    ``threshold``, or None when no pixel reaches it (float protocol only; the benchmark then uses
-    ``(0, 0, 0, 0)``). The map is min-max normalised first; see :func:`threshold_boxes`."""
+def largest_region_box(score_map, threshold: float, *, protocol: str = "benchmark") -> np.ndarray:
+    """The box of the largest region of ``score_map`` at ``threshold``, in spgkit's convention
+    (:mod:`~spgkit.boxes`): (1, 4) float64 ``x0, y0, x1, y1`` with ``x1, y1``
+    excluded, or :data:`~spgkit.boxes.NO_BOXES` when no pixel reaches the threshold
+    (float protocol only; the benchmark then scores its box ``(0, 0, 0, 0)``, which comes back
+    as ``[[0, 0, 1, 1]]``). The map is min-max normalised first; see :func:`threshold_boxes`,
+    which gives the evaluator's inclusive corners."""
     boxes = threshold_boxes(score_map, [threshold], protocol=protocol)
-    return tuple(int(x) for x in boxes.largest[0]) if boxes.has_largest[0] else None
+    return from_inclusive(boxes.largest[:1]) if boxes.has_largest[0] else NO_BOXES

@@ -18,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from spgkit.localization.boxes import box_iou
+from spgkit.boxes import box_iou
 
 
 def normalize_scoremap(cam: np.ndarray) -> np.ndarray:

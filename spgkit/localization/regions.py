@@ -22,7 +22,7 @@ class Regions(NamedTuple):
     ``boxes[k]`` (inclusive ``x0, y0, x1, y1``) belongs to cut ``cuts[box_cut[k]]``; the largest
     region at cut ``s`` is ``boxes[largest[s]]``, or none where ``largest[s]`` is -1. Where
     ground-truth boxes were given, ``iou[k]`` is box ``k``'s best IoU with them (as
-    :func:`~spgkit.localization.boxes.box_iou` computes it, in the same pass); else None.
+    :func:`~spgkit.boxes.box_iou` computes it, in the same pass); else None.
     """
 
     cuts: np.ndarray

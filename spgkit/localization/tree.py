@@ -105,7 +105,7 @@ def float_regions(normalized: np.ndarray, thresholds: np.ndarray, gt_boxes: np.n
     region with the most pixels at threshold ``j`` (ties: the one whose first pixel in raster order
     comes first) is box ``largest[j]``, or -1 where no pixel reaches it. With ``gt_boxes`` (m, 4),
     ``iou[k]`` is box ``k``'s best IoU with them, as
-    :func:`~spgkit.localization.boxes.box_iou` computes it; otherwise ``iou`` is None."""
+    :func:`~spgkit.boxes.box_iou` computes it; otherwise ``iou`` is None."""
     scores = np.ascontiguousarray(normalized)
     if scores.dtype not in (np.float32, np.float64):
         scores = scores.astype(np.float64)

@@ -5,6 +5,7 @@ give identical images, logits and losses (docs/results.rst says how that was che
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -142,22 +143,28 @@ def test_adl_needs_the_layers_it_names(registry):
 
 def test_cutmix_box_follows_the_benchmark_rand_bbox():
     # lam 0.75: sqrt(0.25) = 0.5, a 2 x 3 box on a 4 x 6 image, halves floored around the centre.
-    assert cut_box(4, 6, 0.75, (1, 5)) == (0, 2, 4, 6)
-    assert cut_box(4, 6, 0.75, (2, 2)) == (1, 3, 1, 3)
+    # Boxes in spgkit's convention, [[x0, y0, x1, y1]] with x1, y1 excluded.
+    assert cut_box(4, 6, 0.75, (1, 5)).tolist() == [[4, 0, 6, 2]]  # rows 0..1, columns 4..5
+    assert cut_box(4, 6, 0.75, (2, 2)).tolist() == [[1, 1, 3, 3]]
     # lam 0: the whole image, but centred on a corner only its quarter is inside.
-    assert cut_box(4, 6, 0.0, (0, 0)) == (0, 2, 0, 3)
+    assert cut_box(4, 6, 0.0, (0, 0)).tolist() == [[0, 0, 3, 2]]
+    # lam 0.99: int(4 * 0.1) = 0 rows, so no pixel is cut: no box, and mixing changes nothing.
+    assert cut_box(4, 6, 0.99, (2, 3)).shape == (0, 4)
 
 
 def test_cutmix_pastes_the_box_and_mixes_labels_by_area():
     images = torch.stack([torch.zeros(1, 4, 6), torch.ones(1, 4, 6)])
     targets = F.one_hot(torch.tensor([0, 2]), 3).float()
-    mixed, mixed_targets = mix(images, targets, torch.tensor([1, 0]), (0, 2, 4, 6))
+    mixed, mixed_targets = mix(images, targets, torch.tensor([1, 0]), np.array([[4.0, 0, 6, 2]]))
     pasted = torch.zeros(4, 6)
     pasted[0:2, 4:6] = 1
     assert torch.equal(mixed[0, 0], pasted) and torch.equal(mixed[1, 0], 1 - pasted)
     assert torch.equal(images[0], torch.zeros(1, 4, 6))  # the input batch is left as it was
     # 4 of 24 pixels pasted: lam = 5/6.
     assert torch.allclose(mixed_targets, torch.tensor([[5 / 6, 0, 1 / 6], [1 / 6, 0, 5 / 6]]))
+    # No box: the batch and its targets come back as they were, to the bit.
+    unmixed, same_targets = mix(images, targets, torch.tensor([1, 0]), cut_box(4, 6, 0.99, (2, 3)))
+    assert torch.equal(unmixed, images) and torch.equal(same_targets, targets)
 
 
 def test_cutmix_loss_is_the_area_weighted_sum_of_two_cross_entropies(registry):

@@ -64,8 +64,8 @@ def test_largest_is_pixel_count_by_default_and_polygon_area_in_benchmark():
     m = np.zeros((12, 20), np.float32)
     m[2, 2:14] = 1  # a 12-pixel line: polygon area 0
     m[6:9, 5:8] = 1  # a 3x3 square: 9 pixels, polygon area 4
-    assert largest_region_box(m, 0.5, protocol="float") == (2, 2, 13, 2)
-    assert largest_region_box(m, 0.5, protocol="benchmark") == (5, 6, 8, 9)
+    assert largest_region_box(m, 0.5, protocol="float").tolist() == [[2, 2, 14, 3]]
+    assert largest_region_box(m, 0.5, protocol="benchmark").tolist() == [[5, 6, 9, 10]]
     assert _opencv(m > 0.5)[1] == (5, 6, 8, 9)
 
 
@@ -73,26 +73,26 @@ def test_ties_follow_each_definition():
     m = np.zeros((7, 7), np.float32)
     m[1:3, 1:3] = 1
     m[4:6, 0:2] = 1  # same size, first pixel later in row-major order
-    assert largest_region_box(m, 0.5, protocol="float") == (1, 1, 2, 2)  # default: the region met first
-    assert largest_region_box(m, 0.5, protocol="benchmark") == (0, 4, 2, 6)  # OpenCV lists it first
+    assert largest_region_box(m, 0.5, protocol="float").tolist() == [[1, 1, 3, 3]]  # default: the region met first
+    assert largest_region_box(m, 0.5, protocol="benchmark").tolist() == [[0, 4, 3, 7]]  # OpenCV lists it first
     assert _opencv(m > 0.5)[1] == (0, 4, 2, 6)
 
 
 def test_benchmark_boxes_are_clipped_at_the_border():
     m = np.zeros((6, 6), np.float32)
     m[3:6, 4:6] = 1
-    assert largest_region_box(m, 0.5, protocol="float") == (4, 3, 5, 5)
-    assert largest_region_box(m, 0.5, protocol="benchmark") == (4, 3, 5, 5)
+    assert largest_region_box(m, 0.5, protocol="float").tolist() == [[4, 3, 6, 6]]
+    assert largest_region_box(m, 0.5, protocol="benchmark").tolist() == [[4, 3, 6, 6]]
     m = np.zeros((6, 6), np.float32)
     m[1:3, 1:3] = 1
-    assert largest_region_box(m, 0.5, protocol="benchmark") == (1, 1, 3, 3)
+    assert largest_region_box(m, 0.5, protocol="benchmark").tolist() == [[1, 1, 4, 4]]
 
 
 def test_benchmark_thresholds_the_truncated_uint8_map():
     # 0.5 becomes uint8 127 and the cut int(0.5 * 255) = 127 keeps only values above it.
     m = np.array([[0.0, 0.5, 1.0, 0.0, 0.5, 0.5]], np.float32)
-    assert largest_region_box(m, 0.5, protocol="float") == (1, 0, 2, 0)
-    assert largest_region_box(m, 0.5, protocol="benchmark") == (2, 0, 3, 0)
+    assert largest_region_box(m, 0.5, protocol="float").tolist() == [[1, 0, 3, 1]]
+    assert largest_region_box(m, 0.5, protocol="benchmark").tolist() == [[2, 0, 4, 1]]
 
 
 def test_flat_map_is_all_zeros():
@@ -100,7 +100,7 @@ def test_flat_map_is_all_zeros():
     default = threshold_boxes(m, [0.0, 0.5], protocol="float")
     assert _boxes(default, 0) == [(0, 0, 6, 4)]  # every pixel is >= 0
     assert _boxes(default, 1) == [] and not default.has_largest[1]
-    assert largest_region_box(m, 0.5, protocol="float") is None
+    assert largest_region_box(m, 0.5, protocol="float").shape == (0, 4)  # no box
     bench = threshold_boxes(m, [0.0, 0.5], protocol="benchmark")
     assert _boxes(bench, 0) == _boxes(bench, 1) == [(0, 0, 0, 0)]  # no contour: the benchmark's box
     assert np.array_equal(normalize_maps(m), np.zeros_like(m))

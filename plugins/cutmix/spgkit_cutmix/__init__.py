@@ -18,34 +18,42 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 import spgkit
+from spgkit.boxes import NO_BOXES, check_boxes
 from spgkit.config import BENCHMARK_SPACE, Param
 from spgkit.heads import GuidanceHead, ModelSpec, check_number
 
 
-def cut_box(height: int, width: int, lam: float, center: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Rows ``[y0, y1)`` and columns ``[x0, x1)`` of the box for ``lam`` around ``center`` (row,
-    column), as ``(y0, y1, x0, x1)``."""
+def cut_box(height: int, width: int, lam: float, center: tuple[int, int]) -> np.ndarray:
+    """The region pasted for ``lam`` around ``center`` (row, column) of a ``height`` x ``width``
+    image, as a box of spgkit's convention (:mod:`spgkit.boxes`): ``[[x0, y0, x1,
+    y1]]``, whole pixels, ``x1, y1`` excluded; :data:`~spgkit.boxes.NO_BOXES` where
+    the region has no pixel (a side shorter than 2 pixels, or ``lam`` 1)."""
     ratio = math.sqrt(1.0 - lam)
     cut_h, cut_w = int(height * ratio), int(width * ratio)
     row, col = center
     y0, y1 = min(max(row - cut_h // 2, 0), height), min(max(row + cut_h // 2, 0), height)
     x0, x1 = min(max(col - cut_w // 2, 0), width), min(max(col + cut_w // 2, 0), width)
-    return y0, y1, x0, x1
+    if x0 == x1 or y0 == y1:
+        return NO_BOXES
+    return check_boxes(np.array([[x0, y0, x1, y1]], dtype=np.float64), (height, width))
 
 
-def mix(images: torch.Tensor, targets: torch.Tensor, order: torch.Tensor, box: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch with ``box`` of image ``i`` taken from image ``order[i]``, and the targets mixed by
-    the share of pixels each image keeps: ``lam * targets + (1 - lam) * targets[order]``.
-    ``targets`` are (N, K) class probabilities."""
-    y0, y1, x0, x1 = box
+def mix(images: torch.Tensor, targets: torch.Tensor, order: torch.Tensor, boxes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch with the region of ``boxes`` (:func:`cut_box`) of image ``i`` taken from image
+    ``order[i]``, and the targets mixed by the share of pixels each image keeps: ``lam * targets +
+    (1 - lam) * targets[order]``. ``targets`` are (N, K) class probabilities."""
     height, width = images.shape[-2:]
-    lam = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
     mixed = images.clone()
-    mixed[:, :, y0:y1, x0:x1] = images[order, :, y0:y1, x0:x1]
+    pasted = 0
+    for x0, y0, x1, y1 in boxes.astype(int).tolist():  # a box's rows y0:y1 and columns x0:x1
+        mixed[:, :, y0:y1, x0:x1] = images[order, :, y0:y1, x0:x1]
+        pasted += (y1 - y0) * (x1 - x0)
+    lam = 1.0 - pasted / (height * width)
     return mixed, lam * targets + (1.0 - lam) * targets[order]
 
 
