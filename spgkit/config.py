@@ -81,7 +81,10 @@ def _one_of(*choices: str) -> dict:
     return {"check": (lambda v: v in choices, f"one of {', '.join(map(repr, choices))}")}
 
 
-def _type_name(hint: Any) -> str:
+def type_name(hint: Any) -> str:
+    """A declared type as an error message says it: ``int``, ``tuple of Arm``, ``float | None``."""
+    if typing.get_origin(hint) is tuple:
+        return f"tuple of {type_name(typing.get_args(hint)[0])}"
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
@@ -116,7 +119,7 @@ def check_fields(obj: Any, where: str) -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if not conforms(value, hints[f.name]):
-            raise ConfigError(f"{where}.{f.name} must be {_type_name(hints[f.name])}, not {value!r}")
+            raise ConfigError(f"{where}.{f.name} must be {type_name(hints[f.name])}, not {value!r}")
         test: tuple[Callable[[Any], bool], str] | None = f.metadata.get("check")
         if test is not None and value is not None and not test[0](value):
             raise ConfigError(f"{where}.{f.name} must be {test[1]}, not {value!r}")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from spgkit.backbones import check_pretrained
-from spgkit.config import Arm, ConfigError, LocalData, Study, arm_training, conforms
+from spgkit.config import Arm, ConfigError, LocalData, Study, arm_training, conforms, type_name
 from spgkit.data import IMAGENET_MEAN, IMAGENET_STD, resolve_local
 from spgkit.distributed import Dist
 from spgkit.model import build_model
@@ -199,7 +199,7 @@ def override(study: Study, settings: Mapping[str, Any]) -> Study:
         if isinstance(value, str) and hint is not str:
             value = parse_value(value, hint)
         if not conforms(value, hint):
-            raise StudyError(f"--set {path}: expected {getattr(hint, '__name__', hint)}, not {value!r}")
+            raise StudyError(f"--set {path}: expected {type_name(hint)}, not {value!r}")
         try:
             study = _replace(study, path.split("."), value, path)
         except ConfigError as exc:

@@ -69,6 +69,8 @@ def test_set_any_field_from_text_checked_against_its_type():
         override(study, {"training.weight_decy": "1"})
     with pytest.raises(StudyError, match="--set training.epochs: expected int, not 'many'"):
         override(study, {"training.epochs": "many"})
+    with pytest.raises(StudyError, match=r"--set arms: expected tuple of Arm, not \('oops',\)"):  # not "expected tuple"
+        override(study, {"arms": "oops"})
     with pytest.raises(StudyError, match="--set training.epochs: Training.epochs must be positive, not -1"):
         override(study, {"training.epochs": "-1"})
     with pytest.raises(StudyError, match=r"--set arms.spgg.name: no 'spgg' here; there are \['cam'"):
