@@ -346,6 +346,9 @@ class TimmBackbone(AttentionBackbone):
             ``FeatureGetterNet(norm=True)``), as a model that classifies from its last patch
             tokens sees them (TS-CAM's); vision transformers only. Default off: the blocks' raw
             outputs, as before.
+        model_args: further arguments of timm's model (``{"depth": 4, "patch_size": 8}`` for a
+            small transformer trained from scratch, ``{"drop_path_rate": 0.1}`` for stochastic
+            depth); a name timm's model does not take is timm's TypeError.
 
     A vision transformer with a class token also gives the heads that ask for them (``extras``)
     its class token after the last block it runs (through the final norm where ``final_norm``) and
@@ -365,10 +368,14 @@ class TimmBackbone(AttentionBackbone):
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
         final_norm: bool = False,
+        model_args: dict | None = None,
     ):
         super().__init__()
         self.name = model_name
-        probe, kwargs = _probe(model_name, {"output_stride": output_stride} if output_stride else {})
+        if model_args is not None and not isinstance(model_args, dict):
+            raise TypeError(f"backbone {model_name!r}: model_args must be a dict of timm model arguments, not {model_args!r}")
+        given = {**(model_args or {}), **({"output_stride": output_stride} if output_stride else {})}
+        probe, kwargs = _probe(model_name, given)
         if not isinstance(final_norm, bool):
             raise TypeError(f"backbone {model_name!r}: final_norm must be True or False, not {final_norm!r}")
         if final_norm and not (isinstance(getattr(probe, "blocks", None), nn.Sequential) and hasattr(probe, "norm")):
