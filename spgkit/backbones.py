@@ -372,14 +372,8 @@ class TimmBackbone(AttentionBackbone):
     ):
         super().__init__()
         self.name = model_name
-        if model_args is not None and not isinstance(model_args, dict):
-            raise TypeError(f"backbone {model_name!r}: model_args must be a dict of timm model arguments, not {model_args!r}")
-        given = {**(model_args or {}), **({"output_stride": output_stride} if output_stride else {})}
-        probe, kwargs = _probe(model_name, given)
-        if not isinstance(final_norm, bool):
-            raise TypeError(f"backbone {model_name!r}: final_norm must be True or False, not {final_norm!r}")
-        if final_norm and not (isinstance(getattr(probe, "blocks", None), nn.Sequential) and hasattr(probe, "norm")):
-            raise ValueError(f"backbone {model_name!r}: final_norm is for vision transformers; timm's {model_name} has no blocks and final norm")
+        probe, kwargs = _probe(model_name, _timm_arguments(model_name, output_stride, model_args))
+        _check_final_norm(model_name, final_norm, probe)
         strides = [stage["reduction"] for stage in probe.feature_info]
         roles = check_roles(model_name, roles, len(strides)) if roles else default_roles(strides)
         indices = sorted(set(roles.values()))
@@ -437,6 +431,22 @@ class TimmBackbone(AttentionBackbone):
         if last:  # the final norm acts per token; where final_norm is off, timm pruned it to Identity
             extras["class_token"] = self.net.model.norm(last[0][:, 0])
         return features, extras
+
+
+def _timm_arguments(model_name: str, output_stride: int | None, model_args: dict | None) -> dict:
+    """The arguments timm's model is built with: ``model_args`` (checked to be a dict) and the
+    output stride where one is set."""
+    if model_args is not None and not isinstance(model_args, dict):
+        raise TypeError(f"backbone {model_name!r}: model_args must be a dict of timm model arguments, not {model_args!r}")
+    return {**(model_args or {}), **({"output_stride": output_stride} if output_stride else {})}
+
+
+def _check_final_norm(model_name: str, final_norm: object, probe: nn.Module) -> None:
+    """``final_norm`` must be a bool, and True only for a transformer with blocks and a final norm."""
+    if not isinstance(final_norm, bool):
+        raise TypeError(f"backbone {model_name!r}: final_norm must be True or False, not {final_norm!r}")
+    if final_norm and not (isinstance(getattr(probe, "blocks", None), nn.Sequential) and hasattr(probe, "norm")):
+        raise ValueError(f"backbone {model_name!r}: final_norm is for vision transformers; timm's {model_name} has no blocks and final norm")
 
 
 def _feature_net(model_name: str, from_hub: bool, weight_file, indices: list[int], final_norm: bool, kwargs: dict) -> nn.Module:

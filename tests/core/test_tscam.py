@@ -168,3 +168,11 @@ def test_bad_declarations_and_arguments_name_the_head(registry):
 def test_final_norm_is_for_transformers(registry):
     with pytest.raises(ValueError, match=r"backbone 'resnet50': final_norm is for vision transformers"):
         registry.backbone("timm:resnet50")(final_norm=True)
+
+
+def test_model_args_reach_timm(registry):
+    net = registry.backbone("timm:vit_tiny_patch16_224")(model_args={"depth": 2, "embed_dim": 48, "num_heads": 2, "patch_size": 8})
+    assert len(net.net.model.blocks) == 2 and net.stages["high"].channels == 48
+    assert net(torch.randn(1, 3, 32, 48))["high"].shape == (1, 48, 4, 6)  # 8-pixel patches
+    with pytest.raises(TypeError, match=r"backbone 'vit_tiny_patch16_224': model_args must be a dict"):
+        registry.backbone("timm:vit_tiny_patch16_224")(model_args=[("depth", 2)])
