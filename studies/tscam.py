@@ -32,7 +32,7 @@ STUDY = Study(
     backbone="timm:vit_tiny_patch16_224",
     backbone_args={"final_norm": True, "model_args": VIT},
     training=Training(
-        epochs=4, batch_size=32, lr=0.05, new_layer_lr_mult=1.0, weight_decay=1e-4, grad_clip=1.0,
+        epochs=3, batch_size=32, lr=0.05, new_layer_lr_mult=1.0, weight_decay=1e-4, grad_clip=1.0,
         schedule="onecycle", warmup=0.1, eval_every=0,
     ),  # fmt: skip
     evaluation=Evaluation(thresholds=100),
