@@ -14,6 +14,10 @@ say whether the coupled map covers more of the object than the CAM::
 
     spgkit run studies/tscam.py
 
+502 s on the 2-core CPU (one torch thread). At these 450 steps the scratch ViT stays at chance
+(docs/results.rst): the study shows the mechanism, not yet an answer; give it many more steps
+(``--epochs``) where time allows.
+
 A different backbone from the CNN studies (a ViT from scratch, not Lite0 with ImageNet weights),
 so its arms are compared with each other, not with ``studies/synth.py``'s.
 """
