@@ -18,6 +18,7 @@ knows is the backbone ``timm:<model>`` (:func:`timm_backbone`), vision transform
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import functools
 import os
 import socket
@@ -45,13 +46,25 @@ class StageInfo:
 class AttentionBackbone(nn.Module):
     """Base class: ``forward(images) -> {role: features}``; ``stages`` maps each role to its info.
 
-    ``mean``/``std`` are the input normalisation the weights expect.
+    ``mean``/``std`` are the input normalisation the weights expect. ``extras`` names what else
+    the backbone can give the heads that ask for it (``"class_token"``, ``"attention"``: see
+    :data:`spgkit.heads.BACKBONE_EXTRAS`), through :meth:`forward_extras`; none by default.
     """
 
     name: str = ""
     stages: dict[str, StageInfo]
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    extras: frozenset[str] = frozenset()
+
+    def prepare_extras(self, wanted: frozenset[str]) -> None:
+        """Called once, when a model whose heads read ``wanted`` is built: make the backbone able
+        to give them (a subset of :attr:`extras`, checked by the caller). Default: nothing to do."""
+
+    def forward_extras(self, x: torch.Tensor, wanted: frozenset[str]) -> tuple[dict[str, torch.Tensor], dict]:
+        """The stage features, as ``self(x)`` gives them, and the extras named in ``wanted`` by name
+        (``class_token``: (N, C); ``attention``: a tuple of (N, heads, T, T), one per block)."""
+        return self(x), {}
 
 
 def load_weights(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
@@ -329,6 +342,20 @@ class TimmBackbone(AttentionBackbone):
             takes what timm's own weights take), or a state dict of the feature net; it overrides
             ``pretrained``.
         mean, std: the normalisation the weights expect (default: timm's pretrained config).
+        final_norm: pass every role's tokens through the transformer's final norm (timm's
+            ``FeatureGetterNet(norm=True)``), as a model that classifies from its last patch
+            tokens sees them (TS-CAM's); vision transformers only. Default off: the blocks' raw
+            outputs, as before.
+        model_args: further arguments of timm's model (``{"depth": 4, "patch_size": 8}`` for a
+            small transformer trained from scratch, ``{"drop_path_rate": 0.1}`` for stochastic
+            depth); a name timm's model does not take is timm's TypeError.
+
+    A vision transformer with a class token also gives the heads that ask for them (``extras``)
+    its class token after the last block it runs (through the final norm where ``final_norm``) and
+    each block's attention weights. The attention is read by forward pre-hooks on the modules
+    timm's ``AttentionExtract`` reads (``*attn_drop``: their input is the softmax, before
+    attention dropout); those blocks then compute their attention explicitly (timm's
+    ``fused_attn`` off, the same arithmetic as the fused kernel up to rounding).
     """
 
     def __init__(
@@ -340,10 +367,13 @@ class TimmBackbone(AttentionBackbone):
         weights: str | Path | dict | None = None,
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
+        final_norm: bool = False,
+        model_args: dict | None = None,
     ):
         super().__init__()
         self.name = model_name
-        probe, kwargs = _probe(model_name, {"output_stride": output_stride} if output_stride else {})
+        probe, kwargs = _probe(model_name, _timm_arguments(model_name, output_stride, model_args))
+        _check_final_norm(model_name, final_norm, probe)
         strides = [stage["reduction"] for stage in probe.feature_info]
         roles = check_roles(model_name, roles, len(strides)) if roles else default_roles(strides)
         indices = sorted(set(roles.values()))
@@ -352,9 +382,7 @@ class TimmBackbone(AttentionBackbone):
             # timm loads weights into a features_only model leniently: a file of another model
             # would leave it as initialised, unsaid. The file must hold the whole model's tensors.
             _check_state_dict(probe, _read_state_dict(weight_file), str(weight_file))
-        self.net = _create_timm(
-            model_name, pretrained and weights is None, weight_file, features_only=True, out_indices=indices, **kwargs
-        )
+        self.net = _feature_net(model_name, pretrained and weights is None, weight_file, indices, final_norm, kwargs)
         if isinstance(weights, dict):
             load_weights(self.net, weights, "given state dict")
         info = self.net.feature_info
@@ -370,10 +398,84 @@ class TimmBackbone(AttentionBackbone):
         cfg = self.net.pretrained_cfg
         self.mean = tuple(mean or cfg.get("mean", AttentionBackbone.mean))
         self.std = tuple(std or cfg.get("std", AttentionBackbone.std))
+        self.final_norm = final_norm
+        self.extras = _transformer_extras(self.net)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.net(x)
         return {role: _as_nchw(feats[i], self.stages[role].channels, self._nhwc) for role, i in self._roles}
+
+    def _attention_modules(self) -> list[nn.Module]:
+        # The modules AttentionExtract hooks by default; their parent is timm's attention.
+        return [m for name, m in self.net.model.named_modules() if fnmatch.fnmatch(name, "*attn_drop")]
+
+    def prepare_extras(self, wanted: frozenset[str]) -> None:
+        if "attention" in wanted:
+            for name, module in self.net.model.named_modules():
+                if hasattr(module, "fused_attn") and hasattr(module, "attn_drop"):
+                    module.fused_attn = False  # the explicit path, where the softmax passes attn_drop
+
+    def forward_extras(self, x: torch.Tensor, wanted: frozenset[str]) -> tuple[dict[str, torch.Tensor], dict]:
+        # Hooks held for this call only, so a copy of the model (deepcopy, EMA) carries none.
+        attention: list[torch.Tensor] = []
+        last: list[torch.Tensor] = []
+        handles = [m.register_forward_pre_hook(lambda _m, args: attention.append(args[0])) for m in self._attention_modules()] if "attention" in wanted else []
+        if "class_token" in wanted:
+            handles.append(self.net.model.blocks[-1].register_forward_hook(lambda _m, _a, out: last.append(out)))
+        try:
+            features = self(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        extras = {"attention": tuple(attention)} if "attention" in wanted else {}
+        if last:  # the final norm acts per token; where final_norm is off, timm pruned it to Identity
+            extras["class_token"] = self.net.model.norm(last[0][:, 0])
+        return features, extras
+
+
+def _timm_arguments(model_name: str, output_stride: int | None, model_args: dict | None) -> dict:
+    """The arguments timm's model is built with: ``model_args`` (checked to be a dict) and the
+    output stride where one is set."""
+    if model_args is not None and not isinstance(model_args, dict):
+        raise TypeError(f"backbone {model_name!r}: model_args must be a dict of timm model arguments, not {model_args!r}")
+    return {**(model_args or {}), **({"output_stride": output_stride} if output_stride else {})}
+
+
+def _check_final_norm(model_name: str, final_norm: object, probe: nn.Module) -> None:
+    """``final_norm`` must be a bool, and True only for a transformer with blocks and a final norm."""
+    if not isinstance(final_norm, bool):
+        raise TypeError(f"backbone {model_name!r}: final_norm must be True or False, not {final_norm!r}")
+    if final_norm and not (isinstance(getattr(probe, "blocks", None), nn.Sequential) and hasattr(probe, "norm")):
+        raise ValueError(f"backbone {model_name!r}: final_norm is for vision transformers; timm's {model_name} has no blocks and final norm")
+
+
+def _feature_net(model_name: str, from_hub: bool, weight_file, indices: list[int], final_norm: bool, kwargs: dict) -> nn.Module:
+    """timm's feature net of ``model_name`` at ``indices``; with ``final_norm``, timm's
+    FeatureGetterNet that keeps the transformer's final norm and applies it to every output
+    (``create_model(features_only=True)`` prunes that norm, and takes no way to keep it)."""
+    if not final_norm:
+        return _create_timm(model_name, from_hub, weight_file, features_only=True, out_indices=indices, **kwargs)
+    from timm.models._features import FeatureGetterNet  # in that module's __all__, not re-exported
+
+    model = _create_timm(model_name, from_hub, weight_file, num_classes=0, **kwargs)
+    net = FeatureGetterNet(model, out_indices=indices, norm=True, output_fmt="NCHW")
+    net.pretrained_cfg = model.pretrained_cfg
+    return net
+
+
+def _transformer_extras(net: nn.Module) -> frozenset[str]:
+    """What a timm feature net can give beyond its features: a vision transformer's class token
+    and its blocks' attention (found where timm's AttentionExtract looks for it)."""
+    model = getattr(net, "model", None)
+    if not hasattr(net, "out_indices") or not isinstance(getattr(model, "blocks", None), nn.Sequential):
+        return frozenset()
+    extras = set()
+    if getattr(model, "cls_token", None) is not None:
+        extras.add("class_token")
+    names = [name for name, _ in model.named_modules()]
+    if any(fnmatch.fnmatch(name, "*attn_drop") for name in names):
+        extras.add("attention")
+    return frozenset(extras)
 
 
 # model -> (roles, output_stride). VGG16's conv5_3 is already at stride 16 once its last pool is

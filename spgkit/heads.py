@@ -5,7 +5,11 @@ its hyperparameters (constructor arguments with the published defaults), asks th
 backbone roles it reads, and turns a :class:`HeadContext` into a :class:`HeadOutput`: losses to add
 to the classification loss, optionally a map to fuse into the localization map, tensors later
 heads read (``exports``) and maps or masks figures may draw (``visuals``). How much its losses
-weigh is the arm's choice (``HeadSpec(name, args, weight=...)``), not the head's. A minimal head::
+weigh is the arm's choice (``HeadSpec(name, args, weight=...)``), not the head's. Beyond the
+backbone's stage features a head may declare what else it reads of the backbone
+(:attr:`GuidanceHead.needs_backbone`: a vision transformer's class token, each block's attention),
+how its map combines with the CAM (:attr:`GuidanceHead.map_mode`) and the CAM classifier its
+method has (:attr:`GuidanceHead.classifier_form`). A minimal head::
 
     class Entropy(GuidanceHead):
         name = "entropy"
@@ -33,6 +37,14 @@ from spgkit.config import Param
 
 class MissingRole(ValueError):
     """A head asked for a backbone role the backbone does not provide."""
+
+
+#: What a head may read of the backbone beyond its stage features (:attr:`GuidanceHead.needs_backbone`).
+BACKBONE_EXTRAS = ("class_token", "attention")
+#: How a head's map combines with the localization map so far (:attr:`GuidanceHead.map_mode`).
+MAP_MODES = ("max", "multiply", "replace")
+#: The CAM classifiers a head's method may ask for (:attr:`GuidanceHead.classifier_form`).
+CLASSIFIERS = ("spg", "conv3x3")
 
 
 def check_int(head: str, arg: str, value: Any, minimum: int = 1) -> int:
@@ -109,8 +121,9 @@ class HeadOutput:
 
     Attributes:
         losses: named scalar losses; the model adds each, times the head's weight in the arm.
-        map: optional (N, K, h, w) class maps or (N, 1, h, w) class-agnostic map that is fused into
-            the localization map by element-wise max after per-image min-max normalisation.
+        map: optional (N, K, h, w) class maps or (N, 1, h, w) class-agnostic map, combined with the
+            localization map as the head's :attr:`~GuidanceHead.map_mode` says (by default the
+            element-wise max after per-image min-max normalisation).
         exports: tensors later heads read through ``ctx.outputs[name].exports`` (SPG-B's fused map
             that SPG-C learns from).
         visuals: (N, h, w) maps in [0, 1] (float) or seed masks (uint8: 0 background, 1 object,
@@ -140,6 +153,12 @@ class HeadContext:
     targets: torch.Tensor | None
     classes: torch.Tensor  #: (N,) the class to localize: ground truth where known, else top-1
     outputs: dict[str, HeadOutput]  #: outputs of the heads run so far, by head name
+    #: (N, C) the class token after the backbone's last block (through its final norm where the
+    #: backbone applies one); None unless a head of the model declares ``"class_token"``
+    class_token: torch.Tensor | None = None
+    #: each block's attention weights, first block first, each (N, heads, T, T) after the softmax
+    #: and before attention dropout, token 0 the class token; None unless a head declares ``"attention"``
+    attention: tuple[torch.Tensor, ...] | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -156,6 +175,21 @@ class GuidanceHead(nn.Module):
         classifier_dropout: the dropout of the CAM classifier in the head's reference model, used
             when the study does not set one (ACoL: 0, the WSOL benchmark's ACoL model has none);
             None leaves the library default (0.5).
+        needs_backbone: what else the head reads of the backbone (:data:`BACKBONE_EXTRAS`):
+            ``"class_token"`` fills :attr:`HeadContext.class_token`, ``"attention"``
+            :attr:`HeadContext.attention`. A backbone that cannot give them (a CNN) is refused
+            when the model is built; a timm vision transformer gives both, read through hooks
+            on the modules timm's ``AttentionExtract`` reads (see
+            :class:`~spgkit.backbones.TimmBackbone`).
+        map_mode: how the head's map combines with the localization map so far (the CAM of the
+            localized class, then each earlier head's map in turn; :data:`MAP_MODES`):
+            ``"max"`` (the default, ACoL's fusion) the element-wise max of the two after per-image
+            min-max normalisation; ``"multiply"`` the product of the two as they are, not
+            normalised (TS-CAM couples attention to the CAM this way); ``"replace"`` the head's
+            map alone. A head map coarser than the CAM is resized to it first (bilinear).
+        classifier_form: the CAM classifier of the head's reference model (:data:`CLASSIFIERS`):
+            ``"spg"`` SPG-A's A3 + A4 (the library's, also what None means), ``"conv3x3"`` one 3x3
+            convolution straight to the classes (TS-CAM's head on a transformer's patch tokens).
         search_space: the hyperparameters ``spgkit tune`` searches by default, as
             :class:`~spgkit.config.Param` s whose ``path`` is the constructor argument's name, each
             with its ``source`` (the learning rate is searched for every arm:
@@ -173,11 +207,17 @@ class GuidanceHead(nn.Module):
     with K the number of classes, or (N, 1, h, w); every loss is a 0-d floating-point tensor and
     every stat a 0-d tensor; ``transform_batch`` returns ``(images, targets)``, two tensors of the
     batch's size; ``feature_transforms`` returns a dict of callables.
+
+    Heads run in training and at evaluation alike (``self.training`` tells them apart): a method
+    that acts only at evaluation (TS-CAM's attention coupling) returns its map only there.
     """
 
     name: ClassVar[str] = ""
     needs_heads: ClassVar[tuple[str, ...]] = ()
     classifier_dropout: ClassVar[float | None] = None
+    needs_backbone: ClassVar[tuple[str, ...]] = ()
+    map_mode: ClassVar[str] = "max"
+    classifier_form: ClassVar[str | None] = None
     search_space: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, spec: ModelSpec):

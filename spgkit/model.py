@@ -14,7 +14,7 @@ from spgkit.backbones import AttentionBackbone
 from spgkit.guidance import class_maps
 from spgkit.localization.maps import minmax_normalize, upsample
 from spgkit.config import HeadSpec
-from spgkit.heads import ClassifierOutput, GuidanceHead, HeadContext, HeadOutput, MissingRole, ModelSpec
+from spgkit.heads import BACKBONE_EXTRAS, CLASSIFIERS, MAP_MODES, ClassifierOutput, GuidanceHead, HeadContext, HeadOutput, MissingRole, ModelSpec
 from spgkit.init import xavier_init
 from spgkit.plugins import BackboneError, HeadError, PluginError, Registry, check_arguments, one_line
 
@@ -31,14 +31,23 @@ class Classifier(nn.Module):
     benchmark's ACoL classifiers have none). The A4 maps are the class activation maps; global
     average pooling gives the logits. Every conv starts Xavier-uniform with zero bias, as in both
     reference codes.
+
+    ``form="conv3x3"`` is TS-CAM's head instead: no A3 (``a3`` passes the input on, through
+    dropout where ``dropout`` is set), and A4 one 3x3 convolution (padding 1) to the classes, at
+    PyTorch's default initialisation, as TS-CAM leaves it; ``width`` is unused.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 1024, dropout: float = 0.5):
+    def __init__(self, in_channels: int, num_classes: int, width: int = 1024, dropout: float = 0.5, form: str = "spg"):
         super().__init__()
 
         def drop() -> nn.Module:
             return nn.Dropout(dropout) if dropout else nn.Identity()
 
+        if form == "conv3x3":
+            self.a3 = drop()
+            self.a4 = nn.Conv2d(in_channels, num_classes, 3, padding=1)
+            self.width = in_channels
+            return
         self.a3 = nn.Sequential(
             drop(),
             nn.Conv2d(in_channels, width, 3, padding=1),
@@ -131,6 +140,8 @@ class WSOLModel(nn.Module):
         #: the plugin that registered each head, for messages
         self.plugins = {head.name: (plugins or {}).get(head.name) or f"module {type(head).__module__}" for head in heads}
         self.backbone_plugin = backbone_plugin or f"module {type(backbone).__module__}"
+        #: what the heads read of the backbone beyond its features
+        self.extras = self._check_extras(backbone, heads)
         for head in heads:
             plugin = self.plugins[head.name]
             try:
@@ -155,6 +166,24 @@ class WSOLModel(nn.Module):
                     ) from None
                 module.register_forward_hook(_TrainingTransform(transform, head.name, plugin, path))
 
+    def _check_extras(self, backbone: AttentionBackbone, heads: list[GuidanceHead]) -> frozenset[str]:
+        """The union of the heads' ``needs_backbone``, once the backbone is found to give each and
+        made ready to; else a ValueError naming the head, what it reads and the backbone."""
+        offered = frozenset(getattr(backbone, "extras", frozenset()))
+        for head in heads:
+            missing = sorted(set(head.needs_backbone) - offered)
+            if missing:
+                name = getattr(backbone, "name", "") or type(backbone).__name__
+                raise ValueError(
+                    f"head {head.name!r} reads the backbone's {' and '.join(missing)}, which backbone {name!r} does not give "
+                    f"(it gives {sorted(offered) or 'nothing more than its features'}); a timm vision transformer with a class "
+                    f"token gives both (backbone 'timm:deit_small_patch16_224'); plugin {self.plugins[head.name]!r}"
+                )
+        wanted = frozenset(need for head in heads for need in head.needs_backbone)
+        if wanted:
+            backbone.prepare_extras(wanted)
+        return wanted
+
     def forward(
         self, images: torch.Tensor, labels: torch.Tensor | None = None, classes: torch.Tensor | None = None
     ) -> ModelOutput:
@@ -169,7 +198,7 @@ class WSOLModel(nn.Module):
         """
         images, targets = self._transform_batch(images, labels) if self.training and labels is not None else (images, labels)
         try:
-            features = self.backbone(images)
+            features, extras = self.backbone.forward_extras(images, self.extras) if self.extras else (self.backbone(images), {})
         except (RuntimeError, AssertionError, *_PASS_THROUGH):  # too small an input; a head's feature transform (HeadError)
             raise
         except Exception as exc:
@@ -178,7 +207,7 @@ class WSOLModel(nn.Module):
         cls_out = self.classifier(features["high"])
         if classes is None:
             classes = labels if labels is not None else cls_out.logits.argmax(1)
-        ctx = HeadContext(images, features, cls_out, labels, targets, classes, outputs={})
+        ctx = HeadContext(images, features, cls_out, labels, targets, classes, outputs={}, **extras)
         for name, head in self.heads.items():
             ctx.outputs[name] = self._run_head(name, head, ctx)
         return ModelOutput(cls_out, ctx.outputs, targets)
@@ -250,18 +279,25 @@ class WSOLModel(nn.Module):
 
     def localization_maps(self, out: ModelOutput, classes: torch.Tensor) -> torch.Tensor:
         """(N, h, w) maps at feature resolution for the given classes: the raw CAM when no head
-        contributes a map; otherwise the element-wise max of the min-max normalised CAM and the
-        normalised maps the heads contribute (ACoL's second classifier), as ACoL computes it.
-        Evaluation resizes and normalises these maps (see :mod:`spgkit.localization.maps`)."""
-        cam = class_maps(out.classifier.cams, classes)
-        extras = [head_out.map for head_out in out.heads.values() if head_out.map is not None]
-        if not extras:
-            return cam
-        fused = minmax_normalize(cam)
-        for extra in extras:
+        contributes a map; otherwise the CAM combined with each head's map in turn (resized to
+        the CAM's size), as the head's ``map_mode`` says: ``max``, the element-wise max of the two
+        min-max normalised (ACoL's second classifier, as ACoL computes it); ``multiply``, their
+        product as they are (TS-CAM's coupling); ``replace``, the head's map alone. Evaluation
+        resizes and normalises these maps (see :mod:`spgkit.localization.maps`)."""
+        fused = class_maps(out.classifier.cams, classes)
+        normalised = False  # whether ``fused`` is already min-max normalised (after a max)
+        for name, head_out in out.heads.items():
+            extra = head_out.map
+            if extra is None:
+                continue
             extra = class_maps(extra, classes) if extra.shape[1] > 1 else extra[:, 0]
-            extra = minmax_normalize(upsample(extra, tuple(fused.shape[-2:])))
-            fused = torch.maximum(fused, extra)
+            extra = upsample(extra, tuple(fused.shape[-2:]))
+            mode = self.heads[name].map_mode
+            if mode == "max":
+                fused = torch.maximum(fused if normalised else minmax_normalize(fused), minmax_normalize(extra))
+            else:
+                fused = fused * extra if mode == "multiply" else extra
+            normalised = mode == "max"
         return fused
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -348,14 +384,40 @@ def build_model(
     args = {spec.name: dict(spec.args) for spec in heads}
     for name, cls in head_classes.items():
         check_arguments(cls, args[name], f"head {name!r}", skip=1)
+    for name, cls in head_classes.items():
+        _check_declarations(name, cls, plugins[name])
     order = order_heads(head_classes)
     if dropout is None:
         dropout = classifier_dropout(head_classes)
+    form = classifier_form(head_classes)
     net, backbone_plugin = _build_backbone(registry, backbone, backbone_args)
-    spec = ModelSpec(dict(net.stages), num_classes, classifier_width)
-    classifier = Classifier(net.stages["high"].channels, num_classes, classifier_width, dropout)
+    classifier = Classifier(net.stages["high"].channels, num_classes, classifier_width, dropout, form)
+    spec = ModelSpec(dict(net.stages), num_classes, classifier.width)
     built = [_build_head(head_classes[name], name, plugins[name], spec, args[name], backbone) for name in order]
     return WSOLModel(net, classifier, built, {s.name: s.weight for s in heads}, plugins, backbone_plugin)
+
+
+def _check_declarations(name: str, cls: type[GuidanceHead], plugin: str) -> None:
+    """A HeadError naming the head, its plugin and the attribute where a head declares a
+    backbone extra, map mode or classifier the core does not know."""
+    checks = (
+        ("needs_backbone", cls.needs_backbone, BACKBONE_EXTRAS, isinstance(cls.needs_backbone, tuple) and set(cls.needs_backbone) <= set(BACKBONE_EXTRAS)),
+        ("map_mode", cls.map_mode, MAP_MODES, cls.map_mode in MAP_MODES),
+        ("classifier_form", cls.classifier_form, CLASSIFIERS, cls.classifier_form is None or cls.classifier_form in CLASSIFIERS),
+    )
+    for attribute, value, known, ok in checks:
+        if not ok:
+            what = f"a tuple of {', '.join(known)}" if attribute == "needs_backbone" else f"one of {', '.join(known)}"
+            raise HeadError(f"head {name!r} (plugin {plugin!r}) declares {attribute} = {value!r}; it must be {what}", name, plugin, attribute)
+
+
+def classifier_form(heads: Mapping[str, type[GuidanceHead]]) -> str:
+    """The CAM classifier the heads' reference models have: SPG-A's (``"spg"``) unless a head
+    says otherwise; heads that disagree cannot share one model."""
+    wanted = {name: cls.classifier_form for name, cls in heads.items() if cls.classifier_form is not None}
+    if len(set(wanted.values())) > 1:
+        raise ValueError(f"heads disagree on the CAM classifier {wanted}; they cannot share one model")
+    return next(iter(wanted.values()), "spg")
 
 
 def _build_backbone(registry: Registry, backbone: str, backbone_args: Mapping[str, Any] | None) -> tuple[nn.Module, str]:

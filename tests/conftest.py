@@ -34,17 +34,18 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def plugin_manager():
-    """A plugin manager with exactly the built-in method plugins (SPG, ACoL, HaS, ADL, CutMix) registered."""
+    """A plugin manager with exactly the built-in method plugins (SPG, ACoL, HaS, ADL, CutMix, TS-CAM) registered."""
     import spgkit_acol
     import spgkit_adl
     import spgkit_cutmix
     import spgkit_has
     import spgkit_spg
+    import spgkit_tscam
 
     from spgkit.plugins import get_plugin_manager
 
     pm = get_plugin_manager(autoload=False)
-    for name, module in (("spg", spgkit_spg), ("acol", spgkit_acol), ("has", spgkit_has), ("adl", spgkit_adl), ("cutmix", spgkit_cutmix)):
+    for name, module in (("spg", spgkit_spg), ("acol", spgkit_acol), ("has", spgkit_has), ("adl", spgkit_adl), ("cutmix", spgkit_cutmix), ("tscam", spgkit_tscam)):
         pm.register(module, name=f"{name} (spgkit-{name})")
     return pm
 

@@ -2,7 +2,7 @@
 Write your own head: Cutout as a plugin
 =======================================
 
-spgkit's core knows no method by name. SPG, ACoL, HaS, ADL and CutMix are *guidance heads* that
+spgkit's core knows no method by name. SPG, ACoL, HaS, ADL, CutMix and TS-CAM are *guidance heads* that
 reach it through plugins. This tutorial adds a method the library does not ship, Cutout, the way a
 first experiment does it, then the way a method is kept for good:
 
@@ -341,3 +341,35 @@ for name, entry in sorted(registry.heads.items()):
     print(f"{name:6} {where:24} from {entry.plugin}")
 
 workdir.cleanup()
+
+# %%
+# What else a head can declare
+# ----------------------------
+#
+# Cutout needed nothing beyond the images. Three more class attributes of
+# :class:`~spgkit.heads.GuidanceHead` let a head reach further, each checked when the model is
+# built (an unknown value is a :class:`~spgkit.plugins.HeadError` naming the head and its plugin):
+#
+# - ``needs_backbone``: what the head reads of the backbone besides its stage features,
+#   ``("class_token", "attention")`` or either. The model then fills
+#   :attr:`HeadContext.class_token <spgkit.heads.HeadContext.class_token>` ((N, C), after the last
+#   block) and :attr:`HeadContext.attention <spgkit.heads.HeadContext.attention>` (one
+#   (N, heads, T, T) softmax per block, token 0 the class token). A timm vision transformer
+#   (``backbone="timm:deit_small_patch16_224"``) gives both, read through hooks where timm's own
+#   ``AttentionExtract`` looks; a CNN gives neither, and a head that asks is refused with a
+#   one-line error.
+# - ``map_mode``: how the head's ``HeadOutput.map`` combines with the localization map:
+#   ``"max"`` (the default: the element-wise max of the two, min-max normalised, as ACoL fuses its
+#   second classifier), ``"multiply"`` (the product as it is) or ``"replace"``.
+# - ``classifier_form``: the CAM classifier the method has: ``"spg"`` (SPG-A's A3 + A4, the
+#   library's) or ``"conv3x3"`` (one 3x3 convolution to the classes, TS-CAM's).
+#
+# TS-CAM (``plugins/tscam``) uses all three in a dozen lines: it declares
+# ``needs_backbone = ("attention",)``, ``map_mode = "multiply"`` and
+# ``classifier_form = "conv3x3"``, and at evaluation only (``if self.training: return
+# HeadOutput()``, as its reference computes its maps only there) returns the class token's
+# attention to the patches, averaged over heads and summed over blocks, as its map::
+#
+#     attention = torch.stack(ctx.attention).mean(2).sum(0)  # (N, T, T)
+#     h, w = ctx.classifier.cams.shape[-2:]
+#     return HeadOutput(map=attention[:, 0, -h * w:].reshape(-1, 1, h, w))

@@ -87,7 +87,7 @@ def test_the_reference_covers_every_core_module():
     core = {
         "spgkit.hookspecs", "spgkit.plugins", "spgkit.backbones", "spgkit.heads", "spgkit.model",
         "spgkit.guidance", "spgkit.localization", "spgkit.data", "spgkit.study", "spgkit.train",
-        "spgkit.report", "spgkit.figures", "spgkit.cli", "spgkit.io", "spgkit_spg", "spgkit_acol", "spgkit_has", "spgkit_adl", "spgkit_cutmix", "spgkit.config",
+        "spgkit.report", "spgkit.figures", "spgkit.cli", "spgkit.io", "spgkit_spg", "spgkit_acol", "spgkit_has", "spgkit_adl", "spgkit_cutmix", "spgkit_tscam", "spgkit.config",
         "spgkit.runs", "spgkit.evaluate", "spgkit.distributed", "spgkit.init",
     }  # fmt: skip
     assert core <= modules, f"no automodule for {sorted(core - modules)}"

@@ -51,7 +51,7 @@ def test_heads_and_backbones_name_their_distributions(autoload, capsys):
     assert main(["heads"]) == 0
     out = capsys.readouterr().out
     assert "spg_b" in out and "from spg (spgkit-spg)" in out and "acol" in out and "from acol (spgkit-acol)" in out
-    for method in ("has", "adl", "cutmix"):
+    for method in ("has", "adl", "cutmix", "tscam"):
         assert f"\n{method} " in out and f"from {method} (spgkit-{method})" in out
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
