@@ -224,7 +224,12 @@ class Training(_Checked):
         lr: learning rate of the (pretrained) backbone.
         new_layer_lr_mult: the classifier and heads train at ``lr * new_layer_lr_mult``; 10 when the
             backbone is pretrained, 1 when everything is trained from scratch.
-        momentum, nesterov, weight_decay: SGD settings.
+        optimizer: ``"sgd"`` (Nesterov; the WSOL benchmark's and SPG's) or ``"adamw"`` (what
+            TS-CAM and the other transformer methods train with, through timm's optimiser factory:
+            betas (0.9, 0.999), eps 1e-8, and no weight decay on 1-D parameters nor on what a timm
+            model names in ``no_weight_decay()``, a ViT's position embedding and class token).
+        momentum, nesterov: SGD settings (AdamW ignores them).
+        weight_decay: as named, for both optimisers.
         grad_clip: clip the gradients' global norm to this value before each step; 0 (the
             default, as in the reference codes) never clips. A stabiliser for short runs, where
             SPG's B2 branch, trained on the few pixels its early seeds do not ignore, can blow up.
@@ -258,6 +263,7 @@ class Training(_Checked):
     batch_size: int = field(default=64, metadata=_positive())
     lr: float = field(default=0.01, metadata=_positive())
     new_layer_lr_mult: float = field(default=10.0, metadata=_positive())
+    optimizer: str = field(default="sgd", metadata=_one_of("sgd", "adamw"))
     momentum: float = field(default=0.9, metadata=_at_least(0))
     nesterov: bool = True
     weight_decay: float = field(default=1e-4, metadata=_at_least(0))

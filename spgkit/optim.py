@@ -9,19 +9,34 @@ from spgkit.model import WSOLModel
 
 
 def make_optimizer(model: WSOLModel, study: Study) -> torch.optim.Optimizer:
-    """SGD (Nesterov) with the backbone at ``lr`` and every new layer at ``lr * new_layer_lr_mult``."""
+    """``training.optimizer`` with the backbone at ``lr`` and every new layer at ``lr *
+    new_layer_lr_mult``: SGD (Nesterov), or AdamW with timm's weight-decay exemptions
+    (:func:`undecayed`)."""
     t = study.training
+    rates = {"pretrained": t.lr, "new": t.lr * t.new_layer_lr_mult}
     groups = model.parameter_groups()
-    return torch.optim.SGD(
-        [
-            {"params": groups["pretrained"], "lr": t.lr, "name": "pretrained"},
-            {"params": groups["new"], "lr": t.lr * t.new_layer_lr_mult, "name": "new"},
-        ],
-        lr=t.lr,
-        momentum=t.momentum,
-        nesterov=t.nesterov,
-        weight_decay=t.weight_decay,
-    )
+    if t.optimizer == "sgd":
+        named = [{"params": groups[name], "lr": lr, "name": name} for name, lr in rates.items()]
+        return torch.optim.SGD(named, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay)
+    exempt = undecayed(model)
+    named = [
+        {"params": [p for p in groups[name] if (id(p) in exempt) == free], "lr": lr, "name": name, "weight_decay": 0.0 if free else t.weight_decay}
+        for name, lr in rates.items()
+        for free in (False, True)
+    ]  # fmt: skip
+    return torch.optim.AdamW([g for g in named if g["params"]], lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def undecayed(model: torch.nn.Module) -> set[int]:
+    """The ids of the parameters timm's optimiser factory leaves without weight decay: every
+    parameter of at most one dimension (biases, norm scales) and those a module names in its
+    ``no_weight_decay()`` (a timm ViT's ``pos_embed`` and ``cls_token``)."""
+    exempt = {id(p) for p in model.parameters() if p.ndim <= 1}
+    for module in model.modules():
+        if callable(getattr(module, "no_weight_decay", None)):
+            names = set(module.no_weight_decay())
+            exempt |= {id(p) for name, p in module.named_parameters() if name in names}
+    return exempt
 
 
 #: Schedules that step after every batch rather than every epoch.

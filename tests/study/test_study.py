@@ -110,6 +110,34 @@ def test_new_layers_land_in_the_10x_group(registry):
     assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
 
 
+def test_adamw_exempts_what_timm_exempts_and_takes_adamws_step(registry):
+    from spgkit.config import Training
+
+    training = Training(optimizer="adamw", lr=0.01, new_layer_lr_mult=10, weight_decay=0.5)
+    study = Study("s", Data("synthwsol"), (Arm("a"),), training=training)
+    vit = {"img_size": 32, "patch_size": 16, "embed_dim": 12, "depth": 2, "num_heads": 2}
+    model = build_model(3, [], registry=registry, classifier_width=8, backbone="timm:vit_tiny_patch16_224", backbone_args={"model_args": vit})
+    opt = make_optimizer(model, study)
+    decay = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    pos = next(p for n, p in named.items() if n.endswith("pos_embed"))
+    cls = next(p for n, p in named.items() if n.endswith("cls_token"))
+    qkv = next(p for n, p in named.items() if n.endswith("blocks.0.attn.qkv.weight"))
+    norm = next(p for n, p in named.items() if n.endswith("blocks.0.norm1.weight"))
+    a3 = next(p for n, p in named.items() if n.startswith("classifier.") and p.ndim == 4)
+    assert decay[id(pos)] == decay[id(cls)] == decay[id(norm)] == (0.01, 0.0)  # 3-D but named by timm; 1-D
+    assert decay[id(qkv)] == (0.01, 0.5) and decay[id(a3)] == (0.1, 0.5)
+    assert len(decay) == len(named)  # every parameter in exactly one group
+    # One step by hand: the first AdamW step moves each entry by lr * g / (|g| + eps) after
+    # shrinking it by (1 - lr * wd): qkv's entries by 1 - 0.005, pos_embed's not at all.
+    before = {n: p.detach().clone() for n, p in (("qkv", qkv), ("pos", pos))}
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.25)
+    opt.step()
+    assert torch.allclose(qkv.detach(), before["qkv"] * (1 - 0.01 * 0.5) - 0.01 * 0.25 / (0.25 + 1e-8))
+    assert torch.allclose(pos.detach(), before["pos"] - 0.01 * 0.25 / (0.25 + 1e-8))
+
+
 def test_quickstart_shrunk_end_to_end(tmp_path, registry):
     settings = {"training.epochs": 1, "data.image_size": 32, "training.batch_size": 8, "data.max_train": 16, "data.max_eval": 8, "training.device": "cpu"}
     study = override(load_study(REPO_STUDIES / "quickstart.py"), settings)
