@@ -1,10 +1,16 @@
 """Shared test set-up: no network, no implicit plugins, and the built-in methods on request."""
 
 import os
+import signal
 
 # Set before anything imports timm/huggingface_hub or builds a plugin manager.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["SPGKIT_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+
+# A suite started in the background of a shell (`cmd &`) inherits SIGINT ignored, and so would
+# every run the Ctrl-C tests start and interrupt. A handler here is reset to the default in them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from pathlib import Path  # noqa: E402
 
