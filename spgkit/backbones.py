@@ -405,13 +405,9 @@ class TimmBackbone(AttentionBackbone):
         feats = self.net(x)
         return {role: _as_nchw(feats[i], self.stages[role].channels, self._nhwc) for role, i in self._roles}
 
-    def _attention_modules(self) -> list[nn.Module]:
-        # The modules AttentionExtract hooks by default; their parent is timm's attention.
-        return [m for name, m in self.net.model.named_modules() if fnmatch.fnmatch(name, "*attn_drop")]
-
     def prepare_extras(self, wanted: frozenset[str]) -> None:
         if "attention" in wanted:
-            for name, module in self.net.model.named_modules():
+            for module in self.net.model.modules():
                 if hasattr(module, "fused_attn") and hasattr(module, "attn_drop"):
                     module.fused_attn = False  # the explicit path, where the softmax passes attn_drop
 
@@ -419,7 +415,7 @@ class TimmBackbone(AttentionBackbone):
         # Hooks held for this call only, so a copy of the model (deepcopy, EMA) carries none.
         attention: list[torch.Tensor] = []
         last: list[torch.Tensor] = []
-        handles = [m.register_forward_pre_hook(lambda _m, args: attention.append(args[0])) for m in self._attention_modules()] if "attention" in wanted else []
+        handles = [m.register_forward_pre_hook(lambda _m, args: attention.append(args[0])) for m in _attention_drops(self.net.model)] if "attention" in wanted else []
         if "class_token" in wanted:
             handles.append(self.net.model.blocks[-1].register_forward_hook(lambda _m, _a, out: last.append(out)))
         try:
@@ -472,10 +468,15 @@ def _transformer_extras(net: nn.Module) -> frozenset[str]:
     extras = set()
     if getattr(model, "cls_token", None) is not None:
         extras.add("class_token")
-    names = [name for name, _ in model.named_modules()]
-    if any(fnmatch.fnmatch(name, "*attn_drop") for name in names):
+    if _attention_drops(model):
         extras.add("attention")
     return frozenset(extras)
+
+
+def _attention_drops(model: nn.Module) -> list[nn.Module]:
+    """The modules timm's AttentionExtract hooks by default (``*attn_drop``): their input is a
+    block's attention after the softmax; their parent is timm's attention."""
+    return [m for name, m in model.named_modules() if fnmatch.fnmatch(name, "*attn_drop")]
 
 
 # model -> (roles, output_stride). VGG16's conv5_3 is already at stride 16 once its last pool is
