@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 
 from spgkit.data.sample import DataError
@@ -40,7 +40,9 @@ def extract(archive_path: str | os.PathLike, cache_dir: str | os.PathLike) -> Pa
             f"exists but was not extracted by spgkit (no {MARKER}); remove it or use another cache_dir",
         )
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=cache_dir))
+    # Not tempfile.mkdtemp (0700 whatever the umask): a shared cache stays readable by the group.
+    partial = cache_dir / f".{target.name}.partial-{secrets.token_hex(6)}"
+    partial.mkdir()
     try:
         try:
             with tarfile.open(archive_path) as tar:

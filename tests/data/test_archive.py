@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 
 import pytest
@@ -30,6 +31,15 @@ def test_extracts_into_a_folder_named_after_the_archive(archive, tmp_path):
     ).read_bytes() == b"beta"
     assert (target / MARKER).is_file()
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["toy-set"]  # no temporary left behind
+
+
+def test_a_shared_cache_stays_readable_by_the_group(archive, tmp_path):
+    old = os.umask(0o027)
+    try:
+        target = extract(archive, tmp_path / "cache")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o750  # as mkdir leaves it, not 0700
 
 
 def test_second_call_reuses_the_extraction(archive, tmp_path):

@@ -3,6 +3,7 @@ one asked for, a study is checked whole before anything trains, and two processe
 
 import errno
 import json
+import os
 
 import numpy as np
 import pytest
@@ -170,6 +171,20 @@ def test_lock_keeps_a_second_process_out(tmp_path):
                 pass
     with run.lock():  # released
         pass
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_results_get_the_permissions_of_any_new_file(umask, mode, tmp_path):
+    # A run folder a group shares: its files as readable as the umask allows, never 0600.
+    from spgkit.io import save_checkpoint, write_json
+
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "metrics.json", {"top1": 1.0})
+        save_checkpoint(tmp_path / "checkpoint.pt", {"weight": torch.zeros(1)})
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"metrics.json": mode, "checkpoint.pt": mode}
 
 
 def test_nccl_reductions_run_on_the_process_gpu(monkeypatch):
