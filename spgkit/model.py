@@ -383,7 +383,10 @@ def build_model(
     plugins = {spec.name: registry.head_plugin(spec.name) for spec in heads}
     args = {spec.name: dict(spec.args) for spec in heads}
     for name, cls in head_classes.items():
-        check_arguments(cls, args[name], f"head {name!r}", skip=1)
+        try:
+            check_arguments(cls, args[name], f"head {name!r}", skip=1)
+        except TypeError as exc:
+            raise TypeError(f"{exc} (head from plugin {plugins[name]!r})") from None
     for name, cls in head_classes.items():
         _check_declarations(name, cls, plugins[name])
     order = order_heads(head_classes)

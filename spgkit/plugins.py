@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -25,6 +26,7 @@ from typing import Any, Callable, Mapping
 import pluggy
 
 from spgkit import backbones, data, hookspecs
+from spgkit.config import type_name
 
 ENTRY_POINT_GROUP = "spgkit"
 #: Set to ``1`` to stop :func:`get_plugin_manager` loading entry points (tests register plugins by hand).
@@ -292,7 +294,10 @@ class Registry:
 
 def check_arguments(target: Any, args: Mapping[str, Any], what: str, skip: int = 0) -> None:
     """Bind ``args`` by keyword to the signature of ``target`` (its first ``skip`` positional
-    parameters given); a TypeError names ``what``, the argument, and the accepted ones."""
+    parameters given), and check each against its annotation where that is a plain ``bool``,
+    ``int``, ``float`` or ``str`` (or one of these or None): ``--set ...colour_cue=maybe`` fails
+    here, not silently as a truthy string. A TypeError names ``what``, the argument, and the
+    accepted ones or the declared type."""
     signature = inspect.signature(target)
     params = list(signature.parameters.values())
     try:
@@ -300,3 +305,28 @@ def check_arguments(target: Any, args: Mapping[str, Any], what: str, skip: int =
     except TypeError as exc:
         accepted = [p.name for p in params[skip:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         raise TypeError(f"{what}: {exc}; it takes {', '.join(accepted) or 'no arguments'}") from None
+    hints = _annotations(target)
+    for name, value in args.items():
+        parts = _scalar_types(hints.get(name))
+        if parts and not any(isinstance(value, _SCALARS[p]) and (p is bool or not isinstance(value, bool)) for p in parts):
+            raise TypeError(f"{what}: argument {name!r} must be {type_name(hints[name])}, not {value!r}")
+
+
+def _annotations(target: Any) -> dict[str, Any]:
+    # A class's are its __init__'s; annotations that do not resolve (a name imported only for
+    # type checkers) leave the arguments unchecked rather than failing the study.
+    try:
+        return typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:
+        return {}
+
+
+#: The values each plain annotation accepts; an int is a float, a bool is only a bool. Ranges (a
+#: finite float, a positive width) stay the owner's to check, with its own message.
+_SCALARS = {bool: bool, int: int, float: (int, float), str: str, type(None): type(None)}
+
+
+def _scalar_types(hint: Any) -> tuple[Any, ...]:
+    # The parts of a plain annotation (``int``, ``float | None``); () for any other, left unchecked.
+    parts = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return parts if all(part in _SCALARS for part in parts) else ()

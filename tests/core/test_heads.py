@@ -85,6 +85,14 @@ def test_bad_head_arguments_name_the_head(registry):
         build_model(3, [HeadSpec("spg_b", {"sharred": True})], registry=registry, **TINY)
 
 
+def test_head_arguments_of_the_wrong_type_name_the_head_and_the_type(registry):
+    with pytest.raises(TypeError, match=r"head 'spg_b': argument 'width' must be int, not 64\.5"):
+        build_model(3, [HeadSpec("spg_b", {"width": 64.5})], registry=registry, **TINY)
+    with pytest.raises(TypeError, match=r"head 'acol': argument 'width' must be int \| None, not '8'"):
+        build_model(3, [HeadSpec("acol", {"width": "8"})], registry=registry, **TINY)
+    build_model(3, [HeadSpec("acol", {"width": None, "delta": 1})], registry=registry, **TINY)  # an int is a float
+
+
 def test_dropout_respects_train_and_eval(registry):
     model = build_model(3, [], registry=registry, backbone="inception_v3", dropout=0.5)
     x = torch.randn(1, 3, 48, 48)

@@ -299,7 +299,7 @@ def test_spg_thresholds_high_below_low_are_refused(registry):
     "head, args, error, message",
     [
         ("spg_b", {"width": -3}, ValueError, "head 'spg_b': width must be at least 1, not -3"),
-        ("spg_b", {"width": 2.5}, TypeError, "head 'spg_b': width must be an integer, not 2.5"),
+        ("spg_b", {"width": 2.5}, TypeError, "head 'spg_b': argument 'width' must be int, not 2.5"),
         ("spg_b", {"b2_thresholds": (1.5, 0.1)}, ValueError, "head 'spg_b': b2_thresholds delta_h must be in [0, 1], not 1.5"),
         ("spg_b", {"b1_thresholds": (0.5, 0.2, 0.1)}, TypeError, "head 'spg_b': b1_thresholds must be a pair (delta_h, delta_l), not (0.5, 0.2, 0.1)"),
         ("spg_b", {"b2_thresholds": "paper"}, ValueError, "head 'spg_b': unknown b2_thresholds preset 'paper'"),
@@ -307,11 +307,11 @@ def test_spg_thresholds_high_below_low_are_refused(registry):
         ("acol", {"width": 0}, ValueError, "head 'acol': width must be at least 1, not 0"),
         ("acol", {"delta": 1.5}, ValueError, "head 'acol': delta must be in [0, 1], not 1.5"),
         ("acol", {"dropout": 1.0}, ValueError, "head 'acol': dropout must be in [0, 1), not 1.0"),
-        ("has", {"grid_size": 2.5}, TypeError, "head 'has': grid_size must be an integer, not 2.5"),
+        ("has", {"grid_size": 2.5}, TypeError, "head 'has': argument 'grid_size' must be int, not 2.5"),
         ("has", {"drop_rate": float("nan")}, ValueError, "head 'has': drop_rate must be in [0, 1], not nan"),
         ("adl", {"at": "classifier.a3"}, TypeError, "head 'adl': at must be a tuple of module paths, not one string; write at=('classifier.a3',)"),
         ("cutmix", {"beta": math.inf}, ValueError, "head 'cutmix': beta must be finite and at least 0, not inf"),
-        ("cutmix", {"prob": "1"}, TypeError, "head 'cutmix': prob must be a number, not '1'"),
+        ("cutmix", {"prob": "1"}, TypeError, "head 'cutmix': argument 'prob' must be float, not '1'"),
     ],
 )
 def test_bad_head_arguments_name_head_argument_and_plugin(registry, head, args, error, message):

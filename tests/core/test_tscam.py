@@ -146,8 +146,10 @@ def test_a_head_that_reads_attention_needs_a_transformer(registry):
 
 
 def test_bad_declarations_and_arguments_name_the_head(registry):
-    with pytest.raises(TypeError, match=r"^head 'tscam': couple must be True or False, not 'yes'"):
+    with pytest.raises(TypeError, match=r"^head 'tscam': argument 'couple' must be bool, not 'yes' \(head from plugin 'tscam"):
         build_model(3, [HeadSpec("tscam", {"couple": "yes"})], registry=registry, **TOY)
+    with pytest.raises(TypeError, match=r"^head 'tscam': couple must be True or False, not 'yes'"):  # built by hand
+        TSCAM(ModelSpec({}, 3, 8), couple="yes")
 
     class Odd(TSCAM):
         name = "odd"
