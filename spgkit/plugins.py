@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import math
 import os
 import re
 import sys
@@ -26,7 +27,7 @@ from typing import Any, Callable, Mapping
 import pluggy
 
 from spgkit import backbones, data, hookspecs
-from spgkit.config import type_name
+from spgkit.config import conforms, type_name
 
 ENTRY_POINT_GROUP = "spgkit"
 #: Set to ``1`` to stop :func:`get_plugin_manager` loading entry points (tests register plugins by hand).
@@ -307,9 +308,11 @@ def check_arguments(target: Any, args: Mapping[str, Any], what: str, skip: int =
         raise TypeError(f"{what}: {exc}; it takes {', '.join(accepted) or 'no arguments'}") from None
     hints = _annotations(target)
     for name, value in args.items():
-        parts = _scalar_types(hints.get(name))
-        if parts and not any(isinstance(value, _SCALARS[p]) and (p is bool or not isinstance(value, bool)) for p in parts):
-            raise TypeError(f"{what}: argument {name!r} must be {type_name(hints[name])}, not {value!r}")
+        hint = hints.get(name)
+        # A float that is not finite is out of range, not of the wrong type: its owner says so.
+        out_of_range = isinstance(value, float) and not math.isfinite(value)
+        if _is_plain(hint) and not (conforms(value, hint) or out_of_range):
+            raise TypeError(f"{what}: argument {name!r} must be {type_name(hint)}, not {value!r}")
 
 
 def _annotations(target: Any) -> dict[str, Any]:
@@ -321,12 +324,7 @@ def _annotations(target: Any) -> dict[str, Any]:
         return {}
 
 
-#: The values each plain annotation accepts; an int is a float, a bool is only a bool. Ranges (a
-#: finite float, a positive width) stay the owner's to check, with its own message.
-_SCALARS = {bool: bool, int: int, float: (int, float), str: str, type(None): type(None)}
-
-
-def _scalar_types(hint: Any) -> tuple[Any, ...]:
-    # The parts of a plain annotation (``int``, ``float | None``); () for any other, left unchecked.
+def _is_plain(hint: Any) -> bool:
+    # ``int``, ``float | None`` and the like; any other annotation is left to its owner to check.
     parts = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    return parts if all(part in _SCALARS for part in parts) else ()
+    return all(part in (bool, int, float, str, type(None)) for part in parts)
