@@ -345,11 +345,15 @@ class RunFolder:
     def save_checkpoint(self, payload: dict) -> None:
         save_checkpoint(self.checkpoint, payload)
 
-    def load_checkpoint(self, arm: str, seed: int) -> dict:
-        """The checkpoint to resume ``arm``'s run of ``seed`` from, checked: every part a resumed
-        run reads, and that arm and seed."""
+    def load_checkpoint(self, arm: str, seed: int, epochs: int) -> dict:
+        """The checkpoint to resume ``arm``'s run of ``seed`` (of ``epochs`` epochs) from, checked:
+        every part a resumed run reads (the optimiser and scheduler unless it is the last epoch's),
+        and that arm and seed."""
         state = load_checkpoint(self.checkpoint)
-        missing = [k for k in ("config", "model", "optimizer", "scheduler", "epoch", "history", "arm", "seed") if k not in state]
+        needed = ["config", "model", "epoch", "history", "arm", "seed"]
+        if not isinstance(state.get("epoch"), int) or state["epoch"] + 1 < epochs:
+            needed[2:2] = ["optimizer", "scheduler"]
+        missing = [k for k in needed if k not in state]
         if missing:
             raise RunFileError(f"{self.checkpoint}: not a checkpoint spgkit can resume from (no {', '.join(missing)}); {FIX}")
         if (state["arm"], state["seed"]) != (arm, seed):

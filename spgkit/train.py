@@ -114,7 +114,7 @@ def setup(study: Study, arm: Arm, seed: int, run: RunFolder, registry: Registry,
     sampler, loader = _loader(study, augmented, seed, device, dist_info)
     optimizer = make_optimizer(model, study)
     scheduler = make_scheduler(optimizer, study, len(loader))
-    start, history = _resume(run, arm.name, seed, model, optimizer, scheduler)
+    start, history = _resume(run, arm.name, seed, study.training.epochs, model, optimizer, scheduler)
     snapshot_batch, snapshots = None, []
     if study.training.snapshot_every and dist_info.main:
         fixed = Transformed(train_ds, eval_transform(study.data.image_size, mean, std, study.data.resize))
@@ -143,14 +143,15 @@ def _loader(study: Study, augmented: Dataset, seed: int, device: torch.device, d
     return sampler, loader
 
 
-def _resume(run: RunFolder, arm: str, seed: int, model: WSOLModel, optimizer, scheduler) -> tuple[int, list[dict[str, float]]]:
+def _resume(run: RunFolder, arm: str, seed: int, epochs: int, model: WSOLModel, optimizer, scheduler) -> tuple[int, list[dict[str, float]]]:
     # The first epoch still to train and the log so far: (0, []) for a fresh run.
     if not run.checkpoint.exists():
         return 0, []
-    state = run.load_checkpoint(arm, seed)
+    state = run.load_checkpoint(arm, seed, epochs)
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    if "optimizer" in state:  # not in a finished run's checkpoint, which trains no further
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
     return state["epoch"] + 1, list(state["history"])
 
 
@@ -235,14 +236,17 @@ def _freeze_bn(model: WSOLModel) -> None:
 
 
 def checkpoint(s: Session, epoch: int) -> None:
-    """Write the checkpoint and the log, atomically (rank 0 only)."""
+    """Write the checkpoint and the log, atomically (rank 0 only). The last epoch's checkpoint
+    leaves out the optimiser and scheduler: nothing resumes a finished run (more epochs is another
+    configuration), and a search's hundreds of runs keep half the disk (a third with Adam)."""
     if not s.dist.main:
         return
     state = {
-        "config": s.config, "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-        "scheduler": s.scheduler.state_dict(), "epoch": epoch, "history": s.history,
+        "config": s.config, "model": s.model.state_dict(), "epoch": epoch, "history": s.history,
         "study": s.study.name, "arm": s.arm.name, "seed": s.seed,
     }  # fmt: skip
+    if epoch + 1 < s.study.training.epochs:
+        state.update(optimizer=s.optimizer.state_dict(), scheduler=s.scheduler.state_dict())
     s.run.save_checkpoint(state)
     s.run.write_log(s.history)
     if s.snapshots:

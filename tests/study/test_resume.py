@@ -42,14 +42,15 @@ def test_sigkill_mid_arm_then_rerun_gives_the_same_metrics(tiny_study_file, tmp_
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run_dir / "metrics.json").exists(), "killed too late: the arm had finished"
-    epochs_done = load_checkpoint(run_dir / "checkpoint.pt")["epoch"] + 1
-    assert epochs_done < 3
+    mid = load_checkpoint(run_dir / "checkpoint.pt")
+    assert mid["epoch"] + 1 < 3 and {"optimizer", "scheduler"} <= mid.keys()  # what the resumed run needs
     again = _spgkit("run", study, "--out", tmp_path / "killed", "--arms", "spg", "--no-progress")
     assert again.wait(timeout=600) == 0, again.stdout.read().decode()
     expected = json.loads((tmp_path / "ref" / "tiny" / "spg" / "seed0" / "metrics.json").read_text())
     got = json.loads((run_dir / "metrics.json").read_text())
     assert got == expected
-    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 2
+    final = load_checkpoint(run_dir / "checkpoint.pt")
+    assert final["epoch"] == 2 and not {"optimizer", "scheduler"} & final.keys()  # a finished run never resumes
     leftovers = [p.name for p in run_dir.parent.parent.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     # A third run finds everything finished and trains nothing.
