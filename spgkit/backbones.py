@@ -461,16 +461,15 @@ def _feature_net(model_name: str, from_hub: bool, weight_file, indices: list[int
 
 def _transformer_extras(net: nn.Module) -> frozenset[str]:
     """What a timm feature net can give beyond its features: a vision transformer's class token
-    and its blocks' attention (found where timm's AttentionExtract looks for it)."""
+    and its blocks' attention (found where timm's AttentionExtract looks for it). Both need a
+    class token: the attention's contract is that token 0 is one, and in a ViT pooled without it
+    (``class_token=False``) token 0 is a register or patch token."""
     model = getattr(net, "model", None)
     if not hasattr(net, "out_indices") or not isinstance(getattr(model, "blocks", None), nn.Sequential):
         return frozenset()
-    extras = set()
-    if getattr(model, "cls_token", None) is not None:
-        extras.add("class_token")
-    if _attention_drops(model):
-        extras.add("attention")
-    return frozenset(extras)
+    if getattr(model, "cls_token", None) is None:
+        return frozenset()
+    return frozenset({"class_token", "attention"} if _attention_drops(model) else {"class_token"})
 
 
 def _attention_drops(model: nn.Module) -> list[nn.Module]:

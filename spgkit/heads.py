@@ -177,8 +177,9 @@ class GuidanceHead(nn.Module):
             None leaves the library default (0.5).
         needs_backbone: what else the head reads of the backbone (:data:`BACKBONE_EXTRAS`):
             ``"class_token"`` fills :attr:`HeadContext.class_token`, ``"attention"``
-            :attr:`HeadContext.attention`. A backbone that cannot give them (a CNN) is refused
-            when the model is built; a timm vision transformer gives both, read through hooks
+            :attr:`HeadContext.attention`. A backbone that cannot give them (a CNN, a
+            transformer without a class token) is refused when the model is built; a timm
+            vision transformer with a class token gives both, read through hooks
             on the modules timm's ``AttentionExtract`` reads (see
             :class:`~spgkit.backbones.TimmBackbone`).
         map_mode: how the head's map combines with the localization map so far (the CAM of the
@@ -186,7 +187,7 @@ class GuidanceHead(nn.Module):
             ``"max"`` (the default, ACoL's fusion) the element-wise max of the two after per-image
             min-max normalisation; ``"multiply"`` the product of the two as they are, not
             normalised (TS-CAM couples attention to the CAM this way); ``"replace"`` the head's
-            map alone. A head map coarser than the CAM is resized to it first (bilinear).
+            map alone. A head map of another size than the CAM's is resized to it first (bilinear).
         classifier_form: the CAM classifier of the head's reference model (:data:`CLASSIFIERS`):
             ``"spg"`` SPG-A's A3 + A4 (the library's, also what None means), ``"conv3x3"`` one 3x3
             convolution straight to the classes (TS-CAM's head on a transformer's patch tokens).

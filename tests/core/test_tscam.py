@@ -145,6 +145,17 @@ def test_a_head_that_reads_attention_needs_a_transformer(registry):
         build_model(3, [HeadSpec("tscam")], backbone="resnet50", registry=registry, classifier_width=8)
 
 
+def test_a_transformer_without_a_class_token_gives_no_attention(registry):
+    # Pooled over its patches, with register tokens first: token 0 of its attention is a register
+    # token's, so reading its row as the class token's would give a map without a word.
+    small = {"depth": 2, "embed_dim": 48, "num_heads": 2, "patch_size": 8}
+    pooled = registry.backbone("timm:vit_tiny_patch16_224")(model_args={**small, "class_token": False, "global_pool": "avg", "reg_tokens": 4})
+    assert pooled.extras == frozenset()
+    assert registry.backbone("timm:vit_tiny_patch16_224")(model_args=small).extras == {"class_token", "attention"}
+    with pytest.raises(ValueError, match=r"head 'tscam' reads the backbone's attention, which backbone 'vit_tiny_patch16_224' does not give \(it gives nothing more"):
+        build_model(3, [HeadSpec("tscam")], backbone="timm:vit_tiny_patch16_224", backbone_args={"model_args": {**small, "class_token": False, "global_pool": "avg"}}, registry=registry)
+
+
 def test_bad_declarations_and_arguments_name_the_head(registry):
     with pytest.raises(TypeError, match=r"^head 'tscam': argument 'couple' must be bool, not 'yes' \(head from plugin 'tscam"):
         build_model(3, [HeadSpec("tscam", {"couple": "yes"})], registry=registry, **TOY)

@@ -22,11 +22,13 @@ The authors' published DeiT-S setting on CUB-200-2011 (``train_val_cub.sh``,
 ``configs/CUB/deit_tscam_small_patch16_224.yaml``): DeiT-S ImageNet weights, images resized to
 256 x 256 and randomly cropped to 224 (flipped), tested at 224 x 224; batch 128; timm's AdamW
 (weight decay 0.05, none on biases, norms and position/class tokens) at learning rate 5e-5 for
-every parameter, times 0.1 at epoch 30, 60 epochs; stochastic depth 0.1, no dropout; plain
-cross-entropy; boxes at 0.1 of the map's maximum. ILSVRC: learning rate 5e-4, batch 256, 20
-epochs (times 0.1 at epochs 10 and 12 of the config), boxes at 0.12. spgkit's protocol scores
-maps at every threshold instead (MaxBoxAcc); see ``docs/api_methods.rst`` for what of that
-setting a study can express.
+every parameter, 60 epochs, the rate times 0.1 before each epoch whose (1-based) number is a
+multiple of a step of ``LR_STEPS: [30]`` (``adjust_learning_rate_normal``): 29 epochs at 5e-5, 30
+at 5e-6, the last at 5e-7; stochastic depth 0.1, no dropout; plain cross-entropy; maps resized
+bilinearly (``cv2.resize``) and min-max normalised, boxes at 0.1 of the map's maximum. ILSVRC:
+learning rate 5e-4, batch 256, 20 epochs, steps ``[10, 12]`` (times 0.1 before epochs 10, 12 and
+20), boxes at 0.12. spgkit's protocol scores maps at every threshold instead (MaxBoxAcc); see
+``docs/api_methods.rst`` for what of that setting a study can express.
 """
 
 from __future__ import annotations
