@@ -202,8 +202,9 @@ class WSOLModel(nn.Module):
         except (RuntimeError, AssertionError, *_PASS_THROUGH):  # too small an input; a head's feature transform (HeadError)
             raise
         except Exception as exc:
-            name = getattr(self.backbone, "name", "") or type(self.backbone).__name__
-            raise BackboneError(f"backbone {name!r} (plugin {self.backbone_plugin!r}) failed in forward: {one_line(exc)}") from exc
+            raise BackboneError(f"{self._backbone_named()} failed in forward: {one_line(exc)}") from exc
+        if set(extras) != self.extras:  # a backbone plugin's forward_extras out of step with its extras
+            raise BackboneError(f"{self._backbone_named()} was asked for {sorted(self.extras)} by the heads but its forward_extras gave {sorted(extras)}")
         cls_out = self.classifier(features["high"])
         if classes is None:
             classes = labels if labels is not None else cls_out.logits.argmax(1)
@@ -211,6 +212,10 @@ class WSOLModel(nn.Module):
         for name, head in self.heads.items():
             ctx.outputs[name] = self._run_head(name, head, ctx)
         return ModelOutput(cls_out, ctx.outputs, targets)
+
+    def _backbone_named(self) -> str:
+        name = getattr(self.backbone, "name", "") or type(self.backbone).__name__
+        return f"backbone {name!r} (plugin {self.backbone_plugin!r})"
 
     def _transform_batch(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Each head's batch transform in turn (CutMix's mixing), its result checked.

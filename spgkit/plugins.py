@@ -236,6 +236,8 @@ class Registry:
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
 
             def register(obj: Callable, name: str | None = None, _plugin=impl.plugin_name) -> None:
+                if isinstance(obj, str):
+                    raise PluginError(f"plugin {_plugin!r} called register({obj!r}, ...): register takes the {kind} first, then its name if it has none")
                 key = name or getattr(obj, "name", None)
                 if not isinstance(key, str) or not key:
                     raise PluginError(f"plugin {_plugin!r} registered a {kind} without a name: {obj!r}")

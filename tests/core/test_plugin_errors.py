@@ -270,6 +270,17 @@ def test_a_hand_registered_hook_without_hookimpl_is_refused(plugin_manager):
         Registry(plugin_manager)
 
 
+def test_register_with_its_arguments_swapped_says_which_comes_first(plugin_manager):
+    class Swapped:
+        @spgkit.hookimpl
+        def spgkit_register_heads(self, register):
+            register("configurable", Configurable)
+
+    plugin_manager.register(Swapped(), name="swapped (local)")
+    with pytest.raises(PluginError, match=r"^plugin 'swapped \(local\)' called register\('configurable', \.\.\.\): register takes the head first, then its name"):
+        Registry(plugin_manager)
+
+
 # --------------------------------------------------------------------------- 4: head arguments
 
 

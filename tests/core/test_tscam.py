@@ -156,6 +156,19 @@ def test_a_transformer_without_a_class_token_gives_no_attention(registry):
         build_model(3, [HeadSpec("tscam")], backbone="timm:vit_tiny_patch16_224", backbone_args={"model_args": {**small, "class_token": False, "global_pool": "avg"}}, registry=registry)
 
 
+def test_a_backbone_plugin_that_offers_attention_but_gives_none_is_named(registry):
+    from spgkit.plugins import BackboneError
+
+    model = _toy_model(registry)
+    vit = model.backbone
+    vit.forward_extras = lambda x, wanted: (vit(x), {})  # a plugin that declared extras and forgot to give them
+    with pytest.raises(BackboneError, match=r"^backbone 'deit_tiny_patch16_224' \(plugin 'spgkit \(core\), timm'\) was asked for \['attention'\] by the heads but its forward_extras gave \[\]$"):
+        model(torch.randn(1, 3, 16, 48))
+    vit.forward_extras = lambda x, wanted: (vit(x), {"attention": (), "tokens": x})
+    with pytest.raises(BackboneError, match=r"forward_extras gave \['attention', 'tokens'\]$"):
+        model(torch.randn(1, 3, 16, 48))
+
+
 def test_bad_declarations_and_arguments_name_the_head(registry):
     with pytest.raises(TypeError, match=r"^head 'tscam': argument 'couple' must be bool, not 'yes' \(head from plugin 'tscam"):
         build_model(3, [HeadSpec("tscam", {"couple": "yes"})], registry=registry, **TOY)
