@@ -350,8 +350,10 @@ class RunFolder:
         every part a resumed run reads (the optimiser and scheduler unless it is the last epoch's),
         and that arm and seed."""
         state = load_checkpoint(self.checkpoint)
+        if not isinstance(state, dict):
+            raise RunFileError(f"{self.checkpoint}: not a checkpoint spgkit can resume from (a {type(state).__name__}, not a dict); {FIX}")
         needed = ["config", "model", "epoch", "history", "arm", "seed"]
-        if not isinstance(state.get("epoch"), int) or state["epoch"] + 1 < epochs:
+        if state.get("epoch") != epochs - 1:  # only the last epoch's goes without them
             needed[2:2] = ["optimizer", "scheduler"]
         missing = [k for k in needed if k not in state]
         if missing:

@@ -192,7 +192,9 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
         if t.snapshot_every and (done % t.snapshot_every == 0 or done == t.epochs * len(s.loader)):
             snapshot(s, done)
         if step % t.log_every == 0 or step == len(s.loader):
-            running = sums["loss"].item() / step  # one host sync per log interval, not per step
+            # One host sync per log interval, not per step; the mean over the ranks, so that a loss
+            # gone non-finite on one rank stops every rank (a rank left training waits forever).
+            running = float(s.dist.sum(np.array([sums["loss"].item()]))[0]) / (step * s.dist.world)
             if not math.isfinite(running):
                 kept = f"The last good checkpoint ({s.run.checkpoint}, after epoch {epoch}) is kept." if epoch else "No checkpoint was written yet."
                 raise TrainingDiverged(f"{s.study.name}/{s.arm.name}/seed{s.seed}: loss is {running} at epoch {epoch + 1}, step {step}; stopped. {kept}")
@@ -247,8 +249,11 @@ def checkpoint(s: Session, epoch: int) -> None:
     }  # fmt: skip
     if epoch + 1 < s.study.training.epochs:
         state.update(optimizer=s.optimizer.state_dict(), scheduler=s.scheduler.state_dict())
-    s.run.save_checkpoint(state)
+    # The log first: it is whole history, rewritten at every epoch, so a row ahead of the
+    # checkpoint is replaced when that epoch trains again; after the checkpoint, a kill between
+    # the two would lose the last epoch's row for good (a resume from it trains nothing).
     s.run.write_log(s.history)
+    s.run.save_checkpoint(state)
     if s.snapshots:
         s.run.write_snapshots({"images": s.snapshot_batch["images"], "labels": s.snapshot_batch["labels"], "shots": s.snapshots})
 
@@ -327,7 +332,9 @@ def train_arm(
     study = arm_training(study, arm)
     config = run_config(study, arm, seed, facts)
     dist_info, device = Dist.from_env(resolve_device(study.training.device))
-    with run.lock(wait) if dist_info.main else contextlib.nullcontext():
+    # Under torchrun the other ranks wait in _prepare for rank 0's decision on this run: rank 0
+    # waits for the lock too, since skipping a busy run would put the ranks on different runs.
+    with run.lock(wait or dist_info.world > 1) if dist_info.main else contextlib.nullcontext():
         run.action = _prepare(run, config, retrain, dist_info)
         if run.action == "done":
             return run.read_metrics()

@@ -77,3 +77,99 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     for key in ("top1_acc", "top5_acc", "gt_known_loc", "top1_loc", "maxboxacc", "maxboxaccv2"):
         assert abs(m1[key] - m2[key]) <= 100 / 16, (key, m1[key], m2[key])
     assert abs(m1["pxap"] - m2["pxap"]) <= 1.0
+
+
+TINY = """
+from spgkit import Arm, Data, Evaluation, HeadSpec, Study, Training
+
+STUDY = Study(
+    name="tiny",
+    data=Data("synthwsol", {{"num_images": 48, "image_size": 40, "num_classes": 3}}, image_size=40, max_eval=12),
+    arms=({arm},),
+    classifier_width=16,
+    training=Training(epochs=2, batch_size=8, lr=0.02, new_layer_lr_mult=1.0, device="cpu", log_every=2),
+    evaluation=Evaluation(thresholds=20),
+    seeds=(0, 1),
+    figure_images=3,
+    plugins={plugins},
+)
+"""
+
+#: A head whose loss is infinite on rank 0's 4th training step only, as a bad batch on one rank makes it.
+BOOM = """
+import os
+import torch
+import spgkit
+from spgkit.heads import GuidanceHead, HeadOutput
+
+
+class Boom(GuidanceHead):
+    name = "boom"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.calls = 0
+
+    def forward(self, ctx):
+        if ctx.labels is None:
+            return HeadOutput()
+        self.calls += 1
+        bad = os.environ["RANK"] == "0" and self.calls == 4
+        return HeadOutput(losses={"boom": self.scale * 0.0 + (float("inf") if bad else 0.0)})
+
+
+@spgkit.hookimpl
+def spgkit_register_heads(register):
+    register(Boom)
+"""
+
+
+def _torchrun(study, out, timeout=300):
+    env = {**os.environ, "SPGKIT_DISABLE_PLUGIN_AUTOLOAD": "0", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "spgkit", "run", str(study), "--no-progress", "--out", str(out)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_loss_gone_non_finite_on_one_rank_stops_every_rank(tmp_path):
+    (tmp_path / "boom.py").write_text(BOOM)
+    study = tmp_path / "tiny.py"
+    study.write_text(TINY.format(arm='Arm("boom", (HeadSpec("boom"),))', plugins='("boom.py",)'))
+    # Each rank used to check its own loss: rank 0 stopped, rank 1 waited in the all-reduce forever.
+    done = _torchrun(study, tmp_path / "out")
+    for seed in (0, 1):
+        metrics = json.loads((tmp_path / f"out/tiny/boom/seed{seed}/metrics.json").read_text())
+        assert "loss is inf at epoch 1, step 4" in metrics["diverged"], done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_run_busy_in_another_process_is_waited_for_by_every_rank(tmp_path):
+    import fcntl
+    import time
+
+    study = tmp_path / "tiny.py"
+    study.write_text(TINY.format(arm='Arm("cam")', plugins="()"))
+    reference = _torchrun(study, tmp_path / "ref")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    # Rank 0 used to skip the busy seed 0 for seed 1 while rank 1 trained seed 0: seed 1's metrics
+    # came from two ranks on different runs. Now every rank waits for the lock, then trains alike.
+    lock = tmp_path / "held/tiny/cam/seed0/.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        env = {**os.environ, "SPGKIT_DISABLE_PLUGIN_AUTOLOAD": "0", "OMP_NUM_THREADS": "1"}
+        held = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "spgkit", "run", str(study), "--no-progress", "--out", str(tmp_path / "held")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            time.sleep(20)
+            assert not (tmp_path / "held/tiny/cam/seed1/metrics.json").exists()
+        except BaseException:
+            held.kill()
+            raise
+    assert held.wait(timeout=300) == 0, held.stdout.read()[-3000:]
+    for seed in (0, 1):
+        got, expected = (json.loads((tmp_path / f"{out}/tiny/cam/seed{seed}/metrics.json").read_text()) for out in ("held", "ref"))
+        assert got == expected

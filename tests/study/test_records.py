@@ -186,6 +186,9 @@ def test_a_checkpoint_that_cannot_be_resumed_is_named(tiny_study_file, registry,
     torch.save(state, run.checkpoint)
     with pytest.raises(RunFileError, match=r"checkpoint.pt: not a checkpoint spgkit can resume from \(no optimizer, scheduler\)"):
         run_study(study, tmp_path, registry=registry, progress=False)
+    torch.save([1, 2, 3], run.checkpoint)
+    with pytest.raises(RunFileError, match=r"checkpoint.pt: not a checkpoint spgkit can resume from \(a list, not a dict\)"):
+        run_study(study, tmp_path, registry=registry, progress=False)
     torch.save({**state, "optimizer": {}, "scheduler": {}, "arm": "spg"}, run.checkpoint)
     with pytest.raises(RunFileError, match=r"a checkpoint of arm 'spg' seed 0, not of 'cam' seed 0"):
         run_study(study, tmp_path, registry=registry, progress=False)

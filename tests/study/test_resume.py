@@ -119,3 +119,22 @@ def test_a_diverging_arm_does_not_stop_the_study(tiny_study_file, explode_regist
     assert "| boom | 0 (+1 diverged) | - |" in table and "| cam | 1 |" in table
     assert "Diverged runs, left out of every number: boom (1 of 1)" in table
     assert (folder.figures / "overlays.png").exists()
+
+
+def test_the_log_is_written_before_the_checkpoint(tiny_study_file, monkeypatch, tmp_path):
+    # A kill between the two writes: after the last epoch's checkpoint, the resumed run trains
+    # nothing and would never write the log again; before it, the epoch trains again.
+    study = load_study(tiny_study_file(epochs=2))
+    arm = study.arms[0]
+    run = RunFolder(tmp_path / "run")
+
+    def killed(self, payload):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunFolder, "save_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_arm(study, arm, 0, run, registry=Registry(plugins=study.plugins), progress=False)
+    assert len(run.log.read_text().splitlines()) == 2 and not run.checkpoint.exists()  # header and epoch 1
+    monkeypatch.undo()
+    train_arm(study, arm, 0, run, registry=Registry(plugins=study.plugins), progress=False)
+    assert [row.split(",")[0] for row in run.log.read_text().splitlines()[1:]] == ["1", "2"]
