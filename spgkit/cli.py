@@ -403,8 +403,6 @@ def _run_record(checkpoint: Path, command: str, given: float | None, flag: str) 
     (``metrics.json`` beside the checkpoint), else none. A run that diverged after this
     checkpoint (its last good one) chose none: the notice says so, in one line. A run record
     that cannot be read is refused in one line naming it, unless ``given`` makes it unneeded."""
-    import json
-
     metrics = checkpoint.parent / "metrics.json"
     if not metrics.exists():
         return (given, flag, None) if given is not None else (None, None, None)

@@ -81,9 +81,3 @@ def write_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of a ``.npz`` written by :func:`write_arrays` (no pickled objects)."""
-    with np.load(path, allow_pickle=False) as arrays:
-        return {key: arrays[key] for key in arrays.files}

@@ -402,11 +402,6 @@ class RunFolder:
         arrays["record"] = str(arrays.get("record", ""))
         return arrays
 
-    def per_image_record(self) -> str:
-        """The :func:`record_hash` ``per_image.npz`` was written with ('' before spgkit kept one),
-        read without decompressing its other arrays (a test set's IoUs can be large)."""
-        return str(self._arrays(self.per_image, ["record"]).get("record", ""))
-
     def read_figure_data(self) -> dict[str, Any]:
         """``figures.npz``, checked: ``map``, each test image's map at feature resolution, in the
         order of ``per_image.npz``; ``mean`` and ``std``, the model's; ``visual/<name>``, what the

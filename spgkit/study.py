@@ -20,7 +20,7 @@ import torch
 from spgkit.backbones import check_pretrained
 from spgkit.config import Arm, ConfigError, LocalData, Study, arm_training, conforms, type_name
 from spgkit.data import IMAGENET_MEAN, IMAGENET_STD, resolve_local
-from spgkit.distributed import Dist
+from spgkit.distributed import Dist, resolve_device
 from spgkit.model import build_model
 from spgkit.plugins import PluginError, Registry, check_arguments, import_file
 from spgkit.figures import write_figures
@@ -28,7 +28,6 @@ from spgkit.report import Collected, collect, write_tables
 from spgkit.executors import ExecutorError, LocalExecutor, RayExecutor
 from spgkit.runs import StudyFolder, run_config, scored_with
 from spgkit.score import center_baseline
-from spgkit.distributed import resolve_device
 from spgkit.optim import make_optimizer
 from spgkit.splits import make_datasets, open_split, study_facts
 from spgkit.train import train_step
@@ -86,6 +85,16 @@ def check_study(study: Study, registry: Registry, where: str = "") -> None:
         raise fail("training.device", exc) from None
     for arm in study.arms:
         check_arm(study, arm, registry, prefix)
+
+
+def checked_facts(study: Study, registry: Registry, where: str = "") -> dict[str, Any]:
+    """:func:`~spgkit.splits.study_facts`, which opens every split: a dataset reader's refusal of
+    its arguments (a range :func:`check_study` leaves to it) is a StudyError naming ``where`` and
+    the field, as check_study's are."""
+    try:
+        return study_facts(study, registry)
+    except (ValueError, TypeError) as exc:
+        raise StudyError(f"{where + ': ' if where else ''}data: {exc}") from None
 
 
 #: Images in the batch of :func:`check_arm`'s training step.
@@ -257,7 +266,7 @@ def run_study(
     registry = registry if registry is not None else Registry(plugins=study.plugins)
     check_study(study, registry, where)
     folder = StudyFolder(out, study)
-    facts = study_facts(study, registry)
+    facts = checked_facts(study, registry, where)
     chosen = select_arms(study, arms).arms if arms else study.arms
     planned = [(arm, seed, folder.run(arm.name, seed)) for arm in chosen for seed in study.seeds]
     executor = executor if executor is not None else LocalExecutor()

@@ -39,8 +39,7 @@ from spgkit.figures import write_trials_figure
 from spgkit.io import write_csv, write_text
 from spgkit.plugins import Registry
 from spgkit.runs import RunFolder, StudyFolder, mismatch, run_config, scored_with
-from spgkit.study import check_study, run_study, select_arms
-from spgkit.splits import study_facts
+from spgkit.study import check_study, checked_facts, run_study, select_arms
 
 #: The learning rate every arm searches (the benchmark's common hyperparameter).
 LEARNING_RATE = Param("training.lr", "log", 1e-5, 1.0, source=f"{BENCHMARK_SPACE}; Murtaza et al. 2025 list the same")
@@ -294,7 +293,7 @@ def tune(
     study = select_arms(study, arms) if arms else study
     searching = dataclasses.replace(study, name=f"{study.name}-search")
     folder = StudyFolder(out, searching)
-    facts = study_facts(searching, registry)
+    facts = checked_facts(searching, registry, where)
     spaces = {arm.name: space(study, arm, registry) for arm in study.arms}
     for arm in study.arms:
         check_space(searching, arm, spaces[arm.name], registry)

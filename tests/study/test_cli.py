@@ -47,6 +47,15 @@ def test_set_from_the_command_line_is_checked(tiny_study_file, tmp_path):
     assert result.returncode == 2 and "Training has no field 'weight_decy'" in result.stderr and result.stderr.count("\n") == 1
 
 
+def test_a_range_the_dataset_reader_refuses_names_the_file_and_field(autoload, tiny_study_file, tmp_path, capsys):
+    # check_study checks the reader's argument types; its ranges are the reader's, met when the splits open.
+    path = tiny_study_file()
+    for command in ("run", "tune"):
+        assert main([command, str(path), "--out", str(tmp_path), "--set", "data.args.num_images=-5"]) == 2
+        assert capsys.readouterr().err == f"spgkit {command}: error: {path}: data: num_images must be positive, not -5\n"
+    assert not any(tmp_path.rglob("*.json"))
+
+
 def test_heads_and_backbones_name_their_distributions(autoload, capsys):
     assert main(["heads"]) == 0
     out = capsys.readouterr().out
