@@ -304,18 +304,10 @@ class RunFolder:
             stale.unlink()
         if retrain:
             self.clear()
-        trained = [p for p in (self.checkpoint, self.metrics, self.log) if p.exists()]
+        conflict = self.conflict(config)
+        if conflict:
+            raise conflict
         recorded = self.read_config() if self.config.exists() else None
-        if trained:
-            if recorded is None:
-                changed = ["(no config.json: made by an older spgkit)"]
-            else:
-                changed = differences(recorded["training"], config["training"], "training")
-            if changed:
-                raise RunConflict(
-                    f"{self.path} was trained with another configuration ({'; '.join(changed)}); "
-                    "use another --out, or --retrain to replace it"
-                )
         if recorded != config:  # nothing trained yet, or trained alike and scored or run otherwise
             write_json(self.config, config)
         if not self.metrics.exists():
@@ -329,6 +321,19 @@ class RunFolder:
             if not path.exists() or self._arrays(path, ["record"]).get("record", "") != record_hash(metrics["record"]):
                 return "evaluate"  # from before spgkit saved it, or half of a later scoring
         return "done"
+
+    def conflict(self, config: dict[str, Any]) -> RunConflict | None:
+        """The refusal of ``config`` where the folder holds a run trained with another training
+        configuration, naming the fields; None where it holds none, or one trained alike."""
+        if not any(p.exists() for p in (self.checkpoint, self.metrics, self.log)):
+            return None
+        if not self.config.exists():
+            changed = ["(no config.json: made by an older spgkit)"]
+        else:
+            changed = differences(self.read_config()["training"], config["training"], "training")
+        if not changed:
+            return None
+        return RunConflict(f"{self.path} was trained with another configuration ({'; '.join(changed)}); use another --out, or --retrain to replace it")
 
     def read_config(self) -> dict[str, Any]:
         """``config.json``, checked: a :func:`run_config` with its parts."""

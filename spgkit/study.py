@@ -97,6 +97,17 @@ def checked_facts(study: Study, registry: Registry, where: str = "") -> dict[str
         raise StudyError(f"{where + ': ' if where else ''}data: {exc}") from None
 
 
+def refuse_conflicts(study: Study, planned: list, facts: dict[str, Any]) -> None:
+    """The :class:`~spgkit.runs.RunConflict` of the first planned ``(arm, seed, run)`` whose folder
+    was trained with another configuration, before any run trains: a changed study in the same
+    ``--out`` stops before it trains some arms and leaves the rest. Each run checks again under
+    its lock when it starts."""
+    for arm, seed, run in planned:
+        conflict = run.conflict(run_config(arm_training(study, arm), arm, seed, facts))
+        if conflict:
+            raise conflict
+
+
 #: Images in the batch of :func:`check_arm`'s training step.
 CHECK_BATCH = 2
 
@@ -270,6 +281,8 @@ def run_study(
     chosen = select_arms(study, arms).arms if arms else study.arms
     planned = [(arm, seed, folder.run(arm.name, seed)) for arm in chosen for seed in study.seeds]
     executor = executor if executor is not None else LocalExecutor()
+    if not retrain:
+        refuse_conflicts(study, planned, facts)
 
     def report() -> None:
         folder.actions = dict(Counter(run.action for _, _, run in planned if run.action))

@@ -9,7 +9,9 @@ benchmark's protocol, whose search code was never released.
    the same whatever the scheduling and however often the tuner is killed and started again.
    Optuna stores the trials: a journal file in the search folder, or any Optuna storage URL that
    many machines share. A search is keyed by what its trials compute (the study's record, the
-   space, the seed), so a changed study starts a new search in the same store.
+   space, the seed), so a changed study starts a new search in the same store; its trial folders
+   would be the old search's, so it needs another ``--out`` (or ``--retrain``), and is refused
+   before anything trains or the old search's report is touched.
 2. **Train.** Every trial is an ordinary run folder (``<out>/<study>-search/<arm>/trial<k>``)
    trained once, with the study's first seed, through the executor (local or Ray): reuse, resume
    and locks apply as to any run.
@@ -39,7 +41,7 @@ from spgkit.figures import write_trials_figure
 from spgkit.io import write_csv, write_text
 from spgkit.plugins import Registry
 from spgkit.runs import RunFolder, StudyFolder, mismatch, run_config, scored_with
-from spgkit.study import check_study, checked_facts, run_study, select_arms
+from spgkit.study import check_study, checked_facts, refuse_conflicts, run_study, select_arms
 
 #: The learning rate every arm searches (the benchmark's common hyperparameter).
 LEARNING_RATE = Param("training.lr", "log", 1e-5, 1.0, source=f"{BENCHMARK_SPACE}; Murtaza et al. 2025 list the same")
@@ -303,6 +305,8 @@ def tune(
     result = TuneResult(study, folder, {name: trials for name, (_, trials) in plans.items()}, spaces)
     todo = [(t.trained, searching.seeds[0], t.run) for trials in result.trials.values() for t in trials]
     executor = executor if executor is not None else LocalExecutor()
+    if not retrain:  # another search's trials in these folders: its report stays as it was
+        refuse_conflicts(searching, todo, facts)
     try:
         executor.run(searching, todo, registry=registry, facts=facts, progress=progress, retrain=retrain)
     finally:  # what finished is told and reported, whatever failed

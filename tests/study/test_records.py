@@ -170,6 +170,15 @@ def test_damaged_run_files_are_one_line_errors_naming_the_file(damage, message, 
     assert "\n" not in str(caught.value)
 
 
+def test_a_changed_study_is_refused_before_any_arm_trains(tiny_study_file, registry, tmp_path):
+    study = load_study(tiny_study_file(epochs=1))
+    run_study(select_arms(study, ["spg"]), tmp_path, registry=registry, progress=False)
+    # cam comes first and is new, spg was trained otherwise: nothing trains, not even cam.
+    with pytest.raises(RunConflict, match=r"tiny/spg/seed0 was trained with another configuration \(training.lr: 0.02 -> 0.01\)"):
+        run_study(override(study, {"training.lr": 0.01}), tmp_path, registry=registry, progress=False)
+    assert not (tmp_path / "tiny/cam").exists()
+
+
 def test_a_checkpoint_that_cannot_be_resumed_is_named(tiny_study_file, registry, tmp_path):
     import torch
 

@@ -284,3 +284,21 @@ def test_the_command_refuses_bad_input_in_one_line(tiny_study_file, tmp_path, au
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "search space of arm 'spg' at its lower end" in err and "nothing" in err
     assert not (tmp_path / "tiny-search").exists()  # refused before anything was stored or trained
+
+
+@pytest.mark.slow
+def test_a_changed_search_in_the_same_folder_is_refused_before_it_trains(tiny_study_file, tmp_path, autoload, capsys):
+    from spgkit.cli import main
+
+    path, out = tiny_study_file(epochs=1), tmp_path / "out"
+    assert main(["tune", str(path), "--arms", "cam", "--trials", "1", "--out", str(out), "--no-progress"]) == 0
+    search = out / "tiny-search"
+    reports = {name: (search / name).read_bytes() for name in ("trials.csv", "search.md")}
+    capsys.readouterr()
+    # Another seed draws another learning rate into the same trial folder: refused in one line,
+    # and the first search's report stays (it used to be rewritten with the new plan as RUNNING).
+    assert main(["tune", str(path), "--arms", "cam", "--trials", "1", "--out", str(out), "--no-progress", "--set", "search.seed=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cam/trial000 was trained with another configuration (arm.training.lr: " in err
+    assert {name: (search / name).read_bytes() for name in reports} == reports
+
