@@ -72,7 +72,8 @@ def run_config(study: Study, arm: Arm, seed: int, facts: dict[str, Any]) -> dict
     weights: the declaration with every default, the source fingerprints of the dataset reader,
     backbone and heads it uses and the fingerprint of the training split), ``evaluation`` (how
     and on what they are scored: the settings and the selection and test splits' fingerprints)
-    and ``environment`` (library versions, recorded but not compared). ``facts`` comes from
+    and ``environment`` (the library versions of the process that trained or last scored the
+    run; recorded, not compared). ``facts`` comes from
     :func:`spgkit.train.study_facts`."""
     training = {k: v for k, v in dataclasses.asdict(arm_training(study, arm).training).items() if k not in EXECUTION_FIELDS}
     sources = facts["sources"]
@@ -308,7 +309,9 @@ class RunFolder:
         if conflict:
             raise conflict
         recorded = self.read_config() if self.config.exists() else None
-        if recorded != config:  # nothing trained yet, or trained alike and scored or run otherwise
+        # Nothing recorded yet, or scored otherwise: a run reused as it is keeps the environment
+        # that trained and scored it, not this process's.
+        if recorded is None or scored_with(recorded) != scored_with(config):
             write_json(self.config, config)
         if not self.metrics.exists():
             return "train"

@@ -74,6 +74,18 @@ def test_scores_of_another_evaluation_stay_until_replaced_and_never_count_as_the
     assert run.prepare(config) == "evaluate"
 
 
+def test_a_reused_run_keeps_the_environment_that_made_it(tmp_path):
+    run = RunFolder(tmp_path / "cam" / "seed0")
+    config = {"training": {"epochs": 1}, "evaluation": {"protocol": "benchmark"}, "environment": {"torch": "2.13.0"}}
+    run.prepare(config)
+    _finish(run, config)
+    later = {**config, "environment": {"torch": "2.14.1"}}
+    assert run.prepare(later) == "done" and run.read_config()["environment"] == {"torch": "2.13.0"}
+    # Scored again, it records the process that scored it.
+    rescored = {**later, "evaluation": {"protocol": "float"}}
+    assert run.prepare(rescored) == "evaluate" and run.read_config() == rescored
+
+
 def test_a_resumed_run_records_the_evaluation_it_is_asked_for(tmp_path):
     # Killed before its metrics existed, then resumed with another evaluation setting.
     run = RunFolder(tmp_path / "cam" / "seed0")
