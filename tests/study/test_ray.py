@@ -85,7 +85,7 @@ def test_a_killed_worker_is_retried_and_resumes_to_the_same_numbers(cluster, one
     driver.start()
     run = tmp_path / "ray" / "tiny" / "cam" / "seed0"
     deadline = time.monotonic() + 300
-    while not (run / "log.csv").exists() and time.monotonic() < deadline:  # epoch 1 checkpointed
+    while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline:  # epoch 1 checkpointed (its log row is written first)
         time.sleep(0.05)
     worker = _worker_running_a_run()
     assert worker is not None and (run / "checkpoint.pt").exists()
@@ -121,7 +121,7 @@ def test_ctrl_c_on_the_driver_cancels_the_tasks_and_every_run_resumes(cluster, t
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "tiny" / "cam" / "seed0"
     deadline = time.monotonic() + 300
-    while not (run / "log.csv").exists() and time.monotonic() < deadline:  # epoch 1 checkpointed
+    while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline:  # epoch 1 checkpointed (its log row is written first)
         time.sleep(0.05)
     driver.send_signal(signal.SIGINT)
     _, stderr = driver.communicate(timeout=120)
