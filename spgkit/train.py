@@ -339,6 +339,8 @@ def train_arm(
         if run.action == "done":
             return run.read_metrics()
         s = setup(study, arm, seed, run, registry, device, dist_info, progress)
+        if s.start == study.training.epochs:  # killed after its last checkpoint: scored, not trained
+            run.action = "evaluate"
         try:
             select = train_epochs(s)
         except TrainingDiverged as exc:

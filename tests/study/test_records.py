@@ -189,7 +189,8 @@ def test_a_checkpoint_that_cannot_be_resumed_is_named(tiny_study_file, registry,
     # is all that scoring the run again needs: as if killed after it was written, before it was scored.
     assert not {"optimizer", "scheduler"} & torch.load(run.checkpoint, weights_only=True).keys()
     run.metrics.unlink()
-    assert run_study(study, tmp_path, registry=registry, progress=False).run("cam", 0).read_metrics() == metrics
+    again = run_study(study, tmp_path, registry=registry, progress=False)
+    assert again.run("cam", 0).read_metrics() == metrics and again.actions == {"evaluate": 1}
     run.metrics.unlink()  # the next run resumes from an epoch-0 checkpoint, which must have them
     state = {"config": {}, "model": {}, "epoch": 0, "history": [], "arm": "cam", "seed": 0}
     torch.save(state, run.checkpoint)
