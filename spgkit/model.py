@@ -173,9 +173,8 @@ class WSOLModel(nn.Module):
         for head in heads:
             missing = sorted(set(head.needs_backbone) - offered)
             if missing:
-                name = getattr(backbone, "name", "") or type(backbone).__name__
                 raise ValueError(
-                    f"head {head.name!r} reads the backbone's {' and '.join(missing)}, which backbone {name!r} does not give "
+                    f"head {head.name!r} reads the backbone's {' and '.join(missing)}, which backbone {self._backbone_name()!r} does not give "
                     f"(it gives {sorted(offered) or 'nothing more than its features'}); a timm vision transformer with a class "
                     f"token gives both (backbone 'timm:deit_small_patch16_224'); plugin {self.plugins[head.name]!r}"
                 )
@@ -202,9 +201,12 @@ class WSOLModel(nn.Module):
         except (RuntimeError, AssertionError, *_PASS_THROUGH):  # too small an input; a head's feature transform (HeadError)
             raise
         except Exception as exc:
-            raise BackboneError(f"{self._backbone_named()} failed in forward: {one_line(exc)}") from exc
+            raise BackboneError(f"backbone {self._backbone_name()!r} (plugin {self.backbone_plugin!r}) failed in forward: {one_line(exc)}") from exc
         if set(extras) != self.extras:  # a backbone plugin's forward_extras out of step with its extras
-            raise BackboneError(f"{self._backbone_named()} was asked for {sorted(self.extras)} by the heads but its forward_extras gave {sorted(extras)}")
+            raise BackboneError(
+                f"backbone {self._backbone_name()!r} (plugin {self.backbone_plugin!r}) was asked for {sorted(self.extras)} "
+                f"by the heads but its forward_extras gave {sorted(extras)}"
+            )
         cls_out = self.classifier(features["high"])
         if classes is None:
             classes = labels if labels is not None else cls_out.logits.argmax(1)
@@ -213,9 +215,8 @@ class WSOLModel(nn.Module):
             ctx.outputs[name] = self._run_head(name, head, ctx)
         return ModelOutput(cls_out, ctx.outputs, targets)
 
-    def _backbone_named(self) -> str:
-        name = getattr(self.backbone, "name", "") or type(self.backbone).__name__
-        return f"backbone {name!r} (plugin {self.backbone_plugin!r})"
+    def _backbone_name(self) -> str:
+        return getattr(self.backbone, "name", "") or type(self.backbone).__name__
 
     def _transform_batch(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Each head's batch transform in turn (CutMix's mixing), its result checked.
